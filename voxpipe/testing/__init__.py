@@ -1,0 +1,22 @@
+"""Test helpers for bot authors and for voxpipe itself: run frames, record and replay calls."""
+
+from voxpipe.testing.harness import RunResult, Sleep, run_frames, run_frames_sync
+from voxpipe.testing.recording import (
+    FrameRecorder,
+    RecordedFrame,
+    Recording,
+    read_recording,
+    replay_frames,
+)
+
+__all__ = [
+    "FrameRecorder",
+    "RecordedFrame",
+    "Recording",
+    "RunResult",
+    "Sleep",
+    "read_recording",
+    "replay_frames",
+    "run_frames",
+    "run_frames_sync",
+]

@@ -1,0 +1,1 @@
+"""Transports: audio in and out of a call, over telephony websockets, WebRTC or files."""
