@@ -1,0 +1,239 @@
+"""Per-locale voice configuration as data: rows, the shipped seed file, and choosing a row.
+
+Adding a language is adding a row (in the database table `locales`, or in the seed file for new
+installs): locale, STT model and language, TTS voice and language, greeting, and which callers it
+serves (ISO countries, country calling codes, an IVR digit).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+logger = logging.getLogger(__name__)
+
+SEED_FILE = "locales.csv"
+_LOCALE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+
+
+def _split(value: str | Iterable[str] | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    items = value.replace(",", " ").split() if isinstance(value, str) else list(value)
+    return tuple(i.strip() for i in items if i.strip())
+
+
+def normalize_locale(tag: str) -> str:
+    """`en_gb` / `EN-gb` -> `en-GB` (language lower case, region upper case)."""
+    parts = tag.strip().replace("_", "-").split("-")
+    out = [parts[0].lower()]
+    for part in parts[1:]:
+        out.append(part.upper() if len(part) == 2 else part)
+    return "-".join(out)
+
+
+@dataclass(frozen=True, slots=True)
+class LocaleRow:
+    """Everything a call needs to run in one language/region."""
+
+    locale: str
+    stt_model: str
+    stt_language: str
+    tts_voice: str
+    tts_language: str
+    greeting: str
+    # ISO 3166-1 alpha-2 countries (Twilio's FromCountry) served by this row.
+    countries: tuple[str, ...] = field(default_factory=tuple)
+    # Country calling codes without "+", matched as the longest prefix of the caller's number.
+    calling_codes: tuple[str, ...] = field(default_factory=tuple)
+    # The IVR key a caller presses to choose this locale, if any.
+    ivr_digit: str | None = None
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        locale = normalize_locale(self.locale)
+        if not _LOCALE.match(locale):
+            raise ValueError(f"{self.locale!r} is not a locale tag like en-GB")
+        object.__setattr__(self, "locale", locale)
+        object.__setattr__(self, "countries", tuple(c.upper() for c in _split(self.countries)))
+        codes = tuple(c.lstrip("+") for c in _split(self.calling_codes))
+        bad = [c for c in codes if not c.isdigit()]
+        if bad:
+            raise ValueError(f"locale {locale}: calling codes must be digits, got {bad}")
+        object.__setattr__(self, "calling_codes", codes)
+        digit = (self.ivr_digit or "").strip() or None
+        if digit is not None and (len(digit) != 1 or digit not in "0123456789*#"):
+            raise ValueError(f"locale {locale}: ivr_digit must be one key (0-9, * or #)")
+        object.__setattr__(self, "ivr_digit", digit)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> LocaleRow:
+        """Build from a CSV/DB row; list fields may be space- or comma-separated strings."""
+        missing = [
+            k
+            for k in (
+                "locale",
+                "stt_model",
+                "stt_language",
+                "tts_voice",
+                "tts_language",
+                "greeting",
+            )
+            if not str(data.get(k) or "").strip()
+        ]
+        if missing:
+            raise ValueError(f"locale row {dict(data)!r} lacks {', '.join(missing)}")
+        enabled = data.get("enabled", True)
+        if isinstance(enabled, str):
+            enabled = enabled.strip().lower() not in ("0", "false", "no", "off")
+        return cls(
+            locale=str(data["locale"]),
+            stt_model=str(data["stt_model"]).strip(),
+            stt_language=str(data["stt_language"]).strip(),
+            tts_voice=str(data["tts_voice"]).strip(),
+            tts_language=str(data["tts_language"]).strip(),
+            greeting=str(data["greeting"]).strip(),
+            countries=_split(data.get("countries")),
+            calling_codes=_split(data.get("calling_codes")),
+            ivr_digit=(str(data["ivr_digit"]) if data.get("ivr_digit") is not None else None),
+            enabled=bool(enabled),
+        )
+
+
+def load_seed_rows(path: str | Path | None = None) -> list[LocaleRow]:
+    """Rows from a CSV file with a header (the shipped `locales.csv` by default)."""
+    if path is None:
+        text = resources.files("voxpipe.config").joinpath(SEED_FILE).read_text("utf-8")
+        where = f"voxpipe/config/{SEED_FILE}"
+    else:
+        text = Path(path).read_text("utf-8")
+        where = str(path)
+    rows = []
+    # Comment and blank lines are skipped; keep file line numbers for error messages.
+    numbered = [
+        (number, line)
+        for number, line in enumerate(text.splitlines(), start=1)
+        if line.strip() and not line.startswith("#")
+    ]
+    records = csv.DictReader(line for _, line in numbered)
+    for (number, _), record in zip(numbered[1:], records, strict=False):
+        try:
+            rows.append(LocaleRow.from_mapping(record))
+        except ValueError as exc:
+            raise ValueError(f"{where} line {number}: {exc}") from exc
+    return rows
+
+
+@dataclass(frozen=True, slots=True)
+class CallLocaleHints:
+    """What a call tells us about the caller's language, strongest first."""
+
+    # The caller (or the flow) chose: Twilio custom parameter `locale`, an API field ...
+    explicit: str | None = None
+    # The IVR key pressed at a language menu.
+    ivr_digit: str | None = None
+    # Twilio's FromCountry (ISO 3166-1 alpha-2 of the caller's number).
+    from_country: str | None = None
+    # The caller's number, E.164 (+447700900123).
+    caller: str | None = None
+
+    @classmethod
+    def from_twilio(
+        cls,
+        webhook: Mapping[str, Any] | None = None,
+        custom_parameters: Mapping[str, Any] | None = None,
+    ) -> CallLocaleHints:
+        """From a Twilio voice webhook form and/or a media stream's `start.customParameters`."""
+        webhook = webhook or {}
+        params = custom_parameters or {}
+
+        def first(*values: Any) -> str | None:
+            for value in values:
+                if value is not None and str(value).strip():
+                    return str(value).strip()
+            return None
+
+        return cls(
+            explicit=first(params.get("locale"), webhook.get("locale")),
+            ivr_digit=first(params.get("ivr_digit"), webhook.get("Digits")),
+            from_country=first(params.get("FromCountry"), webhook.get("FromCountry")),
+            caller=first(params.get("caller"), params.get("From"), webhook.get("From")),
+        )
+
+
+LocaleSource = Literal["explicit", "ivr", "from_country", "calling_code", "default"]
+
+
+@dataclass(frozen=True, slots=True)
+class LocaleChoice:
+    """The row chosen for a call and which hint chose it."""
+
+    row: LocaleRow
+    source: LocaleSource
+
+
+def _digits_of(number: str) -> str | None:
+    """International digits of a number: '+44 20 7946-0000' -> '442079460000'; None if national."""
+    compact = re.sub(r"[\s().-]", "", number)
+    if compact.startswith("+"):
+        compact = compact[1:]
+    elif compact.startswith("00"):
+        compact = compact[2:]
+    else:
+        return None  # national format or 'anonymous': no country can be read from it
+    return compact if compact.isdigit() else None
+
+
+def choose_locale(
+    rows: Iterable[LocaleRow], hints: CallLocaleHints, default: str = "en-US"
+) -> LocaleChoice:
+    """Pick a row: explicit choice, IVR digit, FromCountry, calling code, then `default`.
+
+    A hint that matches no enabled row is skipped (and an unknown explicit choice is logged),
+    so a bad custom parameter degrades to the caller's country rather than failing the call.
+    """
+    ordered = sorted((r for r in rows if r.enabled), key=lambda r: r.locale)
+    if not ordered:
+        raise LookupError(
+            "the locale table has no enabled rows: seed it from voxpipe/config/locales.csv "
+            "(LocaleTable.start() does) or add a row."
+        )
+    by_locale = {r.locale.lower(): r for r in ordered}
+
+    if hints.explicit:
+        row = by_locale.get(normalize_locale(hints.explicit).lower())
+        if row is not None:
+            return LocaleChoice(row, "explicit")
+        logger.warning("requested locale %r is not in the locale table; ignoring", hints.explicit)
+    if hints.ivr_digit:
+        for row in ordered:
+            if row.ivr_digit == hints.ivr_digit.strip():
+                return LocaleChoice(row, "ivr")
+    if hints.from_country:
+        country = hints.from_country.strip().upper()
+        for row in ordered:
+            if country in row.countries:
+                return LocaleChoice(row, "from_country")
+    if hints.caller:
+        digits = _digits_of(hints.caller)
+        if digits:
+            best: tuple[int, LocaleRow] | None = None
+            for row in ordered:
+                for code in row.calling_codes:
+                    if digits.startswith(code) and (best is None or len(code) > best[0]):
+                        best = (len(code), row)
+            if best is not None:
+                return LocaleChoice(best[1], "calling_code")
+    row = by_locale.get(normalize_locale(default).lower())
+    if row is None:
+        logger.warning(
+            "default locale %s is not in the locale table; using %s", default, ordered[0].locale
+        )
+        row = ordered[0]
+    return LocaleChoice(row, "default")

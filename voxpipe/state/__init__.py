@@ -1,0 +1,115 @@
+"""Conversation state (session stores) and call records (transcript stores).
+
+`make_session_store(settings)` and `make_transcript_store(settings)` pick the backends: Redis
+and Postgres when `REDIS_URL` / `DATABASE_URL` are set, else memory and a SQLite file. Server
+drivers are imported only when chosen, so the embedded defaults need no extra installed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from voxpipe.state.errors import StoreUnavailableError, TranscriptKeyError
+from voxpipe.state.heartbeat import SessionHeartbeat, default_worker_id
+from voxpipe.state.memory import MemorySessionStore
+from voxpipe.state.session import SessionState, SessionStore, Turn
+from voxpipe.state.transcripts import ReadRecord, Transcript, TranscriptStore
+
+if TYPE_CHECKING:
+    from voxpipe.config.settings import VoxpipeSettings
+    from voxpipe.state.crypto import TranscriptCipher
+    from voxpipe.state.sweeper import OrphanSweeper
+
+__all__ = [
+    "MemorySessionStore",
+    "ReadRecord",
+    "SessionHeartbeat",
+    "SessionState",
+    "SessionStore",
+    "StoreUnavailableError",
+    "Transcript",
+    "TranscriptKeyError",
+    "TranscriptStore",
+    "Turn",
+    "default_worker_id",
+    "make_session_store",
+    "make_sweeper",
+    "make_transcript_cipher",
+    "make_transcript_store",
+    "sqlite_path_from_url",
+]
+
+
+def make_session_store(settings: VoxpipeSettings) -> SessionStore:
+    """Redis (mirrored in memory, surviving outages) when REDIS_URL is set, else memory."""
+    memory = MemorySessionStore(ttl_s=settings.session_ttl_s, max_turns=settings.session_max_turns)
+    if not settings.redis_url:
+        return memory
+    from voxpipe.state.redis_store import RedisSessionStore
+    from voxpipe.state.resilient import ResilientSessionStore
+
+    redis = RedisSessionStore.from_url(
+        settings.redis_url,
+        socket_timeout_s=settings.redis_socket_timeout_s,
+        key_prefix=settings.redis_key_prefix,
+        ttl_s=settings.session_ttl_s,
+        max_turns=settings.session_max_turns,
+    )
+    return ResilientSessionStore(redis, memory, retry_interval_s=settings.redis_retry_interval_s)
+
+
+def make_transcript_cipher(settings: VoxpipeSettings) -> TranscriptCipher | None:
+    """The AES-256-GCM cipher for TRANSCRIPT_KEY, or None when it is unset."""
+    key = settings.transcript_key_bytes()
+    if key is None:
+        return None
+    from voxpipe.state.crypto import TranscriptCipher
+
+    return TranscriptCipher(key)
+
+
+def sqlite_path_from_url(url: str) -> str:
+    """`sqlite:///rel/path`, `sqlite:////abs/path` or a bare path -> the file path."""
+    if url.startswith("sqlite://"):
+        # sqlite:///x is relative "x"; sqlite:////x is absolute "/x" (SQLAlchemy's convention).
+        return url[len("sqlite:///") :] if url.startswith("sqlite:///") else url[len("sqlite://") :]
+    return url
+
+
+def make_transcript_store(settings: VoxpipeSettings) -> TranscriptStore:
+    """Postgres when DATABASE_URL is a postgres:// URL, else SQLite; always behind a spool."""
+    from voxpipe.state.postgres_url import is_postgres_url
+    from voxpipe.state.spool import SpoolingTranscriptStore
+
+    cipher = make_transcript_cipher(settings)
+    inner: TranscriptStore
+    url = settings.database_url
+    if is_postgres_url(url):
+        from voxpipe.state.postgres_store import PostgresTranscriptStore
+
+        inner = PostgresTranscriptStore(url or "", cipher=cipher, timeout_s=settings.db_timeout_s)
+    else:
+        from voxpipe.state.sqlite_store import SqliteTranscriptStore
+
+        path = sqlite_path_from_url(url) if url else settings.sqlite_path
+        inner = SqliteTranscriptStore(path, cipher=cipher, timeout_s=settings.db_timeout_s)
+    return SpoolingTranscriptStore(
+        inner,
+        settings.spool_dir,
+        cipher=cipher,
+        retry_interval_s=settings.spool_retry_interval_s,
+    )
+
+
+def make_sweeper(
+    settings: VoxpipeSettings, sessions: SessionStore, transcripts: TranscriptStore
+) -> OrphanSweeper:
+    """The orphan sweeper with HEARTBEAT_TIMEOUT_S and SWEEPER_INTERVAL_S."""
+    from voxpipe.state.sweeper import OrphanSweeper
+
+    return OrphanSweeper(
+        sessions,
+        transcripts,
+        heartbeat_timeout_s=settings.heartbeat_timeout_s,
+        interval_s=settings.sweeper_interval_s,
+    )

@@ -1,0 +1,247 @@
+"""Transcript store in a local SQLite file: the embedded default, no server needed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+try:
+    import aiosqlite
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "voxpipe.state.sqlite_store needs the 'sqlite' extra: pip install 'voxpipe[sqlite]'"
+    ) from exc
+
+from voxpipe.state.errors import StoreUnavailableError
+from voxpipe.state.migrations import migrate_sqlite
+from voxpipe.state.rows import open_turns, seal_turns
+from voxpipe.state.transcripts import ReadRecord, Transcript
+
+if TYPE_CHECKING:
+    from voxpipe.state.crypto import TranscriptCipher
+
+logger = logging.getLogger(__name__)
+
+_UPSERT = """
+INSERT INTO transcripts (call_id, caller, called, locale, started_at, ended_at, duration_s,
+    escalated, escalation_reason, turn_count, encrypted, key_id, turns, metadata)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (call_id) DO UPDATE SET
+    caller = excluded.caller, called = excluded.called, locale = excluded.locale,
+    started_at = excluded.started_at, ended_at = excluded.ended_at,
+    duration_s = excluded.duration_s, escalated = excluded.escalated,
+    escalation_reason = excluded.escalation_reason, turn_count = excluded.turn_count,
+    encrypted = excluded.encrypted, key_id = excluded.key_id, turns = excluded.turns,
+    metadata = excluded.metadata,
+    written_at = (julianday('now') - 2440587.5) * 86400.0
+WHERE transcripts.turn_count < excluded.turn_count
+"""
+
+_SELECT = """
+SELECT call_id, caller, called, locale, started_at, ended_at, escalated, escalation_reason,
+    encrypted, key_id, turns, metadata
+FROM transcripts WHERE call_id = ?
+"""
+
+
+class SqliteDatabase:
+    """One aiosqlite connection in autocommit mode, with a lock so transactions don't interleave.
+
+    Shared by the transcript store and the locale table when both use the same file.
+    """
+
+    def __init__(self, path: str | Path, *, timeout_s: float = 5.0) -> None:
+        self.path = str(path)
+        self.timeout_s = timeout_s
+        self._conn: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+        self._connect_lock = asyncio.Lock()
+
+    async def connect(self) -> aiosqlite.Connection:
+        """Open (once), set durable pragmas and migrate the schema."""
+        if self._conn is not None:
+            return self._conn
+        async with self._connect_lock:
+            if self._conn is None:
+                self._conn = await self._open()
+            return self._conn
+
+    async def _open(self) -> aiosqlite.Connection:
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            conn = await aiosqlite.connect(self.path, timeout=self.timeout_s, isolation_level=None)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnavailableError(
+                f"cannot open SQLite database {self.path}: {exc}. Check the path is writable "
+                "(SQLITE_PATH / DATABASE_URL)."
+            ) from exc
+        try:
+            await conn.execute("PRAGMA journal_mode=WAL")
+            # FULL: a transcript acknowledged as written survives power loss, not just a crash.
+            await conn.execute("PRAGMA synchronous=FULL")
+            await conn.execute(f"PRAGMA busy_timeout={int(self.timeout_s * 1000)}")
+            await migrate_sqlite(conn)
+        except sqlite3.OperationalError as exc:
+            await conn.close()
+            raise StoreUnavailableError(f"SQLite {self.path}: {exc}") from exc
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT on the shared connection, mapping I/O errors."""
+        conn = await self.connect()
+        async with self._lock:
+            try:
+                await conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailableError(f"SQLite {self.path}: {exc}") from exc
+            try:
+                yield conn
+            except BaseException:
+                await conn.execute("ROLLBACK")
+                raise
+            try:
+                await conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailableError(f"SQLite {self.path}: {exc}") from exc
+
+    async def fetchall(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run one read-only query outside any transaction of another task."""
+        conn = await self.connect()
+        async with self._lock:
+            try:
+                async with conn.execute(sql, params) as cur:
+                    return [tuple(r) for r in await cur.fetchall()]
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailableError(f"SQLite {self.path}: {exc}") from exc
+
+    async def close(self) -> None:
+        """Close the connection."""
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+
+class SqliteTranscriptStore:
+    """Transcripts and their read audit log in SQLite; turns sealed when a cipher is given."""
+
+    def __init__(
+        self,
+        path: str | Path | SqliteDatabase,
+        *,
+        cipher: TranscriptCipher | None = None,
+        timeout_s: float = 5.0,
+    ) -> None:
+        self.db = (
+            path if isinstance(path, SqliteDatabase) else SqliteDatabase(path, timeout_s=timeout_s)
+        )
+        self._cipher = cipher
+
+    async def start(self) -> None:
+        await self.db.connect()
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def write(self, transcript: Transcript) -> bool:
+        payload, encrypted, key_id = seal_turns(transcript.turns, transcript.call_id, self._cipher)
+        params: tuple[Any, ...] = (
+            transcript.call_id,
+            transcript.caller,
+            transcript.called,
+            transcript.locale,
+            transcript.started_at,
+            transcript.ended_at,
+            transcript.duration_s,
+            int(transcript.escalated),
+            transcript.escalation_reason,
+            len(transcript.turns),
+            int(encrypted),
+            key_id,
+            payload,
+            json.dumps(transcript.metadata),
+        )
+        async with self.db.transaction() as conn:
+            cursor = await conn.execute(_UPSERT, params)
+            stored = cursor.rowcount > 0
+        logger.info(
+            "transcript %s %s (%d turns)",
+            transcript.call_id,
+            "written" if stored else "already stored",
+            len(transcript.turns),
+            extra={"call_id": transcript.call_id},
+        )
+        return stored
+
+    async def read(
+        self, call_id: str, *, reader: str, purpose: str | None = None
+    ) -> Transcript | None:
+        async with self.db.transaction() as conn:
+            async with conn.execute(_SELECT, (call_id,)) as cur:
+                row = await cur.fetchone()
+            await conn.execute(
+                "INSERT INTO transcript_reads (call_id, reader, purpose, found, read_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (call_id, reader, purpose, int(row is not None), time.time()),
+            )
+        logger.info(
+            "transcript %s read by %s (purpose: %s, found: %s)",
+            call_id,
+            reader,
+            purpose,
+            row is not None,
+            extra={"call_id": call_id, "reader": reader},
+        )
+        if row is None:
+            return None
+        (
+            cid,
+            caller,
+            called,
+            locale,
+            started,
+            ended,
+            escalated,
+            reason,
+            enc,
+            key_id,
+            turns,
+            meta,
+        ) = tuple(row)
+        return Transcript(
+            call_id=cid,
+            started_at=float(started),
+            ended_at=float(ended),
+            turns=open_turns(bytes(turns), bool(enc), key_id, cid, self._cipher),
+            caller=caller,
+            called=called,
+            locale=locale,
+            escalated=bool(escalated),
+            escalation_reason=reason,
+            metadata=json.loads(meta),
+        )
+
+    async def reads(self, call_id: str) -> list[ReadRecord]:
+        rows = await self.db.fetchall(
+            "SELECT call_id, reader, purpose, found, read_at FROM transcript_reads "
+            "WHERE call_id = ? ORDER BY id",
+            (call_id,),
+        )
+        return [ReadRecord(r[0], r[1], r[2], bool(r[3]), float(r[4])) for r in rows]
+
+    async def call_ids(self, limit: int = 100) -> list[str]:
+        rows = await self.db.fetchall(
+            "SELECT call_id FROM transcripts ORDER BY started_at DESC LIMIT ?", (limit,)
+        )
+        return [r[0] for r in rows]
