@@ -21,8 +21,15 @@ def _bench_engine(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
+def _bench_vad(args: argparse.Namespace) -> dict[str, Any]:
+    from voxpipe.bench.vad import run_vad_bench
+
+    return run_vad_bench()
+
+
 BENCHES: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]]] = {
     "engine": ("engine: hop cost, throughput, idle session footprint", _bench_engine),
+    "vad": ("vad: Silero window cost at batch 1 and batched, calls per core", _bench_vad),
 }
 
 
