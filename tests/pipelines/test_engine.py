@@ -267,3 +267,33 @@ async def test_parallel_pipeline_branches_see_every_frame_and_merge() -> None:
     # upstream frames from after the parallel pipeline reach both branches and leave once
     assert "UPSTREAM:up:x" in a.seen and "UPSTREAM:up:x" in b.seen
     assert texts(r.upstream).count("up:x") == 1
+
+
+async def test_interruption_requested_from_an_owned_task_cancels_that_task() -> None:
+    """The sweep runs apart from the requester, so the requester's own task is cancelled too."""
+
+    class SelfInterrupting(FrameProcessor):
+        def __init__(self) -> None:
+            super().__init__()
+            self.after_request = 0
+            self.cancelled = asyncio.Event()
+
+        async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+            if isinstance(frame, TTSSpeakFrame):
+                self.create_task(self._work())
+            await self.push_frame(frame, direction)
+
+        async def _work(self) -> None:
+            try:
+                await self.request_interruption("from inside")
+                self.after_request += 1  # must not run: the task was cancelled by the sweep
+                await self.clock.sleep(1.0)
+            except asyncio.CancelledError:
+                self.cancelled.set()
+                raise
+
+    proc = SelfInterrupting()
+    r = await run_frames([proc], [TTSSpeakFrame("go"), Sleep(2.0)])
+    assert proc.cancelled.is_set()
+    assert proc.after_request == 0
+    assert any(isinstance(f, InterruptionFrame) for f in r.downstream)

@@ -64,7 +64,12 @@ class _Source(FrameProcessor):
         kind = type(frame)
         if kind is InterruptionRequestFrame:
             # "Interruptions propagate backward": any processor asks, the source sweeps.
-            await self.push_frame(InterruptionFrame(), DOWNSTREAM)
+            # The sweep runs in a task of its own: the requester may be an owned task that the
+            # sweep cancels, and cancelling it must not cut the sweep short half-way.
+            sweep = asyncio.get_running_loop().create_task(
+                self.push_frame(InterruptionFrame(), DOWNSTREAM), name=f"{self.name}:sweep"
+            )
+            await asyncio.shield(sweep)
         elif kind is EndTaskFrame:
             await self._task.queue_frame(EndFrame(reason=getattr(frame, "reason", "")))
         elif kind is CancelTaskFrame:

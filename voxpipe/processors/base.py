@@ -8,6 +8,7 @@ no queue and no task switch. Work that waits on I/O runs in tasks the processor 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 from collections.abc import Coroutine, Iterator
@@ -201,7 +202,7 @@ class FrameProcessor:
             self._run_owned(coro), name=f"{self.name}:{name or 'task'}"
         )
         self._tasks[task] = interruptible
-        task.add_done_callback(self._forget_task)
+        task.add_done_callback(functools.partial(self._forget_task, coro))
         return task
 
     async def _run_owned(self, coro: Coroutine[Any, Any, Any]) -> Any:
@@ -213,8 +214,11 @@ class FrameProcessor:
             await self._processing_error(exc, None)
             return None
 
-    def _forget_task(self, task: asyncio.Task[Any]) -> None:
+    def _forget_task(self, coro: Coroutine[Any, Any, Any], task: asyncio.Task[Any]) -> None:
         self._tasks.pop(task, None)
+        # A task cancelled before its first step never started ``coro``: close it so it
+        # is not reported as "never awaited".
+        coro.close()
 
     def _cancel_tasks(self, *, interruptible_only: bool) -> None:
         current = asyncio.current_task()
