@@ -1,0 +1,230 @@
+"""OpenAILLMService: streaming chat completions through the official ``openai`` SDK.
+
+Works against OpenAI and any OpenAI-compatible endpoint (Ollama, llama.cpp, vLLM, ...) via
+``base_url``. Settings: ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_MODEL`` and the
+``LLM_*`` options. It is also a ``Summarizer`` for the context's older turns (one
+non-streaming request, off the reply's critical path).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+try:
+    import openai
+    from openai import AsyncOpenAI
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "voxpipe.processors.llm.openai needs the 'openai' extra: pip install 'voxpipe[openai]'"
+    ) from exc
+
+from voxpipe.processors.aggregators.context import SUMMARY_INSTRUCTIONS, render_transcript
+from voxpipe.processors.llm.base import ChatChunk, LLMProviderError, LLMService, ToolCallDelta
+
+_HINTS = {
+    401: "check OPENAI_API_KEY",
+    403: "the key has no access to this model or endpoint; check OPENAI_MODEL and the key",
+    404: "check OPENAI_MODEL and OPENAI_BASE_URL",
+    429: "rate limited or out of quota; check the account's limits",
+}
+
+
+class OpenAILLMService(LLMService):
+    """LLM processor for OpenAI-compatible chat completions (streaming, tools, usage)."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        model: str | None = None,
+        temperature: float | None = None,
+        max_tokens_param: str = "max_tokens",
+        include_usage: bool = True,
+        request_timeout_s: float = 15.0,
+        summary_max_tokens: int = 200,
+        extra_body: dict[str, Any] | None = None,
+        client: AsyncOpenAI | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if client is None and (api_key is None or base_url is None or model is None):
+            from voxpipe.config.settings import get_settings
+
+            s = get_settings()
+            if api_key is None and s.openai_api_key is not None:
+                api_key = s.openai_api_key.get_secret_value()
+            base_url = base_url or s.openai_base_url
+            model = model or s.openai_model
+        super().__init__(model=model or "gpt-4o-mini", **kwargs)
+        if client is None:
+            assert base_url is not None
+            if not api_key:
+                if (urlsplit(base_url).hostname or "").endswith("openai.com"):
+                    raise ValueError(
+                        "OPENAI_API_KEY is not set: set it (or pass api_key=...), or point "
+                        "OPENAI_BASE_URL at an OpenAI-compatible server that needs no key."
+                    )
+                api_key = "unused"  # local servers (Ollama, llama.cpp) ignore the key
+            # Retries are ours (the fast first-token timeout); the SDK's own would stack
+            # seconds of backoff on a live call.
+            client = AsyncOpenAI(
+                api_key=api_key, base_url=base_url, max_retries=0, timeout=request_timeout_s
+            )
+            self._owns_client = True
+        else:
+            self._owns_client = False
+        self.client = client
+        _warm_up(client)
+        self.temperature = temperature
+        self.max_tokens_param = max_tokens_param
+        self.include_usage = include_usage
+        self.summary_max_tokens = summary_max_tokens
+        self.extra_body = extra_body
+
+    def _params(self, messages: Sequence[dict[str, Any]], max_tokens: int) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "model": self.model,
+            "messages": list(messages),
+            self.max_tokens_param: max_tokens,
+        }
+        if self.temperature is not None:
+            params["temperature"] = self.temperature
+        if self.extra_body:
+            params["extra_body"] = self.extra_body
+        return params
+
+    async def stream_chat(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+    ) -> AsyncGenerator[ChatChunk, None]:
+        params = self._params(messages, self.max_tokens)
+        params["stream"] = True
+        if self.include_usage:
+            params["stream_options"] = {"include_usage": True}
+        if tools:
+            params["tools"] = tools
+        try:
+            stream = await self.client.chat.completions.create(**params)
+        except openai.APIError as exc:
+            raise _provider_error(exc) from exc
+        try:
+            async for chunk in stream:
+                usage = chunk.usage
+                if usage is not None:
+                    yield ChatChunk(
+                        prompt_tokens=usage.prompt_tokens,
+                        completion_tokens=usage.completion_tokens,
+                    )
+                if not chunk.choices:
+                    continue
+                choice = chunk.choices[0]
+                delta = choice.delta
+                calls = [
+                    ToolCallDelta(
+                        index=tc.index,
+                        id=tc.id,
+                        name=tc.function.name if tc.function else None,
+                        arguments=tc.function.arguments if tc.function else None,
+                    )
+                    for tc in delta.tool_calls or ()
+                ]
+                if delta.content or calls or choice.finish_reason:
+                    yield ChatChunk(
+                        text=delta.content or "",
+                        tool_calls=calls,
+                        finish_reason=choice.finish_reason,
+                    )
+        except openai.APIError as exc:
+            raise _provider_error(exc) from exc
+        finally:
+            # Closing an unfinished response drops the connection: the server stops generating.
+            await stream.close()
+
+    async def summarize(
+        self, messages: Sequence[dict[str, Any]], previous_summary: str | None
+    ) -> str:
+        """Summarize older turns (and the previous summary) in a few sentences."""
+        prompt = [
+            {"role": "system", "content": SUMMARY_INSTRUCTIONS},
+            {"role": "user", "content": render_transcript(messages, previous_summary)},
+        ]
+        try:
+            response = await self.client.chat.completions.create(
+                **self._params(prompt, self.summary_max_tokens)
+            )
+        except openai.APIError as exc:
+            raise _provider_error(exc) from exc
+        if not response.choices:
+            return previous_summary or ""
+        return (response.choices[0].message.content or "").strip()
+
+    async def cleanup(self) -> None:
+        await super().cleanup()
+        if self._owns_client:
+            await self.client.close()
+
+
+_warmed = False
+
+
+def _warm_up(client: AsyncOpenAI) -> None:
+    """Do once per process, at pipeline build time, what the SDK otherwise does lazily on the
+    first request (imports, pydantic model builds): about 100 ms off the first call's reply."""
+    global _warmed
+    if _warmed:
+        return
+    _warmed = True
+    from openai._models import construct_type
+    from openai.types.chat import ChatCompletionChunk
+
+    _ = client.chat.completions
+    delta = {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {"index": 0, "id": "c", "type": "function", "function": {"name": "f", "arguments": ""}}
+        ],
+    }
+    construct_type(
+        type_=ChatCompletionChunk,
+        value={
+            "id": "warm-up",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": "m",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
+            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        },
+    )
+    try:
+        import anyio._backends._asyncio  # noqa: F401  (loaded by the first request otherwise)
+    except ImportError:  # pragma: no cover - anyio internals moved
+        pass
+
+
+def _provider_error(exc: openai.APIError) -> LLMProviderError:
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        hint = _HINTS.get(status, "provider server error" if status >= 500 else "")
+        retry_after = exc.response.headers.get("retry-after")
+        if retry_after:
+            hint += f" (retry-after {retry_after} s)"
+        return LLMProviderError(
+            f"OpenAI request failed with HTTP {status}: {exc.message}"
+            + (f" — {hint}" if hint else ""),
+            status=status,
+            # A server error may be transient; client errors (bad key, rate limit) will not
+            # clear within a caller's patience.
+            retryable=status >= 500,
+        )
+    if isinstance(exc, openai.APIConnectionError):
+        return LLMProviderError(
+            f"OpenAI endpoint unreachable or the connection dropped ({exc}); check "
+            "OPENAI_BASE_URL and the network",
+            retryable=True,
+        )
+    return LLMProviderError(f"OpenAI error: {exc}")
+
+
+__all__ = ["OpenAILLMService"]
