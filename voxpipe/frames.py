@@ -167,6 +167,26 @@ class VADProbabilityFrame(SystemFrame):
     volume: float = 0.0
 
 
+@dataclass(slots=True)
+class DisableInterruptionsFrame(ControlFrame):
+    """From here in the output stream until ``EnableInterruptionsFrame`` the caller cannot interrupt."""
+
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class EnableInterruptionsFrame(ControlFrame):
+    """Ends a span started by ``DisableInterruptionsFrame`` (applied once its audio has played)."""
+
+
+@dataclass(slots=True)
+class InterruptionsAllowedFrame(SystemFrame):
+    """Pushed upstream by the output transport when a non-interruptible span starts or ends."""
+
+    allowed: bool = True
+    reason: str = ""
+
+
 # ---------------------------------------------------------------------------- audio
 
 

@@ -88,6 +88,12 @@ class VoxpipeSettings(BaseSettings):
         description="Public https URL this server is reached at (used in TwiML stream URLs and "
         "webhook signature checks), e.g. https://abc.ngrok.app.",
     )
+    webrtc_ice_servers: SecretStr | None = Field(
+        None,
+        description="ICE (STUN/TURN) servers for browser calls: comma-separated URLs or a JSON "
+        "list of {urls, username, credential}; unset = host candidates only, nothing leaves the "
+        "machine.",
+    )
     host: str = Field("127.0.0.1", description="Interface `voxpipe serve` binds to.")
     port: int = Field(8000, ge=0, le=65535, description="Port `voxpipe serve` listens on.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
@@ -223,6 +229,7 @@ class VoxpipeSettings(BaseSettings):
         "openai_api_key",
         "elevenlabs_api_key",
         "twilio_auth_token",
+        "webrtc_ice_servers",
         mode="before",
     )
     @classmethod

@@ -140,3 +140,32 @@ async def test_each_turn_is_a_new_request_with_the_history() -> None:
     reqs = [f for _, f in requests(r)]
     assert [len(f.messages) for f in reqs] == [1, 2]
     assert reqs[1].messages[-1]["content"] == "Two."
+
+
+async def test_speech_before_the_reply_is_heard_interrupts_it_and_a_cough_resends() -> None:
+    from voxpipe.frames import FrameDirection, InterruptionRequestFrame, LLMMessagesFrame
+    from voxpipe.frames import TranscriptionFrame as TF
+    from voxpipe.frames import UserStartedSpeakingFrame as Started
+    from voxpipe.frames import UserStoppedSpeakingFrame as Stopped
+    from voxpipe.processors.aggregators.context import LLMContext
+    from voxpipe.processors.aggregators.user import UserContextAggregator
+    from voxpipe.testing import Sleep, run_frames
+
+    agg = UserContextAggregator(LLMContext(system_prompt="be brief"), transcript_timeout_s=0.5)
+    r = await run_frames(
+        [agg],
+        [
+            Started(),
+            TF("what are your hours"),
+            Stopped(),
+            Sleep(0.1),
+            Started(),  # no bot audio yet: the pending reply is stale
+            Sleep(0.3),
+            Stopped(),  # ... and it was only a cough: no transcript
+            Sleep(1.0),
+        ],
+    )
+    requests = r.of_type(LLMMessagesFrame)
+    assert len(requests) == 2
+    assert requests[0].messages == requests[1].messages
+    assert len(r.of_type(InterruptionRequestFrame, FrameDirection.UPSTREAM)) == 1

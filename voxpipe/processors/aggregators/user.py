@@ -8,6 +8,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from voxpipe.frames import (
+    BotStartedSpeakingFrame,
     EndFrame,
     Frame,
     FrameDirection,
@@ -32,6 +33,10 @@ class UserContextAggregator(FrameProcessor):
     came yet, the turn waits up to ``transcript_timeout_s`` for the final. Finals that arrive
     with no speech turn around them (an STT without VAD) are sent ``idle_delay_s`` after the
     last one. Interim transcripts are passed on for display, never sent to the LLM.
+
+    If the caller speaks again after a request went out but before any of the reply was
+    heard, the stale reply is interrupted; should that speech bring no new words (a cough),
+    the same request is sent again so the caller still gets an answer.
     """
 
     def __init__(
@@ -52,13 +57,24 @@ class UserContextAggregator(FrameProcessor):
         self._awaiting_final = False  # the caller stopped; the final transcript is late
         self._timer: asyncio.Task[None] | None = None
         self._timer_coro: Coroutine[Any, Any, None] | None = None
+        self._reply_pending = False  # a request went out and none of its reply was heard yet
+        self._resend = False  # that reply was interrupted: answer again if no new words come
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        if direction is DOWNSTREAM:
+        if isinstance(frame, BotStartedSpeakingFrame):
+            self._reply_pending = False
+        elif direction is DOWNSTREAM:
             if isinstance(frame, UserStartedSpeakingFrame):
                 self._speaking = True
                 self._awaiting_final = False
                 self._stop_timer()
+                if self._reply_pending and self.interruptions_allowed:
+                    # The caller is still talking: the reply being generated answers too little.
+                    self._reply_pending = False
+                    self._resend = True
+                    await self.push_frame(frame, direction)
+                    await self.request_interruption("caller spoke before the reply was heard")
+                    return
             elif isinstance(frame, UserStoppedSpeakingFrame):
                 await self.push_frame(frame, direction)
                 self._speaking = False
@@ -103,6 +119,9 @@ class UserContextAggregator(FrameProcessor):
         self._interim_pending = False
         if self._parts:
             await self._end_turn()
+        elif self._resend:
+            self._resend = False
+            await self._request()
 
     def _start_timer(self, delay: float, name: str) -> None:
         self._timer_coro = self._end_after(delay)
@@ -126,14 +145,19 @@ class UserContextAggregator(FrameProcessor):
         self._awaiting_final = False
         text = " ".join(self._parts)
         self._parts = []
+        self._resend = False
         self.context.add_user_message(text)
-        await self.push_frame(
-            LLMMessagesFrame(self.context.window_messages(), tools=self.context.tools)
-        )
+        await self._request()
         # After the request is on its way: summarizing older turns is off the critical path.
         job = self.context.summary_job()
         if job is not None:
             self.create_task(job, name="summarize", interruptible=False)
+
+    async def _request(self) -> None:
+        self._reply_pending = True
+        await self.push_frame(
+            LLMMessagesFrame(self.context.window_messages(), tools=self.context.tools)
+        )
 
     @property
     def pending_text(self) -> str:

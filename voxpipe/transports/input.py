@@ -1,0 +1,298 @@
+"""BaseInputTransport: caller audio and keypad digits from the wire into the pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from voxpipe.audio.convert import to_pcm16
+from voxpipe.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    CancelFrame,
+    CancelTaskFrame,
+    DTMFFrame,
+    EndFrame,
+    EndTaskFrame,
+    Frame,
+    FrameDirection,
+    InputAudioFrame,
+    InterruptionFrame,
+    InterruptionRequestFrame,
+    StartFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
+)
+from voxpipe.processors.base import FrameProcessor
+from voxpipe.processors.policy.frames import InterruptionsAllowedFrame
+from voxpipe.processors.vad.analyzer import VADAnalyzer, VADEvent, VADState
+from voxpipe.processors.vad.batched import BatchedVAD
+from voxpipe.transports.params import TransportParams
+
+if TYPE_CHECKING:
+    from voxpipe.transports.output import BaseOutputTransport
+
+__all__ = ["BaseInputTransport"]
+
+DOWNSTREAM = FrameDirection.DOWNSTREAM
+UPSTREAM = FrameDirection.UPSTREAM
+
+# Wire audio kept while the call is starting (chunks of 20 ms on a phone line: 2 s).
+_EARLY_CHUNKS = 100
+
+
+class BaseInputTransport(FrameProcessor):
+    """First processor of a call: pushes wire audio and DTMF in, runs the VAD, asks for interruptions.
+
+    The wire side (a websocket handler, a file reader, a test) calls ``push_wire_audio``,
+    ``push_dtmf`` and ``on_wire_closed``; they enter the pipeline with ``push_input`` so a
+    recorder sees them. Audio goes downstream in the wire's own format at once, and then
+    through the VAD, which emits ``UserStartedSpeakingFrame``/``UserStoppedSpeakingFrame``.
+    The transport tracks whether the bot speaks from the ``Bot*SpeakingFrame``s the output
+    transport sends upstream; when the caller talks over the bot long enough
+    (``params.guard.min_speech_secs``) and interruptions are allowed, it pushes an
+    ``InterruptionRequestFrame`` upstream. With ``params.guard.min_words`` set it leaves that
+    decision to an ``InterruptionGuard`` after STT. Inside a non-interruptible span
+    (``InterruptionsAllowedFrame(False)`` from the output) it drops every interruption
+    request coming up the pipeline, whoever asked.
+
+    ``InputAudioFrame``s and ``DTMFFrame``s arriving from upstream (a replayed recording, a
+    test) are treated like wire input, so a replay reproduces the VAD's decisions. Audio the
+    wire delivers before the call has started is kept (up to 2 s) and follows the
+    ``StartFrame``. A VAD failure is reported as an ``ErrorFrame`` and the call goes on
+    without barge-in.
+    """
+
+    def __init__(
+        self,
+        params: TransportParams | None = None,
+        *,
+        vad: VADAnalyzer | None = None,
+        batched_vad: BatchedVAD | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name=name)
+        self.params = params if params is not None else TransportParams()
+        self._batched = batched_vad
+        if vad is None and self.params.vad_enabled:
+            # Built here, not at start, so a missing model or extra fails when the bot is built.
+            vad = VADAnalyzer(
+                self.params.audio_in.sample_rate, self.params.vad_params, batched=batched_vad
+            )
+        self.vad: VADAnalyzer | None = vad
+        self._output: BaseOutputTransport | None = None
+        self.bot_speaking = False
+        self.user_speaking = False
+        self.span_allowed = True
+        self.closed = False
+        self._ended = False
+        self._onset = 0.0  # stream time (VAD clock) the current caller speech began
+        self._interrupted_turn = False
+        self._hangup_timer: asyncio.TimerHandle | None = None
+        self._hangup_task: asyncio.Task[None] | None = None
+        self._early: list[bytes] = []
+        self._dropped_early = 0
+        # Counters for metrics and tests.
+        self.interruptions = 0
+        self.requests_refused = 0
+
+    # ------------------------------------------------------------------ wiring
+
+    def pair(self, output: BaseOutputTransport) -> None:
+        """Link the output transport of the same call (it is told when the wire closes)."""
+        self._output = output
+
+    @property
+    def can_interrupt(self) -> bool:
+        """Whether an interruption is allowed now (call settings and any non-interruptible span)."""
+        return self.params.allow_interruptions and self.interruptions_allowed and self.span_allowed
+
+    # ------------------------------------------------------------------ the wire side
+
+    async def push_wire_audio(self, audio: bytes) -> None:
+        """Caller audio in the wire's format (``params.audio_in``), any chunk size."""
+        if self.closed or self._ended:
+            return
+        if not self.started:
+            # The wire can be a step ahead of the task's first step: keep a little, in order.
+            self._early.append(audio)
+            if len(self._early) > _EARLY_CHUNKS:
+                del self._early[0]
+                self._dropped_early += 1
+                if self._dropped_early == 1:
+                    self.logger.warning(
+                        "caller audio keeps arriving but the call has not started: dropping "
+                        "the oldest; start the pipeline task before feeding the wire"
+                    )
+            return
+        fmt = self.params.audio_in
+        frame = InputAudioFrame(audio=audio, sample_rate=fmt.sample_rate, encoding=fmt.encoding)
+        await self.push_input(frame)
+        if self.vad is not None:
+            await self._run_vad(frame)
+
+    async def push_dtmf(self, digit: str) -> None:
+        """A keypad digit; it interrupts the bot when ``params.dtmf_interrupts`` and allowed."""
+        if self.closed or self._ended or not self.started:
+            return
+        if self.params.dtmf_interrupts and self.bot_speaking and self.can_interrupt:
+            await self._interrupt(f"dtmf {digit}")
+        await self.push_input(DTMFFrame(digit=digit))
+
+    async def on_wire_closed(self, reason: str = "caller hung up") -> None:
+        """The far end hung up: end the call gracefully (transcripts kept), cancel it if it lingers.
+
+        The output stops sending at once and drops what was never heard; the caller's
+        unfinished speech is closed with ``UserStoppedSpeakingFrame``; an ``EndTaskFrame``
+        asks the task to end, and ``params.hangup_timeout_secs`` later a ``CancelTaskFrame``
+        makes sure no pipeline outlives its call.
+        """
+        if self.closed:
+            return
+        self.closed = True
+        if self._output is not None:
+            await self._output.on_wire_closed()
+        if not self.started or self._ended:
+            if not self.started:
+                await self.push_frame(CancelTaskFrame(reason=reason), UPSTREAM)
+            return
+        if self.user_speaking:
+            self.user_speaking = False
+            await self.push_frame(UserStoppedSpeakingFrame())
+        if self.vad is not None:
+            self.vad.reset()
+        self.logger.info("%s: ending the call", reason)
+        self._hangup_timer = self.clock.call_later(
+            self.params.hangup_timeout_secs, lambda: self._hangup_expired(reason)
+        )
+        await self.push_frame(EndTaskFrame(reason=reason), UPSTREAM)
+
+    def _hangup_expired(self, reason: str) -> None:
+        self._hangup_timer = None
+        self.logger.warning(
+            "call still running %.1fs after %s: cancelling", self.params.hangup_timeout_secs, reason
+        )
+        self._hangup_task = asyncio.get_running_loop().create_task(
+            self.push_frame(CancelTaskFrame(reason=f"{reason}; end did not finish"), UPSTREAM)
+        )
+
+    # ------------------------------------------------------------------ VAD
+
+    async def _analyze(self, vad: VADAnalyzer, pcm: bytes) -> list[VADEvent]:
+        """Run the VAD over one chunk of PCM16 (batched across calls when a BatchedVAD was given)."""
+        if vad.batched is not None:
+            return await vad.analyze_async(pcm)
+        return vad.analyze(pcm)
+
+    async def _run_vad(self, frame: InputAudioFrame) -> None:
+        vad = self.vad
+        if vad is None or frame.num_channels != 1:
+            return
+        if frame.sample_rate != vad.sample_rate:
+            # Audio in another format than announced (e.g. a replay of another wire).
+            self.logger.info("caller audio at %d Hz: restarting the VAD", frame.sample_rate)
+            vad = self.vad = VADAnalyzer(frame.sample_rate, vad.params, batched=self._batched)
+        try:
+            events = await self._analyze(vad, to_pcm16(frame.audio, frame.encoding))
+        except Exception as exc:
+            # The call goes on without barge-in rather than failing on the VAD.
+            self.vad = None
+            self.logger.error("VAD failed, continuing without it: %s", exc, exc_info=exc)
+            await self.push_error(f"{self.name}: VAD failed: {exc}")
+            return
+        for event in events:
+            if event.kind == "started":
+                self.user_speaking = True
+                self._onset = event.speech_time
+                self._interrupted_turn = False
+                # Interrupt first: the flush is what the caller waits for.
+                await self._check_interruption()
+                await self.push_frame(UserStartedSpeakingFrame())
+            else:
+                self.user_speaking = False
+                await self.push_frame(UserStoppedSpeakingFrame())
+        if not events and self.user_speaking and self.bot_speaking:
+            await self._check_interruption()
+
+    async def _check_interruption(self) -> None:
+        """Interrupt if the caller is talking over the bot long enough and it is allowed."""
+        if self._interrupted_turn or not (self.user_speaking and self.bot_speaking):
+            return
+        guard = self.params.guard
+        vad = self.vad
+        if guard.min_words > 0 or vad is None or not self.can_interrupt:
+            return
+        if vad.state is not VADState.SPEAKING:
+            return  # in a pause: wait until the caller speaks again
+        if vad.stream_time - self._onset < guard.min_speech_secs - 1e-9:
+            return
+        self._interrupted_turn = True
+        await self._interrupt("caller speech")
+
+    async def _interrupt(self, reason: str) -> None:
+        self.interruptions += 1
+        self.logger.debug("interrupting the bot: %s", reason)
+        await self.request_interruption(reason)
+
+    # ------------------------------------------------------------------ frames
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        kind = type(frame)
+        if kind is BotStartedSpeakingFrame:
+            self.bot_speaking = True
+        elif kind is BotStoppedSpeakingFrame:
+            self.bot_speaking = False
+        elif direction is UPSTREAM:
+            if kind is InterruptionRequestFrame and not self.can_interrupt:
+                self.requests_refused += 1
+                self.logger.debug("interruption request refused: interruptions are disabled")
+                return
+            if kind is InterruptionsAllowedFrame:
+                assert isinstance(frame, InterruptionsAllowedFrame)
+                self.span_allowed = frame.allowed
+                await self.push_frame(frame, direction)
+                if frame.allowed:
+                    # The caller may have been talking through the span: the bot yields now.
+                    await self._check_interruption()
+                return
+        elif kind is InterruptionFrame:
+            # However it came, this caller turn has interrupted the bot: do not ask again.
+            self._interrupted_turn = self.user_speaking
+        elif kind is StartFrame:
+            await self.push_frame(frame, direction)
+            early, self._early = self._early, []
+            for audio in early:  # now that everything downstream has started
+                await self.push_wire_audio(audio)
+            return
+        elif kind is DTMFFrame:
+            if self.params.dtmf_interrupts and self.bot_speaking and self.can_interrupt:
+                await self._interrupt(f"dtmf {getattr(frame, 'digit', '')}")
+        elif kind is InputAudioFrame:
+            assert isinstance(frame, InputAudioFrame)
+            await self.push_frame(frame, direction)
+            if not self.closed and not self._ended:
+                await self._run_vad(frame)
+            return
+        await self.push_frame(frame, direction)
+
+    async def on_start(self, frame: StartFrame) -> None:
+        fmt = self.params.audio_in
+        if frame.audio_in_sample_rate != fmt.sample_rate:
+            self.logger.warning(
+                "StartFrame says caller audio is %d Hz but the transport receives %d Hz; build "
+                "the task with TransportParams.task_params() so processors agree",
+                frame.audio_in_sample_rate,
+                fmt.sample_rate,
+            )
+
+    async def on_end(self, frame: EndFrame) -> None:
+        self._ended = True
+
+    async def on_cancel(self, frame: CancelFrame) -> None:
+        self._ended = True
+
+    async def cleanup(self) -> None:
+        await super().cleanup()
+        if self._hangup_timer is not None:
+            self._hangup_timer.cancel()
+            self._hangup_timer = None
