@@ -96,6 +96,11 @@ class AssistantContextAggregator(FrameProcessor):
         entries = self.context.entries
         return entries[-1] if entries else None
 
+    @property
+    def open_entry(self) -> ContextEntry | None:
+        """The assistant message still growing as its words are heard (None between replies)."""
+        return self._open
+
     def _close(self, *, interrupted: bool = False) -> None:
         if self._open is not None and interrupted:
             self._open.interrupted = True

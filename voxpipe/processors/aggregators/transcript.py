@@ -1,0 +1,217 @@
+"""TranscriptRecorder: keeps a call's conversation in the session store as it happens and
+writes the full transcript at call end."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from voxpipe.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    CancelFrame,
+    EndFrame,
+    Frame,
+    FrameDirection,
+    FunctionCallResultFrame,
+    InterruptionFrame,
+    LLMResponseEndFrame,
+    LLMResponseStartFrame,
+    PauseRecordingFrame,
+    ResumeRecordingFrame,
+    StartFrame,
+)
+from voxpipe.processors.aggregators.assistant import AssistantContextAggregator
+from voxpipe.processors.aggregators.context import ContextEntry, message_text
+from voxpipe.processors.base import FrameProcessor
+from voxpipe.state.session import SessionStore, Turn
+from voxpipe.state.transcripts import Transcript, TranscriptStore
+
+# Frames after which the context's new entries are complete and can be stored.
+_BOUNDARIES = (
+    LLMResponseStartFrame,
+    LLMResponseEndFrame,
+    InterruptionFrame,
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    FunctionCallResultFrame,
+)
+
+
+class TranscriptRecorder(FrameProcessor):
+    """Placed after the assistant aggregator: stores each completed turn of the context in the
+    session store as it completes (a crashed worker loses at most the turn in flight) and, when
+    the call is over however it ended, writes every turn to the transcript store.
+
+    While recording is paused (``PauseRecordingFrame`` … ``ResumeRecordingFrame``, e.g. while a
+    card number is read out) turns are kept out of both stores.
+    """
+
+    def __init__(
+        self,
+        assistant: AssistantContextAggregator,
+        *,
+        sessions: SessionStore,
+        transcripts: TranscriptStore,
+        call_id: str,
+        meta: dict[str, Any] | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name=name)
+        self.assistant = assistant
+        self.context = assistant.context
+        self.sessions = sessions
+        self.transcripts = transcripts
+        self.session_id = call_id
+        self.meta = dict(meta or {})
+        self.turns: list[Turn] = []
+        self.escalated = False
+        self.escalation_reason: str | None = None
+        self.paused = False
+        self._cursor = len(self.context.entries)
+        self._started_at = time.time()
+        self._writes: asyncio.Queue[Turn | None] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self._last_boundary = time.time()
+        self._user_done_at: float | None = None
+        self._finished = False
+
+    async def on_start(self, frame: StartFrame) -> None:
+        self._started_at = time.time()
+        self.meta.setdefault("call_id", self.session_id)
+        self.meta.setdefault("started_at", self._started_at)
+        await self.sessions.set_meta(self.session_id, self.meta)
+        self._writer = self.create_task(
+            self._write_loop(), name="session-writes", interruptible=False
+        )
+
+    async def mark_escalated(self, reason: str, summary: str = "") -> None:
+        """Record that the call was handed to a human (kept in the session and the transcript)."""
+        self.escalated = True
+        self.escalation_reason = reason
+        values: dict[str, Any] = {"escalated": True, "escalation_reason": reason}
+        if summary:
+            values["escalation_summary"] = summary
+        await self.sessions.set_meta(self.session_id, values)
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if isinstance(frame, PauseRecordingFrame):
+            self._collect()
+            self.paused = True
+        elif isinstance(frame, ResumeRecordingFrame):
+            # What was said during the pause is skipped, never stored.
+            self._cursor = len(self.context.entries) - (1 if self._is_open_last() else 0)
+            self.paused = False
+        elif isinstance(frame, _BOUNDARIES):
+            if isinstance(frame, BotStartedSpeakingFrame) and self._user_done_at is not None:
+                self._pending_latency = (time.time() - self._user_done_at) * 1000.0
+            self._collect()
+        elif isinstance(frame, EndFrame | CancelFrame):
+            await self._finish()
+        await self.push_frame(frame, direction)
+
+    def _is_open_last(self) -> bool:
+        entries = self.context.entries
+        return bool(entries) and self.assistant.open_entry is entries[-1]
+
+    def _collect(self) -> None:
+        """Turn the context's completed new entries into stored turns."""
+        entries = self.context.entries
+        end = len(entries) - (1 if self._is_open_last() else 0)
+        now = time.time()
+        while self._cursor < end:
+            entry = entries[self._cursor]
+            self._cursor += 1
+            if self.paused:
+                continue
+            turn = self._turn(entry, now)
+            if turn is not None:
+                self.turns.append(turn)
+                self._writes.put_nowait(turn)
+        self._last_boundary = now
+
+    _pending_latency: float | None = None
+
+    def _turn(self, entry: ContextEntry, now: float) -> Turn | None:
+        msg = entry.message
+        role = entry.role
+        text = message_text(msg)
+        tool_calls: list[dict[str, Any]] = []
+        for call in msg.get("tool_calls") or []:
+            fn = call.get("function", {})
+            tool_calls.append(
+                {"id": call.get("id"), "name": fn.get("name"), "arguments": fn.get("arguments")}
+            )
+        if role == "tool":
+            tool_calls.append({"id": msg.get("tool_call_id"), "result": text})
+        if not text and not tool_calls:
+            return None
+        timings: dict[str, float] = {}
+        if role == "user":
+            self._user_done_at = now
+        elif role == "assistant" and self._pending_latency is not None:
+            timings["response_ms"] = round(self._pending_latency, 1)
+            self._pending_latency = None
+            self._user_done_at = None
+        return Turn(
+            role=role,
+            text=text,
+            started_at=min(self._last_boundary, now),
+            ended_at=now,
+            interrupted=entry.interrupted,
+            timings=timings,
+            tool_calls=tool_calls,
+        )
+
+    async def _write_loop(self) -> None:
+        while True:
+            turn = await self._writes.get()
+            if turn is None:
+                return
+            try:
+                await self.sessions.append_turn(self.session_id, turn)
+            except Exception as exc:  # the store keeps the call going; never lose the turn here
+                self.logger.error("session store write failed: %s", exc)
+
+    async def _finish(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        # The call is over: what is still open was heard as far as it got.
+        entries = self.context.entries
+        self._collect()
+        if self._cursor < len(entries) and not self.paused:
+            turn = self._turn(entries[-1], time.time())
+            if turn is not None:
+                self.turns.append(turn)
+                self._writes.put_nowait(turn)
+            self._cursor = len(entries)
+        self._writes.put_nowait(None)
+        if self._writer is not None and not self._writer.done():
+            await asyncio.gather(self._writer, return_exceptions=True)
+        transcript = Transcript(
+            call_id=self.session_id,
+            started_at=self._started_at,
+            ended_at=time.time(),
+            turns=list(self.turns),
+            caller=self.meta.get("caller"),
+            called=self.meta.get("called"),
+            locale=str(self.meta.get("locale") or "en-US"),
+            escalated=self.escalated,
+            escalation_reason=self.escalation_reason,
+            metadata={k: v for k, v in self.meta.items() if k in ("carrier", "bot", "country")},
+        )
+        try:
+            await self.transcripts.write(transcript)
+            await self.sessions.delete(self.session_id)
+        except Exception as exc:
+            # The spooling store does not raise; a store that does keeps the session for the
+            # sweeper, which writes the transcript from it later.
+            self.logger.error("transcript write failed, left for the sweeper: %s", exc)
+
+    async def cleanup(self) -> None:
+        # However the call ended (even a cancel that never reached this processor), write it.
+        if not self._finished and self.started:
+            await self._finish()
+        await super().cleanup()

@@ -1,0 +1,437 @@
+"""Deepgram live transcription over one websocket per call, with the official ``deepgram-sdk``.
+
+Caller audio goes to Deepgram in the wire's own format (phone calls: 8 kHz mu-law, untouched).
+The processor keeps the audio Deepgram has not yet finalized: if the socket drops, it
+reconnects and sends that audio again, with what arrived during the gap, so no transcript is
+lost (a final result's ``start + duration`` marks how far Deepgram will not change its mind).
+``KeepAlive`` goes out whenever no audio was sent for ``keepalive_interval`` (the caller's
+audio stops while transcription is paused, e.g. around card numbers), ``Finalize`` when the
+VAD hears the caller stop, and ``CloseStream`` at the end of the call so the last words
+arrive before the call ends.
+
+Environment (through ``voxpipe.config.settings``): ``DEEPGRAM_API_KEY``, and
+``DEEPGRAM_BASE_URL`` (``wss://api.deepgram.com``; ``ws://127.0.0.1:8080`` for a self-hosted
+server or a fake).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from voxpipe.frames import CancelFrame, EndFrame, InputAudioFrame, StartFrame, Word
+from voxpipe.processors.stt.base import DEFAULT_CONFIDENCE_THRESHOLD, STTService
+from voxpipe.processors.stt.convert import AudioConverter
+
+try:
+    from deepgram import AsyncDeepgramClient
+    from deepgram.core.api_error import ApiError
+    from deepgram.environment import DeepgramClientEnvironment
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "voxpipe.processors.stt.deepgram needs the 'deepgram' extra: "
+        "pip install 'voxpipe[deepgram]'"
+    ) from exc
+
+__all__ = ["DeepgramSTTService", "deepgram_urls"]
+
+_WIRE_TO_DEEPGRAM = {"mulaw": "mulaw", "pcm16": "linear16"}
+_SEND_CHUNK_SECONDS = 0.5  # largest piece of a resend after a reconnect
+
+
+def deepgram_urls(base_url: str) -> tuple[str, str]:
+    """(websocket base, http base) for a Deepgram endpoint given as ws(s):// or http(s)://."""
+    url = base_url.rstrip("/")
+    for prefix, ws, http in (
+        ("wss://", "wss://", "https://"),
+        ("https://", "wss://", "https://"),
+        ("ws://", "ws://", "http://"),
+        ("http://", "ws://", "http://"),
+    ):
+        if url.startswith(prefix):
+            rest = url[len(prefix) :]
+            return ws + rest, http + rest
+    raise ValueError(
+        f"DEEPGRAM_BASE_URL={base_url!r} is not a URL: use e.g. wss://api.deepgram.com "
+        "or ws://127.0.0.1:8080"
+    )
+
+
+class DeepgramSTTService(STTService):
+    """Streams caller audio to Deepgram and pushes its interim and final transcripts.
+
+    Model, language and options come from the arguments; the audio encoding and sample rate
+    from the call's ``StartFrame`` (the wire's format) unless given. The API key and endpoint
+    default to the ``DEEPGRAM_API_KEY`` and ``DEEPGRAM_BASE_URL`` settings.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        model: str = "nova-2",
+        language: str = "en-US",
+        encoding: str | None = None,
+        sample_rate: int | None = None,
+        interim_results: bool = True,
+        endpointing_ms: int | None = 300,
+        utterance_end_ms: int | None = 1000,
+        vad_events: bool = False,
+        smart_format: bool = True,
+        punctuate: bool = True,
+        keyterms: Sequence[str] = (),
+        extra_params: dict[str, str] | None = None,
+        keepalive_interval: float = 5.0,
+        max_buffer_seconds: float = 30.0,
+        reconnect_attempts: int = 5,
+        close_timeout: float = 3.0,
+        confidence_threshold: float = DEFAULT_CONFIDENCE_THRESHOLD,
+        audio_passthrough: bool = False,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(
+            confidence_threshold=confidence_threshold,
+            language=language,
+            audio_passthrough=audio_passthrough,
+            name=name,
+        )
+        if api_key is None or base_url is None:
+            from voxpipe.config.settings import get_settings
+
+            settings = get_settings()
+            if api_key is None and settings.deepgram_api_key is not None:
+                api_key = settings.deepgram_api_key.get_secret_value()
+            base_url = base_url or settings.deepgram_base_url
+        if not api_key:
+            raise ValueError(
+                "DEEPGRAM_API_KEY is not set: set it in the environment (or pass api_key=...) "
+                "to use Deepgram, or use the offline STT (PocketSphinxSTTService)."
+            )
+        if encoding is not None and encoding not in ("mulaw", "linear16"):
+            raise ValueError(f"encoding must be 'mulaw' or 'linear16', got {encoding!r}")
+        self.model_name = model
+        self.base_url = base_url
+        self._ws_url, self._http_url = deepgram_urls(base_url)
+        self._api_key = api_key
+        self._encoding_override = encoding
+        self._rate_override = sample_rate
+        self.interim_results = interim_results
+        self.endpointing_ms = endpointing_ms
+        self.utterance_end_ms = utterance_end_ms if interim_results else None
+        self.vad_events = vad_events
+        self.smart_format = smart_format
+        self.punctuate = punctuate
+        self.keyterms = list(keyterms)
+        self.extra_params = dict(extra_params or {})
+        self.keepalive_interval = keepalive_interval
+        self.max_buffer_seconds = max_buffer_seconds
+        self.reconnect_attempts = reconnect_attempts
+        self.close_timeout = close_timeout
+
+        # Counters for operators and tests.
+        self.connects = 0
+        self.reconnects = 0
+        self.keepalives_sent = 0
+        self.utterance_ends = 0
+
+        self._client: AsyncDeepgramClient | None = None
+        self._encoding = "linear16"
+        self._rate = 16000
+        self._width = 2
+        self._converter: AudioConverter | None = None
+        # Audio not yet finalized by Deepgram, as one byte stream of the call:
+        # _buf[0] sits at stream position _buf_start; _sent is how far the current socket got.
+        self._buf = bytearray()
+        self._buf_start = 0
+        self._sent = 0
+        self._conn_base = 0  # stream position where the current socket's audio begins
+        self._finalize_at: int | None = None  # send Finalize once audio up to here has gone
+        self._audio_ready = asyncio.Event()
+        self._sock: Any = None
+        self._last_send = 0.0
+        self._closing = False
+        self._close_sent = False  # CloseStream went out on the current socket
+        self._closed_cleanly = False
+        self._conn_task: asyncio.Task[None] | None = None
+        self._answered = False  # Deepgram sent something other than an error on this socket
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def on_start(self, frame: StartFrame) -> None:
+        await super().on_start(frame)
+        wire = _WIRE_TO_DEEPGRAM.get(self.audio_in_encoding, "linear16")
+        self._encoding = self._encoding_override or wire
+        self._rate = self._rate_override or frame.audio_in_sample_rate
+        self._width = 1 if self._encoding == "mulaw" else 2
+        self._converter = AudioConverter(
+            "mulaw" if self._encoding == "mulaw" else "pcm16", self._rate
+        )
+        env = DeepgramClientEnvironment(
+            base=self._http_url,
+            production=self._ws_url,
+            agent=self._ws_url,
+            agent_rest=self._http_url,
+        )
+        self._client = AsyncDeepgramClient(api_key=self._api_key, environment=env)
+        self._last_send = self.clock.now()
+        # Not interruptible: the caller's words must survive the bot being interrupted.
+        self._conn_task = self.create_task(
+            self._connection_loop(), name="deepgram-connection", interruptible=False
+        )
+        self.create_task(self._keepalive_loop(), name="deepgram-keepalive", interruptible=False)
+
+    async def on_end(self, frame: EndFrame) -> None:
+        # Send what is left, then CloseStream: Deepgram answers with its last results and closes.
+        self._closing = True
+        self._audio_ready.set()
+        task = self._conn_task
+        if task is None or task.done():
+            return
+        try:
+            await self.clock.wait_for(asyncio.shield(task), self.close_timeout)
+        except TimeoutError:
+            self.logger.warning(
+                "Deepgram did not close within %.1fs after CloseStream", self.close_timeout
+            )
+            await self.cancel_task(task)
+
+    async def on_cancel(self, frame: CancelFrame) -> None:
+        self._closing = True
+
+    # ------------------------------------------------------------------ audio in
+
+    async def process_audio(self, frame: InputAudioFrame) -> None:
+        conv = self._converter
+        if conv is None:
+            return  # no StartFrame yet
+        audio = conv.convert(frame.audio, frame.encoding, frame.sample_rate)
+        if not audio:
+            return
+        self._buf += audio
+        limit = int(self.max_buffer_seconds * self._rate) * self._width
+        excess = len(self._buf) - limit
+        if excess > 0:
+            # Deepgram has finalized nothing for a long while (or the socket is gone): keep
+            # only the newest audio for a resend.
+            excess -= excess % self._width
+            del self._buf[:excess]
+            self._buf_start += excess
+        self._audio_ready.set()
+
+    async def on_user_stopped_speaking(self) -> None:
+        # Finalize goes out after the audio already taken in, through the sender.
+        self._finalize_at = self._buf_start + len(self._buf)
+        self._audio_ready.set()
+
+    async def on_pause(self) -> None:
+        # Words said just before the pause are transcribed now, not after it.
+        await self.on_user_stopped_speaking()
+
+    # ------------------------------------------------------------------ the socket
+
+    def _connect_options(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {
+            "model": self.model_name,
+            "encoding": self._encoding,
+            "sample_rate": str(self._rate),
+            "channels": "1",
+            "interim_results": _flag(self.interim_results),
+            "smart_format": _flag(self.smart_format),
+            "punctuate": _flag(self.punctuate),
+            "vad_events": _flag(self.vad_events),
+            "endpointing": "false" if self.endpointing_ms is None else str(self.endpointing_ms),
+        }
+        if self.language:
+            opts["language"] = self.language
+        if self.utterance_end_ms is not None:
+            opts["utterance_end_ms"] = str(self.utterance_end_ms)
+        if self.keyterms:
+            opts["keyterm"] = self.keyterms
+        if self.extra_params:
+            opts["request_options"] = {"additional_query_parameters": dict(self.extra_params)}
+        return opts
+
+    async def _connection_loop(self) -> None:
+        assert self._client is not None
+        failures = 0
+        # At the end of the call a socket lost before Deepgram's clean close is reopened too:
+        # the audio it had not finalized is sent again, so the last words still arrive.
+        while not (self._closing and self._closed_cleanly):
+            self._answered = False
+            try:
+                async with self._client.listen.v1.connect(**self._connect_options()) as sock:
+                    await self._run_socket(sock)
+                if self._closing and self._close_sent:
+                    self._closed_cleanly = True
+                    return
+                self.logger.warning("Deepgram closed the connection: reconnecting")
+            except ApiError as exc:
+                status = exc.status_code or 0
+                if status in (401, 403):
+                    await self.push_error(
+                        f"Deepgram refused the API key (HTTP {status}): check DEEPGRAM_API_KEY "
+                        "(a valid key from the Deepgram console, with access to live "
+                        "transcription).",
+                        fatal=True,
+                        exc=exc,
+                    )
+                    return
+                if 400 <= status < 500 and status not in (408, 429):
+                    await self.push_error(
+                        f"Deepgram rejected the connection (HTTP {status}): check the model "
+                        f"({self.model_name}), language ({self.language}) and audio options. "
+                        f"{exc.body}",
+                        fatal=True,
+                        exc=exc,
+                    )
+                    return
+                self.logger.warning("Deepgram connection failed (HTTP %s): %s", status, exc.body)
+            except Exception as exc:
+                self.logger.warning("Deepgram connection lost: %r", exc)
+            # A socket Deepgram answered on was working: its loss starts a fresh count. One
+            # that only carried an error counts as a failure, so repeated errors back off.
+            failures = 0 if self._answered else failures + 1
+            if failures > self.reconnect_attempts:
+                await self.push_error(
+                    f"Deepgram unreachable at {self._ws_url} after {failures} attempts: "
+                    "check the network and DEEPGRAM_BASE_URL.",
+                    fatal=True,
+                )
+                return
+            self.reconnects += 1
+            # First retry at once (a dropped socket mid-call), then back off.
+            await self.clock.sleep(min(0.25 * (2 ** (failures - 1)), 4.0) if failures else 0.0)
+
+    async def _run_socket(self, sock: Any) -> None:
+        """Serve one connection until it closes."""
+        self.connects += 1
+        self._sock = sock
+        # Everything not yet finalized goes again: the gap and any unfinished utterance.
+        self._conn_base = self._buf_start
+        self._sent = self._buf_start
+        self._close_sent = False
+        self.logger.debug(
+            "Deepgram connected (%s %d Hz), resending %.2fs",
+            self._encoding,
+            self._rate,
+            len(self._buf) / (self._rate * self._width),
+        )
+        sender = self.create_task(self._send_loop(sock), name="deepgram-send", interruptible=False)
+        try:
+            async for message in sock:
+                if getattr(message, "type", None) != "Error":
+                    self._answered = True
+                await self._on_message(message)
+        finally:
+            self._sock = None
+            await self.cancel_task(sender)
+
+    async def _send_loop(self, sock: Any) -> None:
+        try:
+            await self._send_until_closed(sock)
+        except Exception as exc:  # a lost socket: the receiving side reconnects
+            self.logger.debug("Deepgram send stopped: %r", exc)
+
+    async def _send_until_closed(self, sock: Any) -> None:
+        max_chunk = max(int(_SEND_CHUNK_SECONDS * self._rate) * self._width, self._width)
+        while True:
+            end = self._buf_start + len(self._buf)
+            if self._sent < end:
+                start = max(self._sent, self._buf_start)
+                stop = min(end, start + max_chunk)
+                chunk = bytes(self._buf[start - self._buf_start : stop - self._buf_start])
+                self._sent = stop
+                await sock.send_media(chunk)
+                self._last_send = self.clock.now()
+                continue
+            if self._finalize_at is not None and self._sent >= self._finalize_at:
+                self._finalize_at = None
+                await sock.send_finalize()
+                self._last_send = self.clock.now()
+                continue
+            if self._closing:
+                self._close_sent = True
+                await sock.send_close_stream()
+                return
+            self._audio_ready.clear()
+            await self._audio_ready.wait()
+
+    async def _keepalive_loop(self) -> None:
+        while True:
+            due = self._last_send + self.keepalive_interval
+            now = self.clock.now()
+            if now < due:
+                await self.clock.sleep(due - now)
+                continue
+            sock = self._sock
+            if sock is not None and not self._closing:
+                try:
+                    await sock.send_keep_alive()
+                    self.keepalives_sent += 1
+                except Exception as exc:  # the connection loop notices and reconnects
+                    self.logger.debug("KeepAlive not sent: %r", exc)
+            self._last_send = self.clock.now()
+
+    # ------------------------------------------------------------------ messages
+
+    async def _on_message(self, message: Any) -> None:
+        kind = getattr(message, "type", None)
+        if kind == "Results":
+            await self._on_results(message)
+        elif kind == "UtteranceEnd":
+            self.utterance_ends += 1
+            self.logger.debug("Deepgram utterance end at %s", getattr(message, "last_word_end", 0))
+        elif kind == "Error":
+            description = getattr(message, "description", None) or getattr(message, "message", "")
+            await self.push_error(
+                f"Deepgram error {getattr(message, 'code', '')} "
+                f"({getattr(message, 'variant', '')}): {description}"
+            )
+        elif kind == "Metadata":
+            self.logger.debug("Deepgram metadata: request %s", getattr(message, "request_id", ""))
+
+    async def _on_results(self, message: Any) -> None:
+        alternatives = message.channel.alternatives
+        alt = alternatives[0] if alternatives else None
+        final = bool(message.is_final)
+        if final:
+            self._mark_finalized(float(message.start or 0.0) + float(message.duration or 0.0))
+        if alt is None:
+            return
+        base = self._conn_base / (self._rate * self._width)
+        words = [
+            Word(
+                word=getattr(w, "punctuated_word", None) or w.word,
+                start=base + float(w.start),
+                end=base + float(w.end),
+                confidence=float(w.confidence),
+            )
+            for w in (alt.words or [])
+        ]
+        await self.push_transcript(
+            alt.transcript or "",
+            final=final,
+            confidence=float(alt.confidence or 0.0),
+            words=words,
+        )
+
+    def _mark_finalized(self, seconds: float) -> None:
+        """Deepgram will not revise audio up to ``seconds`` of this socket: stop keeping it."""
+        pos = self._conn_base + int(round(seconds * self._rate)) * self._width
+        pos = min(pos, self._sent)
+        drop = pos - self._buf_start
+        if drop > 0:
+            del self._buf[:drop]
+            self._buf_start = pos
+
+    @property
+    def buffered_seconds(self) -> float:
+        """Audio kept for a resend (not yet finalized by Deepgram)."""
+        return len(self._buf) / (self._rate * self._width)
+
+
+def _flag(value: bool) -> str:
+    # The SDK puts values into the query as given; Deepgram expects lower-case booleans.
+    return "true" if value else "false"

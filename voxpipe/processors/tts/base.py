@@ -1,0 +1,280 @@
+"""TTSService: what every text-to-speech processor shares.
+
+LLM text (``LLMTextFrame``) is gathered into sentences and each sentence goes to the provider
+as soon as it is complete; a ``TTSSpeakFrame`` is spoken as is. A reply (from
+``LLMResponseStartFrame`` to ``LLMResponseEndFrame``, or one ``TTSSpeakFrame``) comes out as
+``TTSStartedFrame``, ``OutputAudioFrame`` chunks with a ``TTSTextFrame`` per word placed right
+after the audio that speaks it, and ``TTSStoppedFrame``. Ordered frames keep their place
+relative to the audio: output is held in one queue and drained by an owned task, so an
+interruption drops it all (and the provider's stream is stopped) and nothing generated
+before the interruption comes out after it.
+
+A provider subclass implements ``synthesize`` (one sentence at a time) or, for a streaming
+provider, ``synthesize_reply`` (a whole reply's text as it arrives).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from voxpipe.frames import (
+    EndFrame,
+    Frame,
+    FrameDirection,
+    LLMResponseEndFrame,
+    LLMResponseStartFrame,
+    LLMTextFrame,
+    MetricsFrame,
+    OutputAudioFrame,
+    StartFrame,
+    SystemFrame,
+    TTSSpeakFrame,
+    TTSStartedFrame,
+    TTSStoppedFrame,
+    TTSTextFrame,
+)
+from voxpipe.processors.base import FrameProcessor
+from voxpipe.processors.tts.reply import DONE, SpeechChunk, TTSReply
+from voxpipe.processors.tts.sentences import SentenceSplitter
+from voxpipe.processors.tts.words import TimedWord
+
+T = TypeVar("T")
+
+__all__ = ["TTSService"]
+
+DOWNSTREAM = FrameDirection.DOWNSTREAM
+_EPS = 0.005  # seconds: a word ending this close after the audio played counts as played
+
+_QueueItem = Frame | TTSReply | asyncio.Event
+
+
+class TTSService(FrameProcessor):
+    """Base of the text-to-speech processors: text in, speech and word timings out, in order."""
+
+    model_name: str | None = None
+
+    def __init__(self, *, max_sentence_chars: int = 250, name: str | None = None) -> None:
+        super().__init__(name=name)
+        self.audio_out_sample_rate = 16000
+        self.audio_out_encoding = "pcm16"
+        self._splitter = SentenceSplitter(max_chars=max_sentence_chars)
+        self._queue: asyncio.Queue[_QueueItem] = asyncio.Queue()
+        self._draining = False
+        self._drain_task: asyncio.Task[None] | None = None
+        self._reply: TTSReply | None = None  # the reply text is going into
+        self._reply_explicit = False  # opened by LLMResponseStartFrame
+        self._live: set[TTSReply] = set()  # replies whose provider work is not finished
+        self._reply_count = 0
+
+    # ------------------------------------------------------------------ for subclasses
+
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run CPU-bound ``fn`` off the event loop; inline on a virtual clock.
+
+        On a virtual clock (replays, tests) time does not pass while the loop waits for a
+        thread, so the work runs inline: it then takes no call time and stays deterministic.
+        """
+        if self.clock.is_virtual:
+            return fn(*args)
+        return await asyncio.to_thread(fn, *args)
+
+    async def synthesize(self, text: str, reply: TTSReply) -> None:
+        """Speak one sentence: ``reply.push_audio(...)`` as audio arrives."""
+        raise NotImplementedError
+
+    async def synthesize_reply(self, reply: TTSReply) -> None:
+        """Speak a whole reply as its text arrives (default: sentence by sentence, in order)."""
+        async for text in reply.texts():
+            await self.synthesize(text, reply)
+
+    async def on_reply_interrupted(self, reply: TTSReply) -> None:
+        """An interruption stopped ``reply``: stop the provider's work on it (must not block)."""
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def on_start(self, frame: StartFrame) -> None:
+        self.audio_out_sample_rate = frame.audio_out_sample_rate
+        meta = frame.metadata or {}
+        self.audio_out_encoding = str(meta.get("audio_out_encoding") or "pcm16")
+        self._drain_task = self.create_task(self._drain(), name="tts-drain")
+
+    async def on_interruption(self) -> None:
+        # The drain and provider tasks (interruptible) are already cancelled.
+        for reply in list(self._live):
+            reply.interrupted = True
+            try:
+                await self.on_reply_interrupted(reply)
+            except Exception as exc:
+                self.logger.warning("stopping reply %d failed: %r", reply.index, exc)
+        self._live.clear()
+        self._reply = None
+        self._reply_explicit = False
+        self._splitter.reset()
+        self._queue = asyncio.Queue()
+        self._draining = False
+        self._drain_task = self.create_task(self._drain(), name="tts-drain")
+
+    async def on_end(self, frame: EndFrame) -> None:
+        # Everything received before the end is spoken before the end passes on.
+        self._close_reply()
+        if self._drain_task is None or self._drain_task.done():
+            return
+        drained = asyncio.Event()
+        self._queue.put_nowait(drained)
+        await drained.wait()
+
+    # ------------------------------------------------------------------ frame flow
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if direction is not DOWNSTREAM or isinstance(frame, SystemFrame | EndFrame):
+            await self.push_frame(frame, direction)
+            return
+        if isinstance(frame, LLMTextFrame):
+            reply = self._reply or self._open_reply(explicit=False)
+            for sentence in self._splitter.push(frame.text):
+                reply.add_text(sentence)
+        elif isinstance(frame, TTSSpeakFrame):
+            await self._speak(frame.text)
+        elif isinstance(frame, LLMResponseStartFrame):
+            self._close_reply()
+            self._queue.put_nowait(frame)
+            self._open_reply(explicit=True)
+        elif isinstance(frame, LLMResponseEndFrame):
+            self._close_reply()
+            self._queue.put_nowait(frame)
+        else:
+            if self._reply is not None and not self._reply_explicit:
+                self._close_reply()  # text with no response frames ends at the next frame
+            if self._idle():
+                await self.push_frame(frame, direction)
+            else:
+                self._queue.put_nowait(frame)
+
+    async def _speak(self, text: str) -> None:
+        # Inside an open reply (an LLM's fallback line) it is part of that reply.
+        standalone = self._reply is None
+        reply = self._reply or self._open_reply(explicit=False)
+        rest = self._splitter.flush()
+        if rest:
+            reply.add_text(rest)
+        for sentence in self._splitter.push(text):
+            reply.add_text(sentence)
+        rest = self._splitter.flush()
+        if rest:
+            reply.add_text(rest)
+        if standalone:
+            self._close_reply()
+
+    def _idle(self) -> bool:
+        return self._reply is None and not self._draining and self._queue.empty()
+
+    def _open_reply(self, *, explicit: bool) -> TTSReply:
+        self._reply_count += 1
+        reply = TTSReply(self._reply_count, self.clock)
+        self._reply = reply
+        self._reply_explicit = explicit
+        self._live.add(reply)
+        self._queue.put_nowait(reply)
+        self.create_task(self._produce(reply), name=f"tts-reply-{reply.index}")
+        return reply
+
+    def _close_reply(self) -> None:
+        reply = self._reply
+        if reply is None:
+            return
+        rest = self._splitter.flush()
+        if rest:
+            reply.add_text(rest)
+        reply.end_input()
+        self._reply = None
+        self._reply_explicit = False
+
+    async def _produce(self, reply: TTSReply) -> None:
+        try:
+            await self.synthesize_reply(reply)
+        except Exception as exc:
+            self.logger.error("speech synthesis failed: %r", exc, exc_info=exc)
+            await self.push_error(f"{self.name}: speech synthesis failed: {exc}", exc=exc)
+        finally:
+            self._live.discard(reply)
+            reply.finish()
+
+    # ------------------------------------------------------------------ output
+
+    async def _drain(self) -> None:
+        while True:
+            item = await self._queue.get()
+            self._draining = True
+            if isinstance(item, TTSReply):
+                await self._play(item)
+            elif isinstance(item, asyncio.Event):
+                item.set()
+            else:
+                await self.push_frame(item)
+            self._draining = False
+
+    async def _play(self, reply: TTSReply) -> None:
+        started = False
+        played = 0.0
+        pending: list[TimedWord] = []
+        while True:
+            item = await reply.out.get()
+            if item is DONE:
+                break
+            assert isinstance(item, SpeechChunk)
+            pending.extend(item.words)
+            played_words = 0
+            while played_words < len(pending) and pending[played_words].end <= played + _EPS:
+                played_words += 1
+            await self._push_words(pending[:played_words])
+            del pending[:played_words]
+            if not item.audio:
+                continue
+            if not started:
+                started = True
+                await self.push_frame(TTSStartedFrame())
+                await self._first_audio_metrics(reply, item)
+            played = await self._push_audio(item, played, pending)
+        # Words heard at least in part are said; words whose audio never came are not.
+        await self._push_words([w for w in pending if w.start < played - _EPS])
+        if started:
+            await self.push_frame(TTSStoppedFrame())
+
+    async def _push_audio(
+        self, chunk: SpeechChunk, played: float, pending: list[TimedWord]
+    ) -> float:
+        """Push a chunk's audio, cut where words end, each word's text right after its audio."""
+        width = 1 if chunk.encoding == "mulaw" else 2
+        rate = chunk.sample_rate
+        audio = chunk.audio
+        chunk_start = played
+        chunk_end = played + len(audio) / (width * rate)
+        pos = 0
+        while pending and pending[0].end <= chunk_end + _EPS:
+            word = pending.pop(0)
+            cut = min(max(round((word.end - chunk_start) * rate) * width, pos), len(audio))
+            if cut > pos:
+                await self._push_audio_frame(audio[pos:cut], chunk)
+                pos = cut
+            await self.push_frame(TTSTextFrame(word.word))
+        if pos < len(audio):
+            await self._push_audio_frame(audio[pos:], chunk)
+        return chunk_end
+
+    async def _push_audio_frame(self, audio: bytes, chunk: SpeechChunk) -> None:
+        await self.push_frame(
+            OutputAudioFrame(audio, sample_rate=chunk.sample_rate, encoding=chunk.encoding)
+        )
+
+    async def _push_words(self, words: list[TimedWord]) -> None:
+        for word in words:
+            await self.push_frame(TTSTextFrame(word.word))
+
+    async def _first_audio_metrics(self, reply: TTSReply, chunk: SpeechChunk) -> None:
+        # Time to first audio: from the reply's first text reaching the provider.
+        if not self.metrics_enabled or reply.first_text_at is None:
+            return
+        value = max(chunk.produced_at - reply.first_text_at, 0.0)
+        await self.push_frame(MetricsFrame(self.name, "ttfb", value, model=self.model_name))
