@@ -108,7 +108,7 @@ class TranscriptRecorder(FrameProcessor):
                 self._pending_latency = (time.time() - self._user_done_at) * 1000.0
             self._collect()
         elif isinstance(frame, EndFrame | CancelFrame):
-            await self._finish()
+            self._collect_final()
         await self.push_frame(frame, direction)
 
     def _is_open_last(self) -> bool:
@@ -174,11 +174,11 @@ class TranscriptRecorder(FrameProcessor):
             except Exception as exc:  # the store keeps the call going; never lose the turn here
                 self.logger.error("session store write failed: %s", exc)
 
-    async def _finish(self) -> None:
+    def _collect_final(self) -> None:
+        """The call is over: store what is still open, as far as it was heard."""
         if self._finished:
             return
         self._finished = True
-        # The call is over: what is still open was heard as far as it got.
         entries = self.context.entries
         self._collect()
         if self._cursor < len(entries) and not self.paused:
@@ -187,9 +187,21 @@ class TranscriptRecorder(FrameProcessor):
                 self.turns.append(turn)
                 self._writes.put_nowait(turn)
             self._cursor = len(entries)
-        self._writes.put_nowait(None)
-        if self._writer is not None and not self._writer.done():
-            await asyncio.gather(self._writer, return_exceptions=True)
+
+    async def cleanup(self) -> None:
+        # Runs however the call ended (even a cancel that never reached this processor), after
+        # the pipeline stopped: database time never holds up the end of the call.
+        await super().cleanup()  # stops the writer task; its queue is finished below
+        if not self.started:
+            return
+        self._collect_final()
+        while not self._writes.empty():
+            turn = self._writes.get_nowait()
+            if turn is not None:
+                try:
+                    await self.sessions.append_turn(self.session_id, turn)
+                except Exception as exc:
+                    self.logger.error("session store write failed: %s", exc)
         transcript = Transcript(
             call_id=self.session_id,
             started_at=self._started_at,
@@ -209,9 +221,3 @@ class TranscriptRecorder(FrameProcessor):
             # The spooling store does not raise; a store that does keeps the session for the
             # sweeper, which writes the transcript from it later.
             self.logger.error("transcript write failed, left for the sweeper: %s", exc)
-
-    async def cleanup(self) -> None:
-        # However the call ended (even a cancel that never reached this processor), write it.
-        if not self._finished and self.started:
-            await self._finish()
-        await super().cleanup()

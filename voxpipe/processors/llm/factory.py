@@ -1,0 +1,43 @@
+"""Pick the call's LLM from settings: OpenAI (or any compatible server) with a key or base URL
+override, else the offline scripted dialog."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from voxpipe.processors.llm.base import LLMService
+
+if TYPE_CHECKING:
+    from voxpipe.config.settings import VoxpipeSettings
+    from voxpipe.processors.llm.scripted import Intent
+
+__all__ = ["llm_from_settings", "uses_cloud_llm"]
+
+logger = logging.getLogger(__name__)
+
+_OPENAI_DEFAULT_BASE = "https://api.openai.com/v1"
+
+
+def uses_cloud_llm(settings: VoxpipeSettings) -> bool:
+    """True when an OpenAI key is set, or OPENAI_BASE_URL points at another server (Ollama...)."""
+    base = (settings.openai_base_url or _OPENAI_DEFAULT_BASE).rstrip("/")
+    return settings.openai_api_key is not None or base != _OPENAI_DEFAULT_BASE
+
+
+def llm_from_settings(
+    settings: VoxpipeSettings, *, intents: Sequence[Intent] = (), **options: Any
+) -> LLMService:
+    """``OpenAILLMService`` when configured; otherwise a ``ScriptedLLMService`` over ``intents``."""
+    if uses_cloud_llm(settings):
+        from voxpipe.processors.llm.openai import OpenAILLMService
+
+        return OpenAILLMService(**options)
+    from voxpipe.processors.llm.scripted import ScriptedLLMService
+
+    logger.info(
+        "OPENAI_API_KEY is not set: using the offline scripted dialog (%d intents)", len(intents)
+    )
+    options.pop("temperature", None)
+    return ScriptedLLMService(intents, **options)

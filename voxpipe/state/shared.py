@@ -1,0 +1,65 @@
+"""Process-wide stores shared by every call a worker runs (one connection pool each)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from voxpipe.state import make_session_store, make_transcript_store
+from voxpipe.state.session import SessionStore
+from voxpipe.state.transcripts import TranscriptStore
+
+if TYPE_CHECKING:
+    from voxpipe.config.locale_table import LocaleTable
+    from voxpipe.config.settings import VoxpipeSettings
+
+
+@dataclass(slots=True)
+class Stores:
+    """The session store, transcript store and locale table of this worker."""
+
+    sessions: SessionStore
+    transcripts: TranscriptStore
+    locales: LocaleTable
+
+    async def close(self) -> None:
+        await self.sessions.close()
+        await self.transcripts.close()
+        await self.locales.close()
+
+
+_stores: dict[tuple[int, int], Stores] = {}
+_locks: dict[int, asyncio.Lock] = {}  # per event loop: calls starting together open once
+
+
+async def shared_stores(settings: VoxpipeSettings) -> Stores:
+    """The stores for ``settings`` on the running loop, started on first use."""
+    from voxpipe.config.locale_table import LocaleTable
+
+    loop_id = id(asyncio.get_running_loop())
+    key = (id(settings), loop_id)
+    found = _stores.get(key)
+    if found is not None:
+        return found
+    async with _locks.setdefault(loop_id, asyncio.Lock()):
+        found = _stores.get(key)
+        if found is None:
+            stores = Stores(
+                make_session_store(settings),
+                make_transcript_store(settings),
+                LocaleTable.from_settings(settings),
+            )
+            await stores.sessions.start()
+            await stores.transcripts.start()
+            await stores.locales.start()
+            _stores[key] = found = stores
+    return found
+
+
+async def close_shared_stores() -> None:
+    """Close every store opened on the running loop (server shutdown, end of a test)."""
+    loop_id = id(asyncio.get_running_loop())
+    for key in [k for k in _stores if k[1] == loop_id]:
+        await _stores.pop(key).close()
+    _locks.pop(loop_id, None)
