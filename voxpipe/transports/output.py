@@ -432,10 +432,9 @@ class BaseOutputTransport(FrameProcessor):
             await clock.sleep(wait)
             if epoch != self._epoch:
                 return
-        if not self.bot_speaking:
-            await self._bot_started()
-            if epoch != self._epoch:
-                return
+        first = not self.bot_speaking
+        if first:
+            self._begin_utterance()
         sink = self.sink
         assert sink is not None
         self._writing = True
@@ -453,6 +452,9 @@ class BaseOutputTransport(FrameProcessor):
         self._sent += duration
         self._unmarked = True
         self.chunks_sent += 1
+        if first:
+            # Announced after the first chunk is on the wire: the caller hears it sooner.
+            await self._announce_started()
 
     async def _mark_now(self) -> asyncio.Future[bool] | None:
         """A future resolved when everything sent so far has played (sends a mark if needed)."""
@@ -611,11 +613,13 @@ class BaseOutputTransport(FrameProcessor):
 
     # ------------------------------------------------------------------ bot speaking
 
-    async def _bot_started(self) -> None:
+    def _begin_utterance(self) -> None:
         self.bot_speaking = True
         self._reply_over = False
         self._utterance_start = self._sent
         self.interrupted_at = None
+
+    async def _announce_started(self) -> None:
         await self.push_frame(BotStartedSpeakingFrame(), DOWNSTREAM)
         await self.push_frame(BotStartedSpeakingFrame(), UPSTREAM)
 

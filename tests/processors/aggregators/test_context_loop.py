@@ -8,11 +8,13 @@ from collections.abc import Callable
 from typing import Any
 
 from voxpipe.frames import (
+    BotStartedSpeakingFrame,
     Frame,
     FrameDirection,
     InterruptionFrame,
     LLMMessagesFrame,
     LLMResponseEndFrame,
+    LLMResponseStartFrame,
     LLMTextFrame,
     TranscriptionFrame,
     TTSSpeakFrame,
@@ -29,6 +31,7 @@ from voxpipe.testing import run_frames
 from voxpipe.testing.fakes import FakeOpenAI, FakeReply
 
 DOWN = FrameDirection.DOWNSTREAM
+UP = FrameDirection.UPSTREAM
 
 
 class PlayedText(FrameProcessor):
@@ -41,6 +44,10 @@ class PlayedText(FrameProcessor):
         self.played = 0
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if direction is DOWN and isinstance(frame, LLMResponseStartFrame):
+            # The first audio of the reply "reaches the wire": the output transport tells
+            # the processors upstream, as the real one does.
+            await self.push_frame(BotStartedSpeakingFrame(), UP)
         if direction is DOWN and isinstance(frame, LLMTextFrame | TTSSpeakFrame):
             await self.push_frame(TTSTextFrame(frame.text))
             self.played += 1

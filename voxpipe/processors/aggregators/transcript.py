@@ -41,7 +41,8 @@ _BOUNDARIES = (
 
 class TranscriptRecorder(FrameProcessor):
     """Placed after the assistant aggregator: stores each completed turn of the context in the
-    session store as it completes (a crashed worker loses at most the turn in flight) and, when
+    session store as it completes (a crashed worker loses at most the turn in flight), keeps the
+    session's heartbeat fresh for the orphan sweeper and, when
     the call is over however it ended, writes every turn to the transcript store.
 
     While recording is paused (``PauseRecordingFrame`` … ``ResumeRecordingFrame``, e.g. while a
@@ -56,9 +57,11 @@ class TranscriptRecorder(FrameProcessor):
         transcripts: TranscriptStore,
         call_id: str,
         meta: dict[str, Any] | None = None,
+        heartbeat_interval_s: float = 10.0,
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
+        self.heartbeat_interval_s = heartbeat_interval_s
         self.assistant = assistant
         self.context = assistant.context
         self.sessions = sessions

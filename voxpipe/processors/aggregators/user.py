@@ -59,10 +59,13 @@ class UserContextAggregator(FrameProcessor):
         self._timer_coro: Coroutine[Any, Any, None] | None = None
         self._reply_pending = False  # a request went out and none of its reply was heard yet
         self._resend = False  # that reply was interrupted: answer again if no new words come
+        self._summary_due = False  # older turns to summarize once the reply is heard
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         if isinstance(frame, BotStartedSpeakingFrame):
             self._reply_pending = False
+            if self._summary_due:
+                self._start_summary()
         elif direction is DOWNSTREAM:
             if isinstance(frame, UserStartedSpeakingFrame):
                 self._speaking = True
@@ -148,7 +151,12 @@ class UserContextAggregator(FrameProcessor):
         self._resend = False
         self.context.add_user_message(text)
         await self._request()
-        # After the request is on its way: summarizing older turns is off the critical path.
+        # Summarizing older turns waits for the reply's first audio: started with the request,
+        # its network round trip would compete with the reply's on the same loop.
+        self._summary_due = True
+
+    def _start_summary(self) -> None:
+        self._summary_due = False
         job = self.context.summary_job()
         if job is not None:
             self.create_task(job, name="summarize", interruptible=False)

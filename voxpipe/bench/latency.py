@@ -1,0 +1,555 @@
+"""`voxpipe bench latency`: voice-to-voice latency of whole phone calls on the provider fakes.
+
+One call, real clock, real sockets on 127.0.0.1: the real pipeline ::
+
+    MemoryTransport input (Silero VAD) -> DeepgramSTTService -> UserContextAggregator
+    -> OpenAILLMService -> ElevenLabsTTSService -> MemoryTransport output
+    -> AssistantContextAggregator
+
+against ``FakeDeepgram`` / ``FakeOpenAI`` / ``FakeElevenLabs`` with fixed latencies (final
+transcript 150 ms after ``Finalize``, first token 200 ms after the request with the rest of
+the reply right after it, first audio 150 ms after a sentence). The wire is a phone line:
+8 kHz mu-law both ways, the TTS asked for ``ulaw_8000`` and passed through untouched.
+
+The caller speaks the utterances of ``tests/data/speech_16k.wav`` (resampled to 8 kHz
+mu-law) in real-time-paced 20 ms chunks, with line silence between turns. The timeline is
+fixed in advance (the fake Deepgram is scripted by audio time): each turn starts a fixed gap
+after the previous one's speech, long enough for the bot's reply to have played out.
+
+Measured per turn with ``time.perf_counter``, from the caller's end of speech (the moment the
+wire chunk holding the end of the VAD's last speech window was pushed in) to the first bot
+audio chunk reaching the wire. The engine's part is that total minus the fakes' configured
+latencies and the VAD's stop time (silence the VAD must hear before the turn ends). The
+bench runs the VAD with ``stop_secs`` 0.32 s (default 0.8 s): a whole number of Silero's
+32 ms windows at 8 kHz and of the 20 ms wire chunks, so the VAD's stop is exactly that much
+wire time after the end of speech. Per-stage stamps (the fakes stamp what they receive and
+send) break the engine's part down, to show where time goes. The fakes' own timers fire up
+to about a millisecond late (the event loop waits in whole milliseconds) and they run in the
+same event loop as the call: the engine figure includes that, and
+``engine_excl_fake_overrun_*`` takes out what the STT and TTS fakes took beyond their settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voxpipe.audio.mulaw import pcm16_to_mulaw
+from voxpipe.audio.resample import resample_pcm16
+from voxpipe.audio.wav import read_wav
+from voxpipe.frames import (
+    EndFrame,
+    Frame,
+    FrameDirection,
+    LLMMessagesFrame,
+    LLMTextFrame,
+    OutputAudioFrame,
+    TranscriptionFrame,
+    UserStoppedSpeakingFrame,
+)
+from voxpipe.pipelines.observer import Observer
+from voxpipe.pipelines.pipeline import Pipeline
+from voxpipe.pipelines.task import PipelineTask
+from voxpipe.processors.aggregators import (
+    AssistantContextAggregator,
+    LLMContext,
+    UserContextAggregator,
+)
+from voxpipe.processors.base import FrameProcessor
+from voxpipe.processors.vad.analyzer import VADAnalyzer, VADEvent, VADParams
+from voxpipe.transports.input import BaseInputTransport
+from voxpipe.transports.memory import MemoryTransport, silence
+from voxpipe.transports.params import TransportParams
+from voxpipe.transports.wire import AudioFormat
+
+__all__ = ["REPLY", "STAGES", "run_latency_bench"]
+
+_DATA = Path(__file__).resolve().parents[2] / "tests" / "data"
+PHONE = AudioFormat("mulaw", 8000)
+CHUNK_SECS = 0.02
+API_KEY = "bench-key"
+
+# Two sentences: the first is complete (and goes to the TTS) as soon as the token after it
+# arrives, which the fake streams right behind the first token.
+REPLY = "Got it. Next?"
+SUMMARY = "The caller asked for help with an order and gave a number."
+
+# Stamps along one turn's path, in the order they happen.
+STAGES = (
+    "vad_stop",  # the input transport pushes UserStoppedSpeakingFrame
+    "finalize_received",  # FakeDeepgram received Finalize
+    "final_sent",  # FakeDeepgram sent the final transcript
+    "transcript",  # the STT pushes the TranscriptionFrame
+    "llm_request",  # the user aggregator pushes the LLMMessagesFrame
+    "llm_received",  # FakeOpenAI received the streaming request
+    "first_token",  # the LLM pushes its first LLMTextFrame
+    "tts_text_received",  # FakeElevenLabs received the first sentence
+    "tts_audio_sent",  # FakeElevenLabs sent the first audio
+    "tts_audio",  # the TTS pushes its first OutputAudioFrame
+    "wire",  # the first bot audio chunk reaches the wire
+)
+
+
+# ---------------------------------------------------------------------------- stamps
+
+
+class _Stamps:
+    """Named ``perf_counter`` instants, in the order they were taken."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[float, str]] = []
+
+    def add(self, stage: str) -> None:
+        self.items.append((time.perf_counter(), stage))
+
+    def first(self, stage: str, after: float, before: float) -> float | None:
+        for t, name in self.items:
+            if name == stage and after <= t < before:
+                return t
+        return None
+
+
+class _StageObserver(Observer):
+    """Stamps the first frames of a turn as processors push them (a dict lookup per hop)."""
+
+    def __init__(self, stamps: _Stamps) -> None:
+        self.stamps = stamps
+        self.watch: dict[tuple[int, type], str] = {}
+
+    def stage(self, src: FrameProcessor, kind: type, name: str) -> None:
+        self.watch[(id(src), kind)] = name
+
+    def on_push(
+        self, src: FrameProcessor, dst: FrameProcessor, frame: Frame, direction: FrameDirection
+    ) -> None:
+        name = self.watch.get((id(src), type(frame)))
+        if name is not None and direction is FrameDirection.DOWNSTREAM:
+            self.stamps.add(name)
+
+
+class _TimedInput(BaseInputTransport):
+    """The input transport, keeping when each wire chunk came in and where the VAD heard speech end."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.chunk_perf: list[float] = []  # perf_counter when chunk i was pushed in
+        self.chunk_end: list[float] = []  # stream seconds at the end of chunk i
+        self.speech_ends: list[float] = []  # VAD "stopped": end of the last speech window
+        self._fed = 0
+
+    async def push_wire_audio(self, audio: bytes) -> None:
+        if self.started and not self.closed:
+            self.chunk_perf.append(time.perf_counter())
+            self._fed += len(audio)
+            self.chunk_end.append(self._fed / (self.params.audio_in.sample_rate))
+        await super().push_wire_audio(audio)
+
+    async def _analyze(self, vad: VADAnalyzer, pcm: bytes) -> list[VADEvent]:
+        events = await super()._analyze(vad, pcm)
+        for event in events:
+            if event.kind == "stopped":
+                self.speech_ends.append(event.speech_time)
+        return events
+
+    def pushed_at(self, stream_time: float) -> float | None:
+        """perf_counter when the chunk holding ``stream_time`` (its end) was pushed in."""
+        i = int(np.searchsorted(np.asarray(self.chunk_end), stream_time - 1e-9))
+        return self.chunk_perf[i] if i < len(self.chunk_perf) else None
+
+
+class _BenchTransport(MemoryTransport):
+    input_class = _TimedInput
+
+
+# ---------------------------------------------------------------------------- the fakes
+
+
+def _timed_fakes(stamps: _Stamps) -> tuple[type, type]:
+    """FakeDeepgram and FakeElevenLabs subclasses stamping what they receive and send."""
+    from voxpipe.testing.fakes import FakeDeepgram, FakeElevenLabs
+
+    class TimedDeepgram(FakeDeepgram):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self._seen: dict[int, int] = {}
+
+        async def _on_text(self, stream: Any, text: str) -> None:
+            if '"Finalize"' in text:
+                stamps.add("finalize_received")
+            await super()._on_text(stream, text)
+
+        def _notify(self) -> None:
+            # Called right after each message goes out (among other things): look for finals.
+            for conn in self.connections:
+                seen = self._seen.get(conn.index, 0)
+                for message in conn.sent[seen:]:
+                    if message.get("type") == "Results" and message.get("is_final"):
+                        alt = message["channel"]["alternatives"][0]
+                        if alt.get("transcript"):
+                            stamps.add("final_sent")
+                self._seen[conn.index] = len(conn.sent)
+            super()._notify()
+
+    class TimedElevenLabs(FakeElevenLabs):
+        async def _on_message(self, sock: Any, raw: str) -> None:
+            try:
+                text = json.loads(raw).get("text")
+            except (ValueError, AttributeError):
+                text = None
+            if isinstance(text, str) and text.strip():
+                stamps.add("tts_text_received")
+            await super()._on_message(sock, raw)
+
+        async def _send_audio(self, sock: Any, ctx: Any, rendered: Any) -> None:
+            await super()._send_audio(sock, ctx, rendered)
+            stamps.add("tts_audio_sent")
+
+    return TimedDeepgram, TimedElevenLabs
+
+
+def _reply_source(stamps: _Stamps, reply: str) -> Callable[[dict[str, Any]], str]:
+    def source(body: dict[str, Any]) -> str:
+        if body.get("stream"):
+            stamps.add("llm_received")
+            return reply
+        return SUMMARY  # the context's summary of older turns (non-streaming, off the path)
+
+    return source
+
+
+# ---------------------------------------------------------------------------- the caller
+
+
+@dataclass(slots=True)
+class _Turn:
+    """One caller turn on the call's audio timeline (seconds from the first chunk)."""
+
+    text: str
+    start: float  # speech start per the truth file
+    end: float  # speech end per the truth file
+
+
+def _utterances(path: Path, pad: float) -> list[tuple[bytes, float, float, str]]:
+    """(8 kHz mu-law clip, speech start, speech end within the clip, text) per utterance."""
+    truth = json.loads(path.with_suffix(".json").read_text())
+    audio = read_wav(path)
+    pcm = np.frombuffer(resample_pcm16(audio.pcm, audio.sample_rate, 8000), dtype="<i2")
+    step = round(CHUNK_SECS * 8000)
+    out = []
+    for (onset, end), text in zip(truth["segments"]["8000"], truth["texts"], strict=True):
+        a = max(0, round((onset - pad) * 8000))
+        b = min(len(pcm), round((end + pad) * 8000))
+        clip = pcm[a:b]
+        clip = np.pad(clip, (0, -len(clip) % step))  # whole 20 ms chunks
+        out.append((pcm16_to_mulaw(clip.tobytes()), onset - a / 8000, end - a / 8000, text))
+    return out
+
+
+def _timeline(
+    clips: list[tuple[bytes, float, float, str]], n: int, lead: float, gap: float
+) -> tuple[bytes, list[_Turn]]:
+    """The caller's whole side of the call: ``n`` utterances, ``gap`` s of silence after each."""
+    parts: list[bytes] = [silence(PHONE, lead)]
+    t = lead
+    turns = []
+    for k in range(n):
+        clip, s0, s1, text = clips[k % len(clips)]
+        turns.append(_Turn(text, t + s0, t + s1))
+        parts.append(clip)
+        parts.append(silence(PHONE, gap))
+        t += len(clip) / PHONE.sample_rate + gap
+    return b"".join(parts), turns
+
+
+# ---------------------------------------------------------------------------- numbers
+
+
+def _pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def _r(x: float) -> float:
+    return round(x, 2) if math.isfinite(x) else x
+
+
+# ---------------------------------------------------------------------------- the bench
+
+
+async def run_latency_bench(
+    turns: int = 20,
+    *,
+    warmup_turns: int = 1,
+    stt_latency: float = 0.15,
+    llm_first_token: float = 0.2,
+    tts_first_audio: float = 0.15,
+    vad_stop_secs: float = 0.32,
+    ms_per_char: float = 60.0,
+    reply: str = REPLY,
+    speech_wav: str | Path | None = None,
+) -> dict[str, Any]:
+    """Run one phone call of ``turns`` measured caller turns on the fakes; report v2v latency.
+
+    Keys: ``v2v_p50_ms``/``v2v_p95_ms`` (caller's end of speech to the first bot audio on the
+    wire), ``engine_p50_ms``/``engine_p95_ms`` (that minus the configured provider latencies
+    and ``vad_stop_ms``), ``engine_excl_fake_overrun_*`` (also minus what the STT and TTS
+    fakes took beyond their settings), ``turns`` (measured), the configured latencies,
+    ``stage_ms_p50`` (each stage in ``STAGES``, ms after the end of speech),
+    ``engine_breakdown_ms_p50``/``_p95`` (time between stages beyond what the fakes and the
+    VAD were set to take), ``failed_turns``, ``barge_ins`` (0: the caller never talks over
+    the bot), ``v2v_ms`` (per turn) and ``wall_seconds``. ``warmup_turns`` run first and are
+    not measured (the first request opens connections). About 4 s of call per turn.
+    """
+    if turns < 1:
+        raise ValueError(f"turns must be at least 1, got {turns}")
+    path = Path(speech_wav) if speech_wav is not None else _DATA / "speech_16k.wav"
+    if not path.is_file() or not path.with_suffix(".json").is_file():
+        raise FileNotFoundError(
+            f"speech recording {path} (with its .json truth) not found: run from a voxpipe "
+            "checkout or pass speech_wav= a 16 kHz WAV with a .json truth beside it"
+        )
+    wall0 = time.perf_counter()
+    configured_ms = 1000.0 * (stt_latency + llm_first_token + tts_first_audio)
+    vad_stop_ms = 1000.0 * vad_stop_secs
+    # The reply plays out well before the caller's next turn (chars the fake speaks: the
+    # sentences and the space sent after each), so the caller never talks over the bot.
+    reply_secs = (len(reply) + 2) * ms_per_char / 1000.0
+    gap = vad_stop_secs + configured_ms / 1000.0 + reply_secs + 0.3
+    gap = math.ceil(gap / CHUNK_SECS) * CHUNK_SECS
+    n = warmup_turns + turns
+    audio, timeline = _timeline(_utterances(path, pad=0.1), n, lead=0.6, gap=gap)
+
+    stamps = _Stamps()
+    cfg = _Config(stt_latency, llm_first_token, tts_first_audio, vad_stop_secs, ms_per_char, reply)
+    call = await _call(cfg, audio, timeline, stamps)
+    inp = call.input
+    measured = _measure(inp, timeline, call.wire_perf, stamps, gap)[warmup_turns:]
+    ok = [m for m in measured if m is not None]
+    if not ok:
+        raise RuntimeError(
+            "no turn reached the wire: the bot never answered (see the log for provider or "
+            "pipeline errors)"
+        )
+    v2v = [m["wire"] for m in ok]
+    engine = [t - configured_ms - vad_stop_ms for t in v2v]
+    # What the STT and TTS fakes took beyond their settings (their own timers and work):
+    # not the engine's, though the definition above counts it.
+    overrun = [_fake_overrun(m, stt_latency, tts_first_audio) for m in ok]
+    engine_net = [e - o for e, o in zip(engine, overrun, strict=True) if o is not None]
+    stage_p50 = {s: _r(_pct([m[s] for m in ok if s in m], 50)) for s in STAGES}
+    segments = _segments(ok, stt_latency, llm_first_token, tts_first_audio, vad_stop_ms)
+    return {
+        "v2v_p50_ms": _r(_pct(v2v, 50)),
+        "v2v_p95_ms": _r(_pct(v2v, 95)),
+        "v2v_max_ms": _r(max(v2v)),
+        "engine_p50_ms": _r(_pct(engine, 50)),
+        "engine_p95_ms": _r(_pct(engine, 95)),
+        "engine_max_ms": _r(max(engine)),
+        "engine_target_p95_ms": 5.0,
+        "engine_excl_fake_overrun_p50_ms": _r(_pct(engine_net, 50)),
+        "engine_excl_fake_overrun_p95_ms": _r(_pct(engine_net, 95)),
+        "turns": len(ok),
+        "failed_turns": len(measured) - len(ok),
+        "warmup_turns": warmup_turns,
+        "stt_latency_ms": round(1000 * stt_latency, 3),
+        "llm_first_token_ms": round(1000 * llm_first_token, 3),
+        "tts_first_audio_ms": round(1000 * tts_first_audio, 3),
+        "configured_latency_ms": round(configured_ms, 3),
+        "vad_stop_ms": round(vad_stop_ms, 3),
+        "vad_note": (
+            f"VAD stop_secs {vad_stop_secs:g} s for this bench (default 0.8 s); Deepgram "
+            f"endpointing {cfg.endpointing_ms} ms, so Finalize on the VAD stop ends each turn"
+        ),
+        "stage_ms_p50": stage_p50,
+        "engine_breakdown_ms_p50": {k: _r(_pct(v, 50)) for k, v in segments.items()},
+        "engine_breakdown_ms_p95": {k: _r(_pct(v, 95)) for k, v in segments.items()},
+        "vad_end_minus_truth_ms_p50": _r(_pct([m["vad_vs_truth"] for m in ok], 50)),
+        "v2v_ms": [_r(x) for x in v2v],
+        "llm_requests": call.llm_requests,
+        "barge_ins": inp.interruptions,
+        "wall_seconds": round(time.perf_counter() - wall0, 2),
+    }
+
+
+@dataclass(slots=True, frozen=True)
+class _Config:
+    """What the fakes are told to take, and the VAD's stop."""
+
+    stt_latency: float
+    llm_first_token: float
+    tts_first_audio: float
+    vad_stop_secs: float
+    ms_per_char: float
+    reply: str
+
+    @property
+    def endpointing_ms(self) -> int:
+        # Longer than the VAD's stop: each turn is finalized by the VAD's Finalize (the fake
+        # answers stt_latency after it), the chain this bench measures.
+        return round(1000 * self.vad_stop_secs) + 500
+
+
+@dataclass(slots=True)
+class _CallResult:
+    input: _TimedInput
+    wire_perf: list[float]  # perf_counter of every bot audio chunk sent to the wire
+    llm_requests: int  # streaming chat requests the fake OpenAI answered
+
+
+async def _call(cfg: _Config, audio: bytes, timeline: list[_Turn], stamps: _Stamps) -> _CallResult:
+    """Run the whole call: fakes up, pipeline built, the caller's audio fed, the call ended."""
+    from voxpipe.processors.llm.openai import OpenAILLMService
+    from voxpipe.processors.stt.deepgram import DeepgramSTTService
+    from voxpipe.processors.tts.elevenlabs import ElevenLabsTTSService
+    from voxpipe.testing.fakes import DeepgramUtterance, FakeOpenAI
+
+    TimedDeepgram, TimedElevenLabs = _timed_fakes(stamps)
+    utterances = [DeepgramUtterance(t.text, start=t.start, end=t.end) for t in timeline]
+    async with (
+        TimedDeepgram(api_key=API_KEY, utterances=utterances, latency=cfg.stt_latency) as dg,
+        FakeOpenAI(
+            api_key=API_KEY,
+            replies=_reply_source(stamps, cfg.reply),
+            first_token_delay=cfg.llm_first_token,
+            chunk_delay=0.0,
+        ) as oai,
+        TimedElevenLabs(
+            api_key=API_KEY, ms_per_char=cfg.ms_per_char, first_audio_latency=cfg.tts_first_audio
+        ) as el,
+    ):
+        params = TransportParams(
+            audio_in=PHONE, audio_out=PHONE, vad_params=VADParams(stop_secs=cfg.vad_stop_secs)
+        )
+        transport = _BenchTransport(params)
+        inp = transport.input()
+        assert isinstance(inp, _TimedInput)
+        stt = DeepgramSTTService(
+            api_key=API_KEY, base_url=dg.url, endpointing_ms=cfg.endpointing_ms
+        )
+        llm = OpenAILLMService(api_key=API_KEY, base_url=oai.base_url, model="gpt-4o-mini")
+        context = LLMContext("You are a helpful phone agent. Answer briefly.", summarizer=llm)
+        user = UserContextAggregator(context)
+        tts = ElevenLabsTTSService(api_key=API_KEY, voice_id="bench-voice", base_url=el.url)
+        observer = _StageObserver(stamps)
+        observer.stage(inp, UserStoppedSpeakingFrame, "vad_stop")
+        observer.stage(stt, TranscriptionFrame, "transcript")
+        observer.stage(user, LLMMessagesFrame, "llm_request")
+        observer.stage(llm, LLMTextFrame, "first_token")
+        observer.stage(tts, OutputAudioFrame, "tts_audio")
+        pipeline = Pipeline(
+            [inp, stt, user, llm, tts, transport.output(), AssistantContextAggregator(context)]
+        )
+        task = PipelineTask(
+            pipeline, params=transport.task_params(), observers=[observer], end_timeout=10.0
+        )
+        loop = asyncio.get_running_loop()
+        runner = loop.create_task(task.run(), name="latency-bench-call")
+        feed: asyncio.Task[None] | None = None
+        try:
+            async with asyncio.timeout(10.0):  # guard: the call starts in milliseconds
+                while not inp.started and not runner.done():
+                    await asyncio.sleep(0.005)
+            # Deepgram's socket and the TTS's warm socket are up before the caller speaks.
+            await dg.wait_for(lambda: dg.connection_count >= 1, timeout=10.0)
+            await el.wait_for(lambda: len(el.connections) >= 1, timeout=10.0)
+            feed = loop.create_task(transport.play_wire(audio), name="latency-bench-caller")
+            await asyncio.wait({feed, runner}, return_when=asyncio.FIRST_COMPLETED)
+            if runner.done():
+                error = None if runner.cancelled() else runner.exception()
+                raise RuntimeError(
+                    "the call ended before the caller finished "
+                    f"({error!r} {task.end_reason}): see the log for provider or pipeline errors"
+                ) from error
+            # The last reply has played (the timeline's last gap covers it): end the call.
+            await task.queue_frame(EndFrame())
+            async with asyncio.timeout(15.0):
+                await runner
+        finally:
+            for t in (feed, runner):
+                if t is not None and not t.done():
+                    t.cancel()
+                    await asyncio.gather(t, return_exceptions=True)
+        llm_requests = sum(1 for r in oai.requests if r.json.get("stream"))
+    wire_perf = [e.perf for e in transport.memory_sink.audio_events]
+    return _CallResult(inp, wire_perf, llm_requests)
+
+
+def _measure(
+    inp: _TimedInput, timeline: list[_Turn], wire: list[float], stamps: _Stamps, gap: float
+) -> list[dict[str, float] | None]:
+    """Per turn: ms from the end of speech to each stage, or None if the bot did not answer."""
+    out: list[dict[str, float] | None] = []
+    ends = inp.speech_ends
+    for k, turn in enumerate(timeline):
+        upto = timeline[k + 1].start if k + 1 < len(timeline) else math.inf
+        # The VAD's end of this turn's speech: the last "stopped" within the utterance.
+        mine = [e for e in ends if turn.start < e < min(turn.end + gap, upto)]
+        t0 = inp.pushed_at(mine[-1]) if mine else None
+        if t0 is None:
+            out.append(None)
+            continue
+        limit = t0 + gap  # the answer must come long before the next turn
+        first_wire = next((p for p in wire if p >= t0), None)
+        if first_wire is None or first_wire >= limit:
+            out.append(None)
+            continue
+        m = {"wire": 1000.0 * (first_wire - t0), "vad_vs_truth": 1000.0 * (mine[-1] - turn.end)}
+        for stage in STAGES[:-1]:
+            t = stamps.first(stage, t0, first_wire + 1e-9)
+            if t is not None:
+                m[stage] = 1000.0 * (t - t0)
+        out.append(m)
+    return out
+
+
+def _fake_overrun(m: dict[str, float], stt: float, tts: float) -> float | None:
+    """ms the STT and TTS fakes took beyond their configured latencies in one turn."""
+    keys = ("finalize_received", "final_sent", "tts_text_received", "tts_audio_sent")
+    if not all(k in m for k in keys):
+        return None
+    stt_ms = m["final_sent"] - m["finalize_received"] - 1000 * stt
+    return stt_ms + m["tts_audio_sent"] - m["tts_text_received"] - 1000 * tts
+
+
+def _segments(
+    measured: list[dict[str, float]],
+    stt: float,
+    llm: float,
+    tts: float,
+    vad_stop_ms: float,
+) -> dict[str, list[float]]:
+    """Time between consecutive stages minus what the fakes (or the VAD) were set to take."""
+    spans = [
+        ("vad", None, "vad_stop", vad_stop_ms),
+        ("stt_send_finalize", "vad_stop", "finalize_received", 0.0),
+        ("stt_fake", "finalize_received", "final_sent", 1000 * stt),
+        ("stt_receive", "final_sent", "transcript", 0.0),
+        ("user_aggregator", "transcript", "llm_request", 0.0),
+        ("llm_send", "llm_request", "llm_received", 0.0),
+        ("llm_fake_and_receive", "llm_received", "first_token", 1000 * llm),
+        ("tts_send_sentence", "first_token", "tts_text_received", 0.0),
+        ("tts_fake", "tts_text_received", "tts_audio_sent", 1000 * tts),
+        ("tts_receive", "tts_audio_sent", "tts_audio", 0.0),
+        ("output_transport", "tts_audio", "wire", 0.0),
+    ]
+    out: dict[str, list[float]] = {}
+    for name, a, b, configured in spans:
+        values = []
+        for m in measured:
+            start = 0.0 if a is None else m.get(a)
+            end = m.get(b)
+            if start is not None and end is not None:
+                values.append(end - start - configured)
+        out[name] = values
+    return out
+
+
+if __name__ == "__main__":  # pragma: no cover - manual run
+    print(json.dumps(asyncio.run(run_latency_bench()), indent=2))
