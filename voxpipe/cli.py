@@ -1,14 +1,26 @@
-"""The `voxpipe` command: serve | call | replay | record | bench."""
+"""The `voxpipe` command: serve | call | replay | bench."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from voxpipe.bench.report import print_result
+
+logger = logging.getLogger("voxpipe.cli")
+
+
+class CommandError(Exception):
+    """A user-facing error: printed as `voxpipe: error: ...` with exit status 2."""
+
+
+# ---------------------------------------------------------------------------- bench
 
 
 def _bench_engine(args: argparse.Namespace) -> dict[str, Any]:
@@ -27,9 +39,22 @@ def _bench_vad(args: argparse.Namespace) -> dict[str, Any]:
     return run_vad_bench()
 
 
+def _bench_calls(args: argparse.Namespace) -> dict[str, Any]:
+    from voxpipe.bench.calls import run_calls_bench
+
+    return run_calls_bench(
+        calls=args.calls,
+        seconds=args.seconds,
+        bot=args.bot,
+        ramp_s=args.ramp,
+        progress=None if args.json else _progress,
+    )
+
+
 BENCHES: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]]] = {
     "engine": ("engine: hop cost, throughput, idle session footprint", _bench_engine),
     "vad": ("vad: Silero window cost at batch 1 and batched, calls per core", _bench_vad),
+    "calls": ("calls: simulated Twilio callers against an echo-bot server", _bench_calls),
 }
 
 
@@ -42,28 +67,237 @@ def _add_bench(sub: Any) -> None:
         "--sessions", type=int, default=100, help="idle sessions for the footprint bench"
     )
     p.add_argument("--no-pipecat", action="store_true", help="skip the Pipecat comparison")
+    p.add_argument("--calls", type=int, default=200, help="calls: concurrent simulated callers")
+    p.add_argument("--seconds", type=float, default=20.0, help="calls: length of each call")
+    p.add_argument("--ramp", type=float, default=5.0, help="calls: seconds to start them all")
+    p.add_argument("--bot", default=None, help="calls: bot file to serve (default bots/echo.py)")
+
+
+# ---------------------------------------------------------------------------- serve
+
+
+def _add_serve(sub: Any) -> None:
+    p = sub.add_parser("serve", help="run the phone/websocket server for a bot")
+    p.add_argument("bot", help="bot file, e.g. bots/echo.py")
+    p.add_argument("--host", default=None, help="interface to bind (default HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default PORT or 8000)")
+    p.add_argument("--record", metavar="DIR", default=None, help="record every call's frames here")
+    p.add_argument("--public-url", default=None, help="public https URL (default PUBLIC_URL)")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from voxpipe.server.app import create_app
+    from voxpipe.server.run import uvicorn_config
+
+    settings = _settings(public_url=args.public_url)
+    record = args.record or settings.record_dir
+    app = create_app(_bot_path(args.bot), settings, record_dir=record)
+    config = uvicorn_config(
+        app, settings, host=args.host, port=args.port, log_level=args.log_level.lower()
+    )
+    host, port = config.host, config.port
+    print(f"voxpipe: serving {args.bot} on http://{host}:{port}", file=sys.stderr)
+    print(
+        f"  Twilio voice webhook: {settings.public_url or f'http://{host}:{port}'}/twilio/voice"
+        + (f"; recording calls to {record}" if record else ""),
+        file=sys.stderr,
+    )
+    uvicorn.Server(config).run()
+    return 0
+
+
+# ---------------------------------------------------------------------------- call
+
+
+def _add_call(sub: Any) -> None:
+    p = sub.add_parser(
+        "call", help="run one call from a WAV file through a bot (virtual clock, no phone)"
+    )
+    p.add_argument("bot", help="bot file, e.g. bots/echo.py")
+    p.add_argument("--wav", required=True, help="the caller's side of the call (WAV file)")
+    p.add_argument("--out", default=None, help="write what the caller heard to this WAV")
+    p.add_argument("--transcript", default=None, help="write the transcript (JSON) here")
+    p.add_argument(
+        "--settle", type=float, default=2.0, help="seconds of quiet after which the call ends"
+    )
+    p.add_argument("--max-tail", type=float, default=30.0, help="longest wait after the WAV ends")
+
+
+def _call(args: argparse.Namespace) -> int:
+    from voxpipe.call import load_bot
+    from voxpipe.testing.bot_runs import run_wav_call
+
+    wav = Path(args.wav)
+    if not wav.is_file():
+        raise CommandError(f"WAV file {wav} does not exist: pass the caller's recording with --wav")
+    bot = load_bot(_bot_path(args.bot))
+    try:
+        out = run_wav_call(
+            bot,
+            wav,
+            settings=_settings(),
+            output_wav=args.out,
+            transcript_path=args.transcript,
+            bot_name=args.bot,
+            settle_secs=args.settle,
+            max_tail_secs=args.max_tail,
+            progress=_progress,
+        )
+    except (ValueError, EOFError) as exc:  # unreadable WAV and the like
+        raise CommandError(f"{wav}: {exc}") from exc
+    doc = out.transcript
+    print(
+        f"call of {doc['call_seconds']:.1f} s: caller spoke {doc['user_turns']} time(s), bot "
+        f"{doc['bot_seconds']:.1f} s in {doc['bot_turns']} turn(s), "
+        f"{len(doc['interruptions'])} interruption(s); ended: {doc['end_reason']}"
+    )
+    for text in doc["transcripts"]:
+        print(f"  caller: {text}")
+    for text in doc["replies"]:
+        print(f"  bot:    {text}")
+    if out.output_wav:
+        print(f"wrote {out.output_wav}")
+    if out.transcript_path:
+        print(f"wrote {out.transcript_path}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- replay
+
+
+def _add_replay(sub: Any) -> None:
+    p = sub.add_parser("replay", help="replay a recorded call through a bot and check it")
+    p.add_argument("recording", help="a recording written by `voxpipe serve --record DIR`")
+    p.add_argument("--bot", default=None, help="bot file (default: the one that was recorded)")
+    p.add_argument("--golden", default=None, help="expected summary (JSON); mismatch exits 1")
+    p.add_argument("--write-golden", default=None, help="write the summary as a golden file")
+    p.add_argument("--json", action="store_true", help="print the whole summary as JSON")
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from voxpipe.call import load_bot
+    from voxpipe.testing.bot_runs import recording_bot, replay_recording
+    from voxpipe.testing.recording import RecordingError
+    from voxpipe.testing.summary import compare_summaries
+
+    path = Path(args.recording)
+    if not path.is_file():
+        raise CommandError(f"recording {path} does not exist")
+    bot_spec = args.bot or recording_bot(path)
+    if not bot_spec:
+        raise CommandError(f"{path} does not name its bot: pass --bot BOT.py")
+    golden: Any = None
+    if args.golden:
+        gpath = Path(args.golden)
+        if not gpath.is_file():
+            raise CommandError(
+                f"golden file {gpath} does not exist: create it with --write-golden {gpath}"
+            )
+        try:
+            golden = json.loads(gpath.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise CommandError(f"golden file {gpath} is not valid JSON: {exc}") from exc
+    bot = load_bot(_bot_path(bot_spec))
+    try:
+        result = replay_recording(path, bot, settings=_settings(), progress=_progress)
+    except RecordingError as exc:
+        raise CommandError(str(exc)) from exc
+    summary = result.summary
+    if args.write_golden:
+        Path(args.write_golden).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.write_golden}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(
+            f"replayed {result.frames} frames: {summary['user_turns']} caller turn(s), "
+            f"{summary['bot_turns']} bot turn(s), {len(summary['interruptions'])} "
+            f"interruption(s), bot audio {summary['audio']['seconds']:.2f} s"
+        )
+        for text in summary["transcripts"]:
+            print(f"  caller: {text}")
+        for text in summary["replies"]:
+            print(f"  bot:    {text}")
+    if golden is not None:
+        diffs = compare_summaries(golden, summary)
+        if diffs:
+            print(f"MISMATCH against {args.golden}: {len(diffs)} difference(s)", file=sys.stderr)
+            for d in diffs[:40]:
+                print(f"  {d}", file=sys.stderr)
+            return 1
+        print(f"matches {args.golden}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- common
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _settings(**overrides: Any) -> Any:
+    from pydantic import ValidationError
+
+    from voxpipe.config.settings import VoxpipeSettings, get_settings
+
+    try:
+        settings = get_settings()
+    except (ValidationError, ValueError, FileNotFoundError) as exc:
+        raise CommandError(f"invalid settings: {exc}") from exc
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if given:
+        settings = VoxpipeSettings(**{**settings.model_dump(), **given})
+    return settings
+
+
+def _bot_path(spec: str) -> str:
+    # A bare name finds the bot under bots/ ("echo" -> bots/echo.py).
+    if not spec.endswith(".py") and ":" not in spec and "." not in spec:
+        candidate = Path("bots") / f"{spec}.py"
+        if candidate.is_file():
+            return str(candidate)
+    return spec
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voxpipe", description=__doc__)
     parser.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_serve(sub)
+    _add_call(sub)
+    _add_replay(sub)
     _add_bench(sub)
     return parser
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "serve": _serve,
+    "call": _call,
+    "replay": _replay,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from voxpipe.call import BotLoadError
     from voxpipe.pipelines.logs import configure_logging
 
     configure_logging(args.log_level.upper())
-    if args.command == "bench":
-        title, fn = BENCHES[args.which]
-        print_result(title, fn(args), as_json=args.json)
-        return 0
-    parser.error(f"unknown command {args.command}")
-    return 2
+    try:
+        if args.command == "bench":
+            title, fn = BENCHES[args.which]
+            print_result(title, fn(args), as_json=args.json)
+            return 0
+        return COMMANDS[args.command](args)
+    except (CommandError, BotLoadError) as exc:
+        print(f"voxpipe: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

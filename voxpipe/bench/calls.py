@@ -1,0 +1,223 @@
+"""`voxpipe bench calls`: many simulated Twilio callers against a real echo-bot server.
+
+The server runs in its own process on loopback (uvicorn, the shared batched Silero VAD, the
+echo bot); this process dials N calls through the voice webhook and speaks a recording into
+each in real time with ``TwilioCaller``, starting them over a ramp and at different points
+of the recording so their speech is not in lockstep. The echo bot plays each utterance back,
+so every call receives bot audio paced by the server's output transport.
+
+Reported: the p99 (and p50, max) lateness of the 20 ms chunks the callers received against
+real-time playout (see ``chunk_lateness``: how far a chunk arrived after it was due to play,
+0 when the far end's buffer still held audio), and the server process's CPU and memory per
+call (psutil, sampled while every call is up). Lateness is measured by the callers, so a
+saturated bench process would show up in it too: its own CPU is reported as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["run_calls_bench"]
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_BOT = ROOT / "bots" / "echo.py"
+SPEECH = ROOT / "tests" / "data" / "speech_16k.wav"
+
+
+def _caller_audio() -> bytes:
+    from voxpipe.testing.twilio_caller import read_caller_wav
+
+    if SPEECH.is_file():
+        return read_caller_wav(SPEECH)
+    # Installed without the test data: a synthetic "voice" (bursts of a warbling tone).
+    import numpy as np
+
+    from voxpipe.audio import pcm16_to_mulaw
+
+    t = np.arange(8000 * 9) / 8000
+    voiced = (np.sin(2 * np.pi * 3 * t) > -0.2).astype(float)
+    wave = 8000 * np.sin(2 * np.pi * (180 + 40 * np.sin(2 * np.pi * 5 * t)) * t) * voiced
+    return pcm16_to_mulaw(wave.astype("<i2").tobytes())
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def _start_server(bot: str) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voxpipe.bench.calls", "--serve", bot],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=str(ROOT),
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # the server prints its port once it listens
+    try:
+        port = int(json.loads(line)["port"])
+    except (ValueError, KeyError, TypeError):
+        proc.kill()
+        raise RuntimeError(f"the bench server did not start (said {line!r})") from None
+    return proc, port
+
+
+async def _bench(
+    port: int,
+    server_pid: int,
+    *,
+    calls: int,
+    seconds: float,
+    ramp_s: float,
+    progress: Callable[[str], None] | None,
+) -> dict[str, Any]:
+    import psutil
+
+    from voxpipe.testing.twilio_caller import CallerLog, TwilioCaller, chunk_lateness
+
+    base = f"http://127.0.0.1:{port}"
+    speech = _caller_audio()
+    rng = random.Random(1234)
+    server = psutil.Process(server_pid)
+    me = psutil.Process()
+    rss_idle = server.memory_info().rss
+    loop = asyncio.get_running_loop()
+    all_up = asyncio.Event()
+    connected = 0
+
+    async def one_call(i: int) -> CallerLog:
+        nonlocal connected
+        await asyncio.sleep(ramp_s * i / max(1, calls))
+        offset = rng.randrange(0, len(speech) // 160) * 160
+        loops = int(seconds * 8000 / len(speech)) + 2
+        audio = (speech[offset:] + speech * loops)[: int(seconds * 8000)]
+        caller = await TwilioCaller.dial(base, audio=audio, keep_audio=False, tail_silence_s=1.5)
+        run = loop.create_task(caller.run(hangup_after=seconds + 1.5, timeout=seconds + 30))
+        connected += 1
+        if connected == calls:
+            all_up.set()
+        return await run
+
+    t0 = time.perf_counter()
+    runs = [loop.create_task(one_call(i)) for i in range(calls)]
+    # Sample CPU and memory once every call is up and talking, for most of a call's length.
+    try:
+        async with asyncio.timeout(ramp_s + 60):
+            await all_up.wait()
+    except TimeoutError:
+        pass
+    await asyncio.sleep(min(2.0, seconds / 4))  # let the calls settle into speaking
+    window = max(1.0, seconds / 2)
+    cpu0, mine0, w0 = server.cpu_times(), me.cpu_times(), time.perf_counter()
+    rss_peak = server.memory_info().rss
+    if progress:
+        progress(f"  {calls} calls up; measuring for {window:.0f} s")
+    steps = max(1, int(window))
+    for _ in range(steps):
+        await asyncio.sleep(window / steps)
+        rss_peak = max(rss_peak, server.memory_info().rss)
+    cpu1, mine1, w1 = server.cpu_times(), me.cpu_times(), time.perf_counter()
+    logs = await asyncio.gather(*runs, return_exceptions=True)
+    wall = time.perf_counter() - t0
+
+    late: list[float] = []
+    failed = 0
+    echo_s = 0.0
+    for log in logs:
+        if isinstance(log, BaseException) or log.media_seconds == 0:
+            failed += 1
+            continue
+        late += chunk_lateness(log.media_times, log.media_sizes)
+        echo_s += log.media_seconds
+    elapsed = w1 - w0
+    server_cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / elapsed * 100
+    client_cpu = (mine1.user + mine1.system - mine0.user - mine0.system) / elapsed * 100
+    ok = max(1, calls - failed)
+    return {
+        "calls": calls,
+        "seconds": seconds,
+        "failed_calls": failed,
+        "chunks": len(late),
+        "p50_late_ms": round(_percentile(late, 50) * 1000, 2),
+        "p99_late_ms": round(_percentile(late, 99) * 1000, 2),
+        "max_late_ms": round(max(late, default=0.0) * 1000, 2),
+        "echo_s_per_call": round(echo_s / ok, 2),
+        "server_cpu_pct": round(server_cpu, 1),
+        "cpu_pct_per_call": round(server_cpu / calls, 3),
+        "server_rss_mb": round(rss_peak / 2**20, 1),
+        "rss_mb_per_call": round((rss_peak - rss_idle) / 2**20 / calls, 3),
+        "client_cpu_pct": round(client_cpu, 1),
+        "wall_s": round(wall, 1),
+    }
+
+
+def run_calls_bench(
+    *,
+    calls: int = 200,
+    seconds: float = 20.0,
+    bot: str | None = None,
+    ramp_s: float = 5.0,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run the benchmark (server in a subprocess on loopback) and return its numbers."""
+    if calls < 1 or seconds <= 0:
+        raise ValueError("bench calls needs --calls >= 1 and --seconds > 0")
+    proc, port = _start_server(str(bot or DEFAULT_BOT))
+    try:
+        if progress:
+            progress(f"bench calls: server pid {proc.pid} on port {port}; dialling {calls} calls")
+        return asyncio.run(
+            _bench(
+                port, proc.pid, calls=calls, seconds=seconds, ramp_s=ramp_s, progress=progress
+            )
+        )
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _serve(bot: str) -> None:
+    """The server side: the bot on 127.0.0.1, an ephemeral port printed as JSON on stdout."""
+    import socket
+
+    import uvicorn
+
+    from voxpipe.config.settings import VoxpipeSettings
+    from voxpipe.pipelines.logs import configure_logging
+    from voxpipe.server.app import create_app
+    from voxpipe.server.run import uvicorn_config
+
+    configure_logging("ERROR")
+    settings = VoxpipeSettings(_env_file=None)  # type: ignore[call-arg]
+    app = create_app(bot, settings)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn_config(app, settings, host="127.0.0.1", port=sock.getsockname()[1])
+    config.backlog = 1024
+    print(json.dumps({"port": sock.getsockname()[1]}), flush=True)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="bench calls server side (internal)")
+    parser.add_argument("--serve", required=True, help="bot file to serve")
+    _serve(parser.parse_args().serve)

@@ -1,0 +1,172 @@
+"""The bot contract: what a bot receives (``Call``), what it returns, and how bot files are loaded.
+
+A bot is one Python file exposing ``async def bot(call: Call) -> Pipeline`` (any
+``FrameProcessor``, or a ready ``PipelineTask`` for full control). voxpipe calls it once per
+call, after the carrier has said who is calling, and runs what it returns until the call ends::
+
+    from voxpipe.call import Call
+    from voxpipe.pipelines import Pipeline
+
+    async def bot(call: Call) -> Pipeline:
+        return Pipeline([call.transport.input(), MyProcessor(), call.transport.output()])
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import inspect
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from voxpipe.config.locales import CallLocaleHints, LocaleRow, choose_locale, load_seed_rows
+from voxpipe.config.settings import VoxpipeSettings
+from voxpipe.pipelines.task import PipelineTask, TaskParams
+from voxpipe.processors.base import FrameProcessor
+from voxpipe.transports.wire import AudioFormat
+
+__all__ = ["Bot", "BotLoadError", "Call", "build_task", "choose_call_locale", "load_bot"]
+
+
+@dataclass(slots=True)
+class Call:
+    """One call as a bot sees it: the transport to put in the pipeline, and who is calling."""
+
+    transport: Any  # voxpipe.transports Transport: .input() / .output() processors
+    call_id: str
+    settings: VoxpipeSettings
+    carrier: str = "test"  # twilio | telnyx | vonage | webrtc | wav | replay
+    caller: str = ""  # E.164 number of the caller when the carrier gives it
+    called: str = ""  # the number that was dialled
+    country: str | None = None  # ISO country of the caller (Twilio's FromCountry)
+    custom_parameters: dict[str, str] = field(default_factory=dict)
+    locale: str = "en-US"
+    locale_row: LocaleRow | None = None  # STT/TTS voice and greeting for ``locale``
+    audio_in: AudioFormat = field(default_factory=AudioFormat)  # the wire's formats
+    audio_out: AudioFormat = field(default_factory=AudioFormat)
+    allow_interruptions: bool = True
+
+    def metadata(self) -> dict[str, Any]:
+        """The StartFrame metadata every processor sees (see CONVENTIONS)."""
+        return {
+            "call_id": self.call_id,
+            "carrier": self.carrier,
+            "caller": self.caller,
+            "called": self.called,
+            "country": self.country,
+            "locale": self.locale,
+            "custom_parameters": dict(self.custom_parameters),
+            "audio_in_encoding": self.audio_in.encoding,
+            "audio_out_encoding": self.audio_out.encoding,
+        }
+
+    def task_params(self) -> TaskParams:
+        """Task parameters for this call: the wire's sample rates and the metadata."""
+        return TaskParams(
+            audio_in_sample_rate=self.audio_in.sample_rate,
+            audio_out_sample_rate=self.audio_out.sample_rate,
+            allow_interruptions=self.allow_interruptions,
+            metadata=self.metadata(),
+        )
+
+
+Bot = Callable[[Call], Awaitable[FrameProcessor | PipelineTask]]
+
+
+class BotLoadError(RuntimeError):
+    """A bot file that cannot be loaded, or a bot that returned something unusable."""
+
+
+@functools.lru_cache(maxsize=1)
+def _seed_rows() -> tuple[LocaleRow, ...]:
+    return tuple(load_seed_rows())
+
+
+def choose_call_locale(
+    settings: VoxpipeSettings,
+    *,
+    caller: str = "",
+    country: str | None = None,
+    custom_parameters: dict[str, str] | None = None,
+    rows: tuple[LocaleRow, ...] | None = None,
+) -> LocaleRow:
+    """The locale row for a call from its metadata (explicit choice, country, calling code)."""
+    params = dict(custom_parameters or {})
+    hints = CallLocaleHints.from_twilio(
+        {"From": caller, "FromCountry": country or ""}, custom_parameters=params
+    )
+    return choose_locale(rows or _seed_rows(), hints, default=settings.default_locale).row
+
+
+def load_bot(spec: str | Path) -> Bot:
+    """The ``bot`` function of a bot file (``bots/echo.py``) or module (``pkg.mod[:func]``)."""
+    text = str(spec)
+    func_name = "bot"
+    path = Path(text)
+    if not text.endswith(".py") and ":" in text and not path.exists():
+        text, func_name = text.rsplit(":", 1)
+        path = Path(text)
+    if text.endswith(".py") or path.exists():
+        module = _load_file(path)
+        where = str(path)
+    else:
+        try:
+            module = importlib.import_module(text)
+        except ImportError as exc:
+            raise BotLoadError(
+                f"cannot import bot module {text!r}: {exc}. Pass a bot file such as bots/echo.py"
+            ) from exc
+        where = text
+    fn = getattr(module, func_name, None)
+    if fn is None:
+        found = sorted(
+            n for n, v in vars(module).items() if inspect.iscoroutinefunction(v) and n[0] != "_"
+        )
+        hint = f" (async functions found: {', '.join(found)})" if found else ""
+        raise BotLoadError(
+            f"{where} has no function {func_name!r}: a bot file must define "
+            f"`async def {func_name}(call: Call) -> Pipeline`{hint}"
+        )
+    if not inspect.iscoroutinefunction(fn):
+        raise BotLoadError(
+            f"{where}: {func_name} must be an async function (`async def {func_name}(call)`)"
+        )
+    return fn  # type: ignore[no-any-return]
+
+
+def _load_file(path: Path) -> Any:
+    if not path.is_file():
+        raise BotLoadError(f"bot file {path} does not exist: pass the path to a .py file")
+    name = f"voxpipe_bot_{path.stem}_{abs(hash(str(path.resolve()))):x}"
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise BotLoadError(f"{path} is not a Python file voxpipe can load")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        sys.modules.pop(name, None)
+        raise BotLoadError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from exc
+    except Exception as exc:
+        sys.modules.pop(name, None)
+        raise BotLoadError(f"{path} failed while loading: {type(exc).__name__}: {exc}") from exc
+    return module
+
+
+def build_task(call: Call, built: object, **task_kwargs: Any) -> PipelineTask:
+    """A PipelineTask for what a bot returned (a processor/pipeline, or a task it built)."""
+    if isinstance(built, PipelineTask):
+        for key, value in call.metadata().items():
+            built.params.metadata.setdefault(key, value)
+        return built
+    if isinstance(built, FrameProcessor):
+        return PipelineTask(built, params=call.task_params(), call_id=call.call_id, **task_kwargs)
+    raise BotLoadError(
+        f"the bot returned {type(built).__name__}; it must return a Pipeline (or any "
+        "FrameProcessor, or a PipelineTask)"
+    )

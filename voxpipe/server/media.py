@@ -1,0 +1,257 @@
+"""The media websockets: one handler per carrier stream, running one bot call per connection.
+
+A stream is accepted, its start message read and its stream token checked (a websocket
+nobody was told about is closed with 1008 and the reason); then the bot builds the pipeline
+for the call and the receive loop feeds the transport until the caller hangs up, the bot ends
+the call, the socket goes silent, or the stream is refused for bad input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from starlette.websockets import WebSocket
+
+from voxpipe.call import Call, build_task, choose_call_locale
+from voxpipe.pipelines.task import PipelineTask
+from voxpipe.server.metrics import FrameCounter
+from voxpipe.server.sessions import CallSession
+from voxpipe.server.tokens import StreamTokenError
+from voxpipe.server.webhooks import TOKEN_PARAM
+from voxpipe.transports.base import Transport
+from voxpipe.transports.params import TransportParams
+from voxpipe.transports.telnyx import TelnyxSerializer
+from voxpipe.transports.twilio import TwilioSerializer
+from voxpipe.transports.vonage import VonageSerializer
+from voxpipe.transports.websocket import (
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_NORMAL,
+    CLOSE_POLICY,
+    WebSocketWireSink,
+    WireClosed,
+    WireReceiver,
+    WireRefused,
+)
+from voxpipe.transports.wire import Serializer, WireStart
+
+if TYPE_CHECKING:
+    from voxpipe.server.app import ServerState
+
+__all__ = ["SERIALIZERS", "media_stream"]
+
+logger = logging.getLogger(__name__)
+
+SERIALIZERS: dict[str, type[Any]] = {
+    "twilio": TwilioSerializer,
+    "telnyx": TelnyxSerializer,
+    "vonage": VonageSerializer,
+}
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+async def media_stream(websocket: WebSocket, carrier: str, path_token: str | None = None) -> None:
+    """Serve one carrier media stream from accept to close."""
+    st: ServerState = websocket.app.state.voxpipe
+    serializer: Serializer = SERIALIZERS[carrier]()
+    await websocket.accept()
+    receiver = WireReceiver(
+        websocket, serializer, carrier=carrier, limits=st.limits, stats=st.metrics_sink
+    )
+    sink = WebSocketWireSink(websocket, serializer, on_send=st.metrics_sink.sent(carrier))
+    try:
+        start = await receiver.wait_for_start()
+    except WireClosed as exc:
+        logger.info("%s stream closed before it started: %s", carrier, exc)
+        st.metrics.calls_refused[carrier, "closed-before-start"] += 1
+        await sink.close(CLOSE_NORMAL, "stream ended before it started")
+        return
+    except WireRefused as exc:
+        st.metrics.calls_refused[carrier, "bad-start"] += 1
+        logger.warning("%s stream refused before start: %s", carrier, exc.reason)
+        await sink.close(exc.code, exc.reason)
+        return
+    params = dict(start.custom_parameters)
+    token = path_token or params.get(TOKEN_PARAM)
+    params.pop(TOKEN_PARAM, None)
+    start.custom_parameters = params
+    if st.require_stream_token:
+        # Twilio tokens are bound to the CallSid they were issued for; the others to the carrier.
+        call_ref = start.call_id if carrier == "twilio" else ""
+        try:
+            st.tokens.check(token, carrier, call_ref)
+        except StreamTokenError as exc:
+            st.metrics.calls_refused[carrier, "bad-token"] += 1
+            logger.warning(
+                "[%s] %s stream refused: %s",
+                start.call_id or "-",
+                carrier,
+                exc,
+                extra={"call_id": start.call_id or "-"},
+            )
+            await sink.close(CLOSE_POLICY, f"stream refused: {exc}")
+            return
+    await _run_call(st, carrier, start, receiver, sink)
+
+
+async def _run_call(
+    st: ServerState,
+    carrier: str,
+    start: WireStart,
+    receiver: WireReceiver,
+    sink: WebSocketWireSink,
+) -> None:
+    call_id = start.call_id or start.stream_id or f"{carrier}-{secrets.token_hex(6)}"
+    log = logging.LoggerAdapter(logger, {"call_id": call_id})
+    receiver.label = call_id
+    sink._label = call_id
+    fmt = start.audio_format
+    params = start.custom_parameters
+    tparams = TransportParams(
+        audio_in=fmt, audio_out=fmt, allow_interruptions=st.settings.allow_interruptions
+    )
+    country = params.get("FromCountry") or None
+    try:
+        row = choose_call_locale(
+            st.settings, caller=start.caller, country=country, custom_parameters=params
+        )
+        locale, locale_row = row.locale, row
+    except Exception as exc:  # a broken locale table must not refuse calls
+        log.warning("locale choice failed, using %s: %s", st.settings.default_locale, exc)
+        locale, locale_row = st.settings.default_locale, None
+    try:
+        transport = Transport(sink, tparams, batched_vad=st.batched_vad, name=carrier)
+        call = Call(
+            transport=transport,
+            call_id=call_id,
+            settings=st.settings,
+            carrier=carrier,
+            caller=start.caller,
+            called=start.called,
+            country=country,
+            custom_parameters=params,
+            locale=locale,
+            locale_row=locale_row,
+            audio_in=fmt,
+            audio_out=fmt,
+            allow_interruptions=st.settings.allow_interruptions,
+        )
+        task = build_task(call, await st.bot(call))
+    except Exception as exc:
+        st.metrics.calls_refused[carrier, "bot-error"] += 1
+        log.exception("[%s] the bot failed to build its pipeline", call_id)
+        await sink.close(CLOSE_INTERNAL_ERROR, f"bot failed to start: {type(exc).__name__}")
+        return
+    counter = FrameCounter(st.metrics)
+    task.add_observer(counter)
+    task.on_downstream(counter.on_output)
+    task.on_upstream(counter.on_output)
+    if st.record_dir is not None:
+        task.add_observer(_recorder(st, call, task))
+
+    loop = asyncio.get_running_loop()
+    runner = loop.create_task(task.run(), name=f"call:{call_id}")
+    receiving: asyncio.Task[str] | None = None
+    ended_by = ""
+
+    async def end(reason: str) -> None:
+        # The sweeper (socket silent) or shutdown: stop reading; the call ends from there.
+        nonlocal ended_by
+        ended_by = ended_by or reason
+        if receiving is not None and not receiving.done():
+            receiving.cancel()
+        elif not runner.done():
+            await task.cancel(reason)
+
+    session = CallSession(
+        call_id=call_id, carrier=carrier, last_activity=lambda: receiver.last_message_at, end=end
+    )
+    st.registry.add(session)
+    st.metrics.calls_started[carrier] += 1
+    log.info("[%s] %s call from %s to %s started", call_id, carrier, start.caller, start.called)
+    close_code, close_reason, how = CLOSE_NORMAL, "call ended", "bot-ended"
+    try:
+        # Audio fed before the StartFrame went through would be dropped: wait for it.
+        inp = transport.input()
+        while not inp.started and not runner.done():
+            await asyncio.sleep(0)
+        receiving = loop.create_task(receiver.run(transport), name=f"recv:{call_id}")
+        await asyncio.wait({runner, receiving}, return_when=asyncio.FIRST_COMPLETED)
+        if not receiving.done():
+            # The pipeline ended first: the bot hung up (or failed). Stop reading.
+            how = "bot-ended" if task.end_reason != "fatal error" else "bot-error"
+            receiving.cancel()
+            await asyncio.gather(receiving, return_exceptions=True)
+        else:
+            how, close_code, close_reason = _receive_outcome(receiving, ended_by)
+            # on_wire_closed ended the call gracefully; bounded by the transport's own timeout.
+            limit = tparams.hangup_timeout_secs + task.end_timeout + 1.0
+            try:
+                async with asyncio.timeout(limit):
+                    await asyncio.shield(runner)
+            except TimeoutError:
+                log.warning("[%s] call did not end %.0f s after hang-up: cancelling", call_id, limit)
+                await task.cancel("did not end after hang-up")
+        await asyncio.gather(runner, return_exceptions=True)
+    except asyncio.CancelledError:
+        how, close_code, close_reason = "server-shutdown", CLOSE_GOING_AWAY, "server shutting down"
+        await task.cancel("server shutting down")
+        raise
+    finally:
+        if not runner.done():
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+        await sink.close(close_code, close_reason)
+        st.registry.remove(session)
+        st.metrics.calls_ended[carrier, how] += 1
+        log.info(
+            "[%s] call ended (%s): %s; %d messages in, %d bad",
+            call_id,
+            how,
+            task.end_reason or receiver.end_reason,
+            receiver.messages,
+            receiver.bad_messages,
+        )
+    if how in ("bot-ended", "bot-error") and carrier == "twilio" and st.call_control is not None:
+        result = await st.call_control.hangup(start.call_id)
+        log.info("[%s] REST hang-up: %s", call_id, result)
+        st.hangups.append((start.call_id, result))
+
+
+def _receive_outcome(receiving: asyncio.Task[str], ended_by: str) -> tuple[str, int, str]:
+    """(how the call ended, close code, close reason) from a finished receive loop."""
+    if receiving.cancelled():
+        return "silent", CLOSE_GOING_AWAY, (ended_by or "ended by the server")[:120]
+    exc = receiving.exception()
+    if isinstance(exc, WireRefused):
+        return "refused", exc.code, exc.reason
+    if exc is not None:
+        logger.error("receive loop failed", exc_info=exc)
+        return "error", CLOSE_INTERNAL_ERROR, "internal error"
+    return "caller-hung-up", CLOSE_NORMAL, "call ended"
+
+
+def _recorder(st: ServerState, call: Call, task: PipelineTask) -> Any:
+    from voxpipe.testing.recording import FrameRecorder
+
+    assert st.record_dir is not None
+    st.record_dir.mkdir(parents=True, exist_ok=True)
+    name = _SAFE.sub("_", call.call_id)[:80] or "call"
+    path = Path(st.record_dir) / f"{name}.jsonl"
+    n = 1
+    while path.exists():
+        n += 1
+        path = Path(st.record_dir) / f"{name}-{n}.jsonl"
+    meta = dict(call.metadata())
+    meta["bot"] = st.bot_name
+    meta["audio_format"] = {
+        "encoding": call.audio_in.encoding,
+        "sample_rate": call.audio_in.sample_rate,
+    }
+    return FrameRecorder(path, clock=task.clock, call_id=call.call_id, metadata=meta)
+

@@ -1,0 +1,137 @@
+"""Server metrics in Prometheus text format: calls, frames, wire traffic, per-stage latencies.
+
+Hot-path counts (frames, wire messages) are plain integers bumped by the calls and read by a
+collector when ``/metrics`` is scraped, so a call pays an integer increment per frame, not a
+lock. Latencies come from the MetricsFrames processors push (TTFB, processing time).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter as Tally
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from voxpipe.frames import Frame, FrameDirection, MetricsFrame
+from voxpipe.pipelines.observer import Observer
+
+__all__ = ["CONTENT_TYPE", "FrameCounter", "ServerMetrics"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# Processor names carry an instance number ("DeepgramSTT#12"): one label value per class.
+_INSTANCE = re.compile(r"#\d+$")
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0)
+
+
+def stage_name(processor: str) -> str:
+    """A processor's name without its instance number, for a bounded label set."""
+    return _INSTANCE.sub("", processor)[:64] or "unknown"
+
+
+class ServerMetrics:
+    """Everything ``/metrics`` shows for one server (its own registry, so apps do not collide)."""
+
+    def __init__(self, active_calls: Callable[[], int]) -> None:
+        self.registry = CollectorRegistry()
+        self._active_calls = active_calls
+        self.frames_in = 0  # frames that entered calls (from wires, or queued)
+        self.frames_out = 0  # frames that left pipelines at either end
+        self.calls_started: Tally[str] = Tally()  # by carrier
+        self.calls_refused: Tally[tuple[str, str]] = Tally()  # (carrier, reason)
+        self.calls_ended: Tally[tuple[str, str]] = Tally()  # (carrier, how)
+        self.wire_in: Tally[str] = Tally()
+        self.wire_out: Tally[str] = Tally()
+        self.wire_errors: Tally[str] = Tally()
+        self.webhooks: Tally[tuple[str, str]] = Tally()  # (route, outcome)
+        self.stage_latency = Histogram(
+            "voxpipe_stage_latency_seconds",
+            "Per-stage latency reported by processors (metric: ttfb or processing).",
+            ["stage", "metric"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(_LiveCollector(self))
+
+    def observe(self, frame: MetricsFrame) -> None:
+        """Feed one MetricsFrame into the latency histogram."""
+        if frame.value >= 0:
+            self.stage_latency.labels(stage_name(frame.processor), frame.metric[:32]).observe(
+                frame.value
+            )
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
+
+
+class _LiveCollector(Collector):
+    """Reads the plain counters at scrape time."""
+
+    def __init__(self, m: ServerMetrics) -> None:
+        self._m = m
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        m = self._m
+        yield GaugeMetricFamily(
+            "voxpipe_active_calls", "Calls with a live pipeline.", value=m._active_calls()
+        )
+        frames = CounterMetricFamily(
+            "voxpipe_frames_processed", "Frames that entered or left call pipelines.", labels=["way"]
+        )
+        frames.add_metric(["in"], m.frames_in)
+        frames.add_metric(["out"], m.frames_out)
+        yield frames
+        started = CounterMetricFamily("voxpipe_calls_started", "Calls started.", labels=["carrier"])
+        for carrier, n in sorted(m.calls_started.items()):
+            started.add_metric([carrier], n)
+        yield started
+        refused = CounterMetricFamily(
+            "voxpipe_calls_refused", "Streams refused before a call started.", labels=["carrier", "reason"]
+        )
+        for (carrier, reason), n in sorted(m.calls_refused.items()):
+            refused.add_metric([carrier, reason], n)
+        yield refused
+        ended = CounterMetricFamily("voxpipe_calls_ended", "Calls ended, by how.", labels=["carrier", "how"])
+        for (carrier, how), n in sorted(m.calls_ended.items()):
+            ended.add_metric([carrier, how], n)
+        yield ended
+        wire = CounterMetricFamily(
+            "voxpipe_wire_messages", "Websocket messages by carrier and direction.", labels=["carrier", "direction"]
+        )
+        for carrier, n in sorted(m.wire_in.items()):
+            wire.add_metric([carrier, "in"], n)
+        for carrier, n in sorted(m.wire_out.items()):
+            wire.add_metric([carrier, "out"], n)
+        yield wire
+        errors = CounterMetricFamily(
+            "voxpipe_wire_errors", "Inbound messages skipped as malformed or out of order.", labels=["carrier"]
+        )
+        for carrier, n in sorted(m.wire_errors.items()):
+            errors.add_metric([carrier], n)
+        yield errors
+        hooks = CounterMetricFamily(
+            "voxpipe_webhooks", "Webhook requests by route and outcome.", labels=["route", "outcome"]
+        )
+        for (route, outcome), n in sorted(m.webhooks.items()):
+            hooks.add_metric([route, outcome], n)
+        yield hooks
+
+
+class FrameCounter(Observer):
+    """Counts frames entering a call (no per-hop cost) for ``voxpipe_frames_processed``."""
+
+    def __init__(self, metrics: ServerMetrics) -> None:
+        self._metrics = metrics
+
+    def on_input(self, frame: Frame, direction: FrameDirection) -> None:
+        self._metrics.frames_in += 1
+
+    def on_output(self, frame: Frame) -> None:
+        """Hook for the task's downstream/upstream listeners."""
+        self._metrics.frames_out += 1
+        if type(frame) is MetricsFrame:
+            self._metrics.observe(frame)

@@ -1,0 +1,258 @@
+"""Browser calls: the page at ``/``, ``GET /webrtc/config`` and ``POST /webrtc/offer``.
+
+The page (``static/``) asks for the microphone, opens an ``events`` data channel, gathers
+its ICE candidates and posts the SDP offer ``{"sdp": ..., "type": "offer"}`` (optionally
+``"parameters": {...}``, handed to the bot as custom parameters). The answer comes back as
+``{"sdp": ..., "type": "answer", "call_id": ...}`` and the bot's call starts at once; it
+ends when the browser hangs up, the connection fails, or the bot ends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+
+from voxpipe.call import Call, build_task, choose_call_locale
+from voxpipe.pipelines.task import PipelineTask
+from voxpipe.server.metrics import FrameCounter
+from voxpipe.server.sessions import CallSession
+
+if TYPE_CHECKING:
+    from voxpipe.server.app import ServerState
+    from voxpipe.transports.webrtc import WebRTCTransport
+
+__all__ = ["STATIC_DIR", "webrtc_router"]
+
+logger = logging.getLogger(__name__)
+
+CARRIER = "webrtc"
+STATIC_DIR = Path(__file__).with_name("static")
+# The only files the page needs; nothing else under static/ is served.
+_STATIC_FILES = {"app.js": "text/javascript; charset=utf-8"}
+MAX_OFFER_BYTES = 64 * 1024  # a browser's audio offer is a few KB
+MAX_PARAMETERS = 32
+
+
+def _state(request: Request) -> ServerState:
+    return request.app.state.voxpipe  # type: ignore[no-any-return]
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def ice_server_setting(settings: Any) -> Any:
+    """The operator's ICE servers (``WEBRTC_ICE_SERVERS``); none by default, so nothing leaves."""
+    return getattr(settings, "webrtc_ice_servers", None)
+
+
+def webrtc_router() -> APIRouter:
+    """Routes for browser calls; the app must carry ``app.state.voxpipe`` (``create_app`` does)."""
+    router = APIRouter()
+    running: set[asyncio.Task[None]] = set()  # call tasks, kept referenced until they finish
+
+    @router.get("/", include_in_schema=False)
+    async def index() -> Response:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html; charset=utf-8")
+
+    @router.get("/static/{name}", include_in_schema=False)
+    async def static(name: str) -> Response:
+        media_type = _STATIC_FILES.get(name)
+        if media_type is None:
+            return _error(404, f"no static file {name!r}")
+        return FileResponse(STATIC_DIR / name, media_type=media_type)
+
+    @router.get("/webrtc/config", include_in_schema=False)
+    async def config(request: Request) -> Response:
+        from voxpipe.transports.webrtc import ice_servers_from
+
+        servers = ice_servers_from(ice_server_setting(_state(request).settings))
+        return JSONResponse(
+            {
+                "iceServers": [
+                    {
+                        k: v
+                        for k, v in (
+                            ("urls", s.urls),
+                            ("username", s.username),
+                            ("credential", s.credential),
+                        )
+                        if v is not None
+                    }
+                    for s in servers
+                ]
+            }
+        )
+
+    @router.post("/webrtc/offer", include_in_schema=False)
+    async def offer(request: Request) -> Response:
+        st = _state(request)
+        body = await request.body()
+        if len(body) > MAX_OFFER_BYTES:
+            return _error(413, f"offer of {len(body)} bytes exceeds {MAX_OFFER_BYTES}")
+        parsed = _parse_offer(body)
+        if isinstance(parsed, JSONResponse):
+            return parsed
+        sdp, parameters = parsed
+        try:
+            from voxpipe.transports.webrtc import (
+                WebRTCTransport,
+                ice_servers_from,
+                webrtc_params,
+            )
+        except ImportError as exc:
+            st.metrics.calls_refused[CARRIER, "no-webrtc"] += 1
+            return _error(501, str(exc))
+        call_id = f"{CARRIER}-{secrets.token_hex(6)}"
+        log = logging.LoggerAdapter(logger, {"call_id": call_id})
+        try:
+            transport = WebRTCTransport(
+                webrtc_params(allow_interruptions=st.settings.allow_interruptions),
+                ice_servers=ice_servers_from(ice_server_setting(st.settings)),
+                batched_vad=st.batched_vad,
+                name=CARRIER,
+                call_id=call_id,
+            )
+        except Exception as exc:
+            log.exception("[%s] could not set up the WebRTC transport", call_id)
+            return _error(500, f"could not set up WebRTC: {type(exc).__name__}: {exc}")
+        try:
+            answer = await transport.accept_offer(sdp, "offer")
+        except Exception as exc:
+            await transport.close("bad offer")
+            st.metrics.calls_refused[CARRIER, "bad-offer"] += 1
+            log.warning("[%s] offer refused: %s", call_id, exc)
+            return _error(400, f"cannot answer this offer: {exc}")
+        try:
+            call = _make_call(st, transport, call_id, parameters)
+            task = build_task(call, await st.bot(call))
+        except Exception as exc:
+            await transport.close("bot failed to start")
+            st.metrics.calls_refused[CARRIER, "bot-error"] += 1
+            log.exception("[%s] the bot failed to build its pipeline", call_id)
+            return _error(500, f"the bot failed to start: {type(exc).__name__}")
+        runner = asyncio.get_running_loop().create_task(
+            _run_call(st, transport, call, task), name=f"webrtc-call:{call_id}"
+        )
+        running.add(runner)
+        runner.add_done_callback(running.discard)
+        return JSONResponse({"sdp": answer.sdp, "type": answer.type, "call_id": call_id})
+
+    return router
+
+
+def _parse_offer(body: bytes) -> tuple[str, dict[str, str]] | JSONResponse:
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return _error(400, 'the offer must be JSON: {"sdp": "...", "type": "offer"}')
+    if not isinstance(data, dict):
+        return _error(400, 'the offer must be a JSON object: {"sdp": "...", "type": "offer"}')
+    sdp, kind = data.get("sdp"), data.get("type")
+    if kind != "offer" or not isinstance(sdp, str) or not sdp.startswith("v=0"):
+        return _error(400, 'expected {"sdp": "v=0...", "type": "offer"} from RTCPeerConnection')
+    raw = data.get("parameters") or {}
+    if not isinstance(raw, dict) or len(raw) > MAX_PARAMETERS:
+        return _error(400, f"'parameters' must be an object of at most {MAX_PARAMETERS} strings")
+    parameters = {str(k)[:64]: str(v)[:256] for k, v in raw.items()}
+    return sdp, parameters
+
+
+def _make_call(
+    st: ServerState, transport: WebRTCTransport, call_id: str, parameters: dict[str, str]
+) -> Call:
+    try:
+        row = choose_call_locale(st.settings, custom_parameters=parameters)
+        locale, locale_row = row.locale, row
+    except Exception as exc:  # a broken locale table must not refuse calls
+        logger.warning("[%s] locale choice failed: %s", call_id, exc)
+        locale, locale_row = st.settings.default_locale, None
+    return Call(
+        transport=transport,
+        call_id=call_id,
+        settings=st.settings,
+        carrier=CARRIER,
+        custom_parameters=parameters,
+        locale=locale,
+        locale_row=locale_row,
+        audio_in=transport.params.audio_in,
+        audio_out=transport.params.audio_out,
+        allow_interruptions=st.settings.allow_interruptions,
+    )
+
+
+async def _run_call(
+    st: ServerState, transport: WebRTCTransport, call: Call, task: PipelineTask
+) -> None:
+    """Run one browser call to its end, registered, counted, and always cleaned up."""
+    call_id = call.call_id
+    log = logging.LoggerAdapter(logger, {"call_id": call_id})
+    counter = FrameCounter(st.metrics)
+    task.add_observer(counter)
+    task.on_downstream(counter.on_output)
+    task.on_upstream(counter.on_output)
+    if st.record_dir is not None:
+        from voxpipe.server.media import _recorder
+
+        task.add_observer(_recorder(st, call, task))
+    loop = asyncio.get_running_loop()
+    runner = loop.create_task(task.run(), name=f"call:{call_id}")
+
+    async def end(reason: str) -> None:
+        # The sweeper (no audio for too long) or shutdown: the browser counts as gone.
+        await transport.close(reason)
+        await transport.on_wire_closed(reason)
+
+    session = CallSession(
+        call_id=call_id, carrier=CARRIER, last_activity=lambda: transport.last_activity, end=end
+    )
+    st.registry.add(session)
+    st.metrics.calls_started[CARRIER] += 1
+    log.info("[%s] browser call started", call_id)
+    how = "bot-ended"
+    gone = loop.create_task(transport.wire_closed.wait())
+    try:
+        await asyncio.wait({runner, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if not runner.done():
+            how = "caller-hung-up"
+            # on_wire_closed ends the call gracefully, bounded by the transport's own timeout.
+            limit = transport.params.hangup_timeout_secs + task.end_timeout + 1.0
+            try:
+                async with asyncio.timeout(limit):
+                    await asyncio.shield(runner)
+            except TimeoutError:
+                log.warning(
+                    "[%s] call did not end %.0f s after hang-up: cancelling", call_id, limit
+                )
+                await task.cancel("did not end after hang-up")
+        elif task.end_reason == "fatal error":
+            how = "bot-error"
+        await asyncio.gather(runner, return_exceptions=True)
+    except asyncio.CancelledError:
+        how = "server-shutdown"
+        await task.cancel("server shutting down")
+        raise
+    finally:
+        gone.cancel()
+        if not runner.done():
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+        await transport.close("call ended")
+        st.registry.remove(session)
+        st.metrics.calls_ended[CARRIER, how] += 1
+        log.info(
+            "[%s] browser call ended (%s): %s; %d audio frames in, %d out",
+            call_id,
+            how,
+            task.end_reason or transport.closed_reason,
+            transport.frames_in,
+            transport.track.audio_frames_out,
+        )
