@@ -98,7 +98,10 @@ def test_l16_format_and_plain_client_state() -> None:
     "message, why",
     [
         ('{"event":"error","payload":{"code":100002,"title":"Unknown error"}}', "100002"),
-        ('{"event":"start","start":{"call_control_id":"x","media_format":{"encoding":"OPUS"}}}', "unsupported"),
+        (
+            '{"event":"start","start":{"call_control_id":"x","media_format":{"encoding":"OPUS"}}}',
+            "unsupported",
+        ),
         ('{"event":"start","start":{"call_control_id":"x","client_state":"%%"}}', "client_state"),
         ('{"event":"media","media":{"payload":"a"}}', "base64"),
         ('{"event":"nope"}', "unknown event"),

@@ -52,9 +52,7 @@ def media_msg(audio: bytes, track: str = "inbound") -> str:
 
 def test_inbound_messages_parse_to_wire_events() -> None:
     s = TwilioSerializer()
-    assert s.parse('{"event":"connected","protocol":"Call","version":"1.0.0"}') == [
-        WireConnected()
-    ]
+    assert s.parse('{"event":"connected","protocol":"Call","version":"1.0.0"}') == [WireConnected()]
     [start] = s.parse(start_msg())
     assert isinstance(start, WireStart)
     assert (start.call_id, start.stream_id, start.caller, start.called) == (

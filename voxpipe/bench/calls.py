@@ -181,9 +181,7 @@ def run_calls_bench(
         if progress:
             progress(f"bench calls: server pid {proc.pid} on port {port}; dialling {calls} calls")
         return asyncio.run(
-            _bench(
-                port, proc.pid, calls=calls, seconds=seconds, ramp_s=ramp_s, progress=progress
-            )
+            _bench(port, proc.pid, calls=calls, seconds=seconds, ramp_s=ramp_s, progress=progress)
         )
     finally:
         proc.terminate()

@@ -195,7 +195,9 @@ async def _run_call(
                 async with asyncio.timeout(limit):
                     await asyncio.shield(runner)
             except TimeoutError:
-                log.warning("[%s] call did not end %.0f s after hang-up: cancelling", call_id, limit)
+                log.warning(
+                    "[%s] call did not end %.0f s after hang-up: cancelling", call_id, limit
+                )
                 await task.cancel("did not end after hang-up")
         await asyncio.gather(runner, return_exceptions=True)
     except asyncio.CancelledError:
@@ -254,4 +256,3 @@ def _recorder(st: ServerState, call: Call, task: PipelineTask) -> Any:
         "sample_rate": call.audio_in.sample_rate,
     }
     return FrameRecorder(path, clock=task.clock, call_id=call.call_id, metadata=meta)
-

@@ -80,7 +80,9 @@ class _LiveCollector(Collector):
             "voxpipe_active_calls", "Calls with a live pipeline.", value=m._active_calls()
         )
         frames = CounterMetricFamily(
-            "voxpipe_frames_processed", "Frames that entered or left call pipelines.", labels=["way"]
+            "voxpipe_frames_processed",
+            "Frames that entered or left call pipelines.",
+            labels=["way"],
         )
         frames.add_metric(["in"], m.frames_in)
         frames.add_metric(["out"], m.frames_out)
@@ -90,17 +92,23 @@ class _LiveCollector(Collector):
             started.add_metric([carrier], n)
         yield started
         refused = CounterMetricFamily(
-            "voxpipe_calls_refused", "Streams refused before a call started.", labels=["carrier", "reason"]
+            "voxpipe_calls_refused",
+            "Streams refused before a call started.",
+            labels=["carrier", "reason"],
         )
         for (carrier, reason), n in sorted(m.calls_refused.items()):
             refused.add_metric([carrier, reason], n)
         yield refused
-        ended = CounterMetricFamily("voxpipe_calls_ended", "Calls ended, by how.", labels=["carrier", "how"])
+        ended = CounterMetricFamily(
+            "voxpipe_calls_ended", "Calls ended, by how.", labels=["carrier", "how"]
+        )
         for (carrier, how), n in sorted(m.calls_ended.items()):
             ended.add_metric([carrier, how], n)
         yield ended
         wire = CounterMetricFamily(
-            "voxpipe_wire_messages", "Websocket messages by carrier and direction.", labels=["carrier", "direction"]
+            "voxpipe_wire_messages",
+            "Websocket messages by carrier and direction.",
+            labels=["carrier", "direction"],
         )
         for carrier, n in sorted(m.wire_in.items()):
             wire.add_metric([carrier, "in"], n)
@@ -108,13 +116,17 @@ class _LiveCollector(Collector):
             wire.add_metric([carrier, "out"], n)
         yield wire
         errors = CounterMetricFamily(
-            "voxpipe_wire_errors", "Inbound messages skipped as malformed or out of order.", labels=["carrier"]
+            "voxpipe_wire_errors",
+            "Inbound messages skipped as malformed or out of order.",
+            labels=["carrier"],
         )
         for carrier, n in sorted(m.wire_errors.items()):
             errors.add_metric([carrier], n)
         yield errors
         hooks = CounterMetricFamily(
-            "voxpipe_webhooks", "Webhook requests by route and outcome.", labels=["route", "outcome"]
+            "voxpipe_webhooks",
+            "Webhook requests by route and outcome.",
+            labels=["route", "outcome"],
         )
         for (route, outcome), n in sorted(m.webhooks.items()):
             hooks.add_metric([route, outcome], n)
