@@ -51,10 +51,25 @@ def _bench_calls(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
+def _bench_interruption(args: argparse.Namespace) -> dict[str, Any]:
+    from voxpipe.bench.interruption import run_interruption_bench
+
+    return run_interruption_bench(n=args.n)
+
+
+def _bench_latency(args: argparse.Namespace) -> dict[str, Any]:
+    from voxpipe.bench.latency import run_latency_bench
+
+    result = asyncio.run(run_latency_bench(turns=args.turns))
+    return {k: v for k, v in result.items() if not isinstance(v, list)}
+
+
 BENCHES: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]]] = {
     "engine": ("engine: hop cost, throughput, idle session footprint", _bench_engine),
     "vad": ("vad: Silero window cost at batch 1 and batched, calls per core", _bench_vad),
     "calls": ("calls: simulated Twilio callers against an echo-bot server", _bench_calls),
+    "interruption": ("interruption: onset VAD window to flush on the wire", _bench_interruption),
+    "latency": ("latency: voice-to-voice on the provider fakes", _bench_latency),
 }
 
 
@@ -71,6 +86,8 @@ def _add_bench(sub: Any) -> None:
     p.add_argument("--seconds", type=float, default=20.0, help="calls: length of each call")
     p.add_argument("--ramp", type=float, default=5.0, help="calls: seconds to start them all")
     p.add_argument("--bot", default=None, help="calls: bot file to serve (default bots/echo.py)")
+    p.add_argument("--n", type=int, default=100, help="interruption: barge-ins to measure")
+    p.add_argument("--turns", type=int, default=20, help="latency: caller turns to measure")
 
 
 # ---------------------------------------------------------------------------- serve

@@ -2,7 +2,8 @@
 
 Endpoints: ``POST /twilio/voice`` (TwiML), ``WS /twilio/stream``; ``POST /telnyx/voice`` (TeXML),
 ``WS /telnyx/stream[/{token}]``; ``GET|POST /vonage/answer`` (NCCO), ``WS /vonage/stream[/{token}]``;
-``GET /healthz``; ``GET /metrics`` (Prometheus text).
+``GET /`` (browser page), ``POST /webrtc/offer`` (WebRTC); ``GET /healthz``;
+``GET /metrics`` (Prometheus text).
 """
 
 from __future__ import annotations
@@ -149,8 +150,23 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        await registry.close_all()
+        from voxpipe.state.shared import close_shared_stores, shared_stores
+
+        orphans = None
+        if settings.redis_url:
+            # Sessions outlive workers only in a shared store: sweep what dead workers left.
+            from voxpipe.state import make_sweeper
+
+            stores = await shared_stores(settings)
+            orphans = make_sweeper(settings, stores.sessions, stores.transcripts)
+            orphans.start()
+        try:
+            yield
+        finally:
+            await registry.close_all()
+            if orphans is not None:
+                await orphans.stop()
+            await close_shared_stores()
 
     app = FastAPI(
         title="voxpipe", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
@@ -182,6 +198,11 @@ def create_app(
     @app.websocket("/vonage/stream/{token}")
     async def vonage_stream_token(websocket: WebSocket, token: str) -> None:
         await media_stream(websocket, "vonage", token)
+
+    # Browser calls: the page at / and POST /webrtc/offer (aiortc is imported on first offer).
+    from voxpipe.server.webrtc import webrtc_router
+
+    app.include_router(webrtc_router())
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz(request: Request) -> Response:

@@ -152,7 +152,7 @@ async def _run_call(
     task.on_downstream(counter.on_output)
     task.on_upstream(counter.on_output)
     if st.record_dir is not None:
-        task.add_observer(_recorder(st, call, task))
+        task.add_observer(call_recorder(st, call, task))
 
     loop = asyncio.get_running_loop()
     runner = loop.create_task(task.run(), name=f"call:{call_id}")
@@ -238,7 +238,7 @@ def _receive_outcome(receiving: asyncio.Task[str], ended_by: str) -> tuple[str, 
     return "caller-hung-up", CLOSE_NORMAL, "call ended"
 
 
-def _recorder(st: ServerState, call: Call, task: PipelineTask) -> Any:
+def call_recorder(st: ServerState, call: Call, task: PipelineTask) -> Any:
     from voxpipe.testing.recording import FrameRecorder
 
     assert st.record_dir is not None

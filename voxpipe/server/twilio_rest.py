@@ -33,6 +33,24 @@ class TwilioCallControl:
     def _url(self, call_sid: str) -> str:
         return f"{self.base_url}/2010-04-01/Accounts/{self.account_sid}/Calls/{call_sid}.json"
 
+    async def redirect(self, call_sid: str, twiml: str) -> bool:
+        """Move a live call to new TwiML (e.g. ``<Dial><Conference>`` for a warm transfer)."""
+        try:
+            resp = await _update(self, call_sid, {"Twiml": twiml})
+        except httpx.HTTPError as exc:
+            logger.error("redirect of %s failed: cannot reach Twilio REST API: %s", call_sid, exc)
+            return False
+        if resp.status_code >= 300:
+            logger.error(
+                "redirect of %s failed: HTTP %d code %s (check TWILIO_ACCOUNT_SID and "
+                "TWILIO_AUTH_TOKEN, and that the call is still live)",
+                call_sid,
+                resp.status_code,
+                _error_code(resp),
+            )
+            return False
+        return True
+
     async def hangup(self, call_sid: str) -> HangupResult:
         """End the call; a call Twilio already ended (404, code 20404) counts as done."""
         try:
@@ -59,6 +77,13 @@ class TwilioCallControl:
                 "hang-up of %s failed: HTTP %d code %s", call_sid, resp.status_code, code
             )
         return "failed"
+
+
+async def _update(
+    control: TwilioCallControl, call_sid: str, data: dict[str, str]
+) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=control.timeout_s) as client:
+        return await client.post(control._url(call_sid), data=data, auth=control._auth)
 
 
 def _error_code(resp: httpx.Response) -> int | None:

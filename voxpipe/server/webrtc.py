@@ -200,9 +200,9 @@ async def _run_call(
     task.on_downstream(counter.on_output)
     task.on_upstream(counter.on_output)
     if st.record_dir is not None:
-        from voxpipe.server.media import _recorder
+        from voxpipe.server.media import call_recorder
 
-        task.add_observer(_recorder(st, call, task))
+        task.add_observer(call_recorder(st, call, task))
     loop = asyncio.get_running_loop()
     runner = loop.create_task(task.run(), name=f"call:{call_id}")
 

@@ -179,6 +179,11 @@ async def _wav_call(
     finally:
         if ticker is not None:
             ticker.cancel()
+        # Bots share per-worker stores (database connections hold threads): this process's
+        # only call is over, close them so it can exit.
+        from voxpipe.state.shared import close_shared_stores
+
+        await close_shared_stores()
     end = clock.now()
     sink = transport.memory_sink
     sent = b"".join(e.audio for e in sink.audio_events)

@@ -30,10 +30,21 @@ def llm_from_settings(
     settings: VoxpipeSettings, *, intents: Sequence[Intent] = (), **options: Any
 ) -> LLMService:
     """``OpenAILLMService`` when configured; otherwise a ``ScriptedLLMService`` over ``intents``."""
+    # The call's settings, not the process environment: tests and multi-tenant servers differ.
+    options.setdefault("max_tokens", settings.llm_max_tokens)
+    options.setdefault("first_token_timeout", settings.llm_timeout_s)
+    options.setdefault("retries", settings.llm_retries)
+    options.setdefault("fallback_text", settings.llm_fallback_text)
     if uses_cloud_llm(settings):
         from voxpipe.processors.llm.openai import OpenAILLMService
 
-        return OpenAILLMService(**options)
+        key = settings.openai_api_key
+        return OpenAILLMService(
+            api_key=key.get_secret_value() if key is not None else None,
+            base_url=settings.openai_base_url,
+            model=settings.openai_model,
+            **options,
+        )
     from voxpipe.processors.llm.scripted import ScriptedLLMService
 
     logger.info(

@@ -1,0 +1,242 @@
+"""Inbound support agent: the production voice loop with its defaults.
+
+Greets the caller in their locale (chosen per call from the locale table: explicit choice,
+Twilio's FromCountry, or the caller's calling code), then runs
+transport in -> STT -> silence-artifact filter -> escalation policy -> user context ->
+LLM (with tools) -> TTS -> transport out -> assistant context -> transcript recorder.
+
+With DEEPGRAM_API_KEY / OPENAI_API_KEY / ELEVENLABS_API_KEY set it uses those services;
+without them it runs fully offline (PocketSphinx, a scripted dialog, espeak-ng) and says so
+in the log. Conversation state goes to the session store as each turn completes (Redis with
+REDIS_URL, else memory); the full transcript goes to the transcript store at call end
+(Postgres with DATABASE_URL, else SQLite).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from xml.sax.saxutils import escape
+
+from voxpipe.call import Call
+from voxpipe.config.locales import CallLocaleHints, LocaleRow
+from voxpipe.frames import (
+    BotStoppedSpeakingFrame,
+    EndTaskFrame,
+    Frame,
+    FrameDirection,
+    StartFrame,
+    TTSSpeakFrame,
+    TTSTextFrame,
+)
+from voxpipe.pipelines import Pipeline
+from voxpipe.processors.aggregators import LLMContext, UserContextAggregator
+from voxpipe.processors.aggregators.assistant import AssistantContextAggregator
+from voxpipe.processors.aggregators.transcript import TranscriptRecorder
+from voxpipe.processors.base import FrameProcessor
+from voxpipe.processors.filters.silence_artifact import SilenceArtifactFilter
+from voxpipe.processors.llm.factory import llm_from_settings
+from voxpipe.processors.llm.scripted import Intent
+from voxpipe.processors.policy.escalation import ESCALATE_TOOL, Escalation, EscalationPolicy
+from voxpipe.processors.stt.factory import stt_from_settings
+from voxpipe.processors.tts.factory import tts_from_settings
+from voxpipe.state.shared import shared_stores
+
+logger = logging.getLogger("bots.support_agent")
+
+SYSTEM_PROMPT = (
+    "You are the phone support agent of Acme Home Internet. You are speaking on a phone line: "
+    "answer in one or two short sentences, no lists, no markdown. Help with opening hours, "
+    "order and repair status, and billing questions. If you cannot help, or the caller asks "
+    "for a person, call escalate_to_human with a reason and a two-sentence summary."
+)
+
+# The offline stack's dialog (no OPENAI_API_KEY): the same tools, driven by rules.
+INTENTS = [
+    Intent(
+        "human",
+        keywords=["human", "real person", "representative", "operator", "an agent"],
+        reply="Of course.",
+        tool="escalate_to_human",
+        arguments=lambda m: {"reason": "caller asked for a person", "summary": m.text},
+        after_tool="I'm connecting you to a colleague now. Please hold.",
+    ),
+    Intent(
+        "order",
+        patterns=[r"order(?: number)?\s+(?P<order>[a-z0-9 ]+)"],
+        keywords=["order", "delivery", "package"],
+        reply="Let me check that order.",
+        tool="order_status",
+        after_tool="Your order {order} is {status}.",
+    ),
+    Intent(
+        "hours",
+        keywords=["hours", "open", "close", "opening"],
+        reply="We're open Monday to Saturday, eight to eight.",
+    ),
+    Intent(
+        "billing",
+        keywords=["bill", "billing", "payment", "charge", "invoice", "balance"],
+        reply="Your balance is twenty four dollars, due on the fifth.",
+    ),
+    Intent(
+        "goodbye",
+        keywords=["bye", "goodbye", "that's all", "thank you"],
+        reply="Thanks for calling. Goodbye!",
+    ),
+]
+
+# What the offline recogniser listens for (PocketSphinx is near exact with a phrase list).
+OFFLINE_PHRASES = [
+    "what are your opening hours",
+    "when do you open",
+    "where is my order",
+    "i want to check my order",
+    "i want to talk to a human",
+    "let me speak to a real person",
+    "what is my balance",
+    "i have a question about my bill",
+    "thank you goodbye",
+    "goodbye",
+]
+
+ORDERS = {"default": "out for delivery and arrives tomorrow"}
+
+
+async def order_status(order: str = "") -> dict[str, Any]:
+    """Look up an order's delivery status by order number."""
+    return {
+        "order": order.strip() or "on file",
+        "status": ORDERS.get(order.strip(), ORDERS["default"]),
+    }
+
+
+ORDER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "order_status",
+        "description": "Look up an order's delivery status by order number.",
+        "parameters": {
+            "type": "object",
+            "properties": {"order": {"type": "string", "description": "The order number."}},
+            "required": [],
+        },
+    },
+}
+
+
+class Greeter(FrameProcessor):
+    """Speaks the locale's greeting as soon as the call has started."""
+
+    def __init__(self, greeting: str) -> None:
+        super().__init__()
+        self.greeting = greeting
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await self.push_frame(frame, direction)
+        if isinstance(frame, StartFrame) and self.greeting:
+            await self.push_frame(TTSSpeakFrame(self.greeting))
+
+
+class GoodbyeHangup(FrameProcessor):
+    """Ends the call once the bot has said goodbye (the server then hangs up the line)."""
+
+    _bye = False
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if isinstance(frame, TTSTextFrame) and "goodbye" in frame.text.lower():
+            self._bye = True
+        elif isinstance(frame, BotStoppedSpeakingFrame) and self._bye:
+            await self.push_frame(EndTaskFrame(reason="bot said goodbye"), FrameDirection.UPSTREAM)
+        await self.push_frame(frame, direction)
+
+
+async def _choose_locale(call: Call, stores: Any) -> LocaleRow | None:
+    hints = CallLocaleHints.from_twilio(
+        {"From": call.caller, "FromCountry": call.country or ""},
+        custom_parameters=dict(call.custom_parameters),
+    )
+    try:
+        return (await stores.locales.choose(hints)).row
+    except Exception as exc:  # a locale table outage must not refuse the call
+        logger.warning("locale table unavailable, using the call's default: %s", exc)
+        return call.locale_row
+
+
+def _transfer_for(call: Call) -> Any:
+    """Warm transfer over Twilio's REST API where the call came from Twilio and keys are set."""
+    s = call.settings
+    if call.carrier != "twilio" or not s.twilio_account_sid or s.twilio_auth_token is None:
+        return None
+    from voxpipe.server.twilio_rest import TwilioCallControl
+
+    control = TwilioCallControl(
+        s.twilio_account_sid, s.twilio_auth_token.get_secret_value(), base_url=s.twilio_api_base_url
+    )
+
+    async def transfer(reason: str, summary: str) -> None:
+        room = f"support-{call.call_id}"
+        # The agent desk reads the reason and summary from the session before joining the
+        # conference; the caller waits in it with hold music.
+        twiml = f"<Response><Dial><Conference>{escape(room)}</Conference></Dial></Response>"
+        await control.redirect(call.call_id, twiml)
+
+    return transfer
+
+
+async def bot(call: Call) -> Pipeline:
+    """Build the support agent's pipeline for one call."""
+    settings = call.settings
+    stores = await shared_stores(settings)
+    locale = await _choose_locale(call, stores)
+    greeting = locale.greeting if locale else "Hello, how can I help you today?"
+
+    stt = stt_from_settings(settings, locale, phrases=OFFLINE_PHRASES)
+    llm = llm_from_settings(settings, intents=INTENTS)
+    tts = tts_from_settings(settings, locale)
+
+    # Tools come from the functions registered on the LLM below.
+    context = LLMContext(
+        SYSTEM_PROMPT,
+        max_turns=settings.context_turns,
+        summarizer=llm if hasattr(llm, "summarize") else None,  # type: ignore[arg-type]
+    )
+    user = UserContextAggregator(context)
+    assistant = AssistantContextAggregator(context)
+    recorder = TranscriptRecorder(
+        assistant,
+        sessions=stores.sessions,
+        transcripts=stores.transcripts,
+        call_id=call.call_id,
+        heartbeat_interval_s=settings.heartbeat_interval_s,
+        meta={
+            "caller": call.caller,
+            "called": call.called,
+            "locale": locale.locale if locale else call.locale,
+            "carrier": call.carrier,
+            "country": call.country,
+            "bot": "support_agent",
+        },
+    )
+    escalation = Escalation(record=recorder.mark_escalated, transfer=_transfer_for(call))
+    llm.register_function(
+        "escalate_to_human", escalation.escalate, ESCALATE_TOOL, cancel_on_interruption=False
+    )
+    llm.register_function("order_status", order_status, ORDER_TOOL)
+
+    return Pipeline(
+        [
+            call.transport.input(),
+            stt,
+            SilenceArtifactFilter(window_s=settings.silence_artifact_window_s),
+            EscalationPolicy(escalation, context),
+            user,
+            Greeter(greeting),
+            llm,
+            tts,
+            call.transport.output(),
+            assistant,
+            GoodbyeHangup(),
+            recorder,
+        ]
+    )
