@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import logging
 import secrets
@@ -240,19 +239,23 @@ class TwilioCaller:
             receiver = loop.create_task(self._receive())
             sender = loop.create_task(self._send_audio())
             sender.add_done_callback(lambda _: self._changed.set())
-            deadline = min(timeout, hangup_after) if hangup_after is not None else timeout
-            try:
-                async with asyncio.timeout(deadline):
-                    while not (until is not None and until(self.log)):
-                        if receiver.done() or (sender.done() and sender.exception()):
-                            break
-                        self._changed.clear()
-                        # Re-check now and then too: ``until`` may depend on things outside.
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(self._changed.wait(), 0.1)
-            except TimeoutError:
-                if hangup_after is None:
-                    logger.warning("caller %s: timed out after %.1f s", self.call_sid, timeout)
+            limit = min(timeout, hangup_after) if hangup_after is not None else timeout
+            end = loop.time() + limit
+            while not (until is not None and until(self.log)):
+                if receiver.done() or (sender.done() and sender.exception()):
+                    break
+                remaining = end - loop.time()
+                if remaining <= 0:
+                    if hangup_after is None:
+                        logger.warning("caller %s: timed out after %.1f s", self.call_sid, limit)
+                    break
+                self._changed.clear()
+                # Re-check now and then too: ``until`` may depend on things outside. (No
+                # cancellation-based timeout here: on Python 3.11 one racing a wake-up can be
+                # lost, and this loop would never end.)
+                waiter = loop.create_task(self._changed.wait())
+                await asyncio.wait({waiter}, timeout=min(remaining, 0.1))
+                waiter.cancel()
             sender.cancel()
             (failure,) = await asyncio.gather(sender, return_exceptions=True)
             if isinstance(failure, Exception):
@@ -268,11 +271,8 @@ class TwilioCaller:
                 handle.cancel()
             await ws.close()
             if receiver is not None:
-                try:
-                    async with asyncio.timeout(5):
-                        await receiver
-                except (TimeoutError, asyncio.CancelledError):
-                    receiver.cancel()
+                await asyncio.wait({receiver}, timeout=5)
+                receiver.cancel()
             if self.log.close_code is None:
                 self.log.close_code = ws.close_code
                 self.log.close_reason = ws.close_reason or ""

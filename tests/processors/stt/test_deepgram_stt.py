@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from voxpipe_tests_stt_helpers import Collect, Gate, Until
 
 from voxpipe.frames import (
     ErrorFrame,
@@ -24,6 +23,7 @@ from voxpipe.pipelines.task import TaskParams
 from voxpipe.processors.stt.deepgram import DeepgramSTTService, deepgram_urls
 from voxpipe.testing import Sleep, run_frames
 from voxpipe.testing.fakes import DeepgramFault, DeepgramUtterance, FakeDeepgram
+from voxpipe.testing.helpers import Collect, Gate, Until
 
 _UP = FrameDirection.UPSTREAM
 RATE = 8000

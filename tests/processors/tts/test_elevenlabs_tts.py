@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from voxpipe_tests_tts_helpers import Collect, Gate, Until
 
 from voxpipe.frames import (
     ErrorFrame,
@@ -28,6 +27,7 @@ from voxpipe.processors.tts.elevenlabs import (
 )
 from voxpipe.testing import run_frames
 from voxpipe.testing.fakes import ElevenLabsFault, ElevenLabsHttpFault, FakeElevenLabs
+from voxpipe.testing.helpers import Collect, Gate, Until
 
 UP = FrameDirection.UPSTREAM
 PHONE = TaskParams(

@@ -1,4 +1,4 @@
-"""Helpers for STT tests: pause a run_frames input list until a condition holds, collect frames."""
+"""Test helpers: hold a run_frames input list until a condition holds (`Until` + `Gate`), and collect frames mid-pipeline (`Collect`)."""
 
 from __future__ import annotations
 
