@@ -192,6 +192,20 @@ def run_calls_bench(
             proc.wait()
 
 
+def _exit_with_parent() -> None:
+    """End this server when the bench that started it is gone (killed, crashed)."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
 def _serve(bot: str) -> None:
     """The server side: the bot on 127.0.0.1, an ephemeral port printed as JSON on stdout."""
     import socket
@@ -204,6 +218,7 @@ def _serve(bot: str) -> None:
     from voxpipe.server.run import uvicorn_config
 
     configure_logging("ERROR")
+    _exit_with_parent()
     settings = VoxpipeSettings(_env_file=None)  # type: ignore[call-arg]
     app = create_app(bot, settings)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

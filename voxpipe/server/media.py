@@ -191,10 +191,8 @@ async def _run_call(
             how, close_code, close_reason = _receive_outcome(receiving, ended_by)
             # on_wire_closed ended the call gracefully; bounded by the transport's own timeout.
             limit = tparams.hangup_timeout_secs + task.end_timeout + 1.0
-            try:
-                async with asyncio.timeout(limit):
-                    await asyncio.shield(runner)
-            except TimeoutError:
+            await asyncio.wait({runner}, timeout=limit)
+            if not runner.done():
                 log.warning(
                     "[%s] call did not end %.0f s after hang-up: cancelling", call_id, limit
                 )

@@ -291,29 +291,35 @@ class WireReceiver:
 
     async def wait_for_start(self) -> WireStart:
         """Read until the stream's start; raises WireRefused on timeout, WireClosed if gone."""
-        try:
-            async with asyncio.timeout(self.limits.start_timeout_s):
-                while True:
-                    events = await self._next_events()
-                    if events is None:
-                        raise WireClosed(self.end_reason)
-                    for i, event in enumerate(events):
-                        if isinstance(event, WireStart):
-                            self.start = event
-                            self.label = event.call_id or event.stream_id or "-"
-                            # Events after the start in the same message (none today) are kept.
-                            self._pending = events[i + 1 :]
-                            return event
-                        if isinstance(event, WireConnected):
-                            continue
-                        if isinstance(event, WireStop):
-                            self.end_reason = "stopped before start"
-                            raise WireClosed(self.end_reason)
-                        self._bad(f"{type(event).__name__} before the stream started")
-        except TimeoutError:
-            raise WireRefused(
-                CLOSE_POLICY, f"no start message within {self.limits.start_timeout_s:g} s"
-            ) from None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.limits.start_timeout_s
+        while True:
+            # A deadline checked around each read, not a cancelling timeout: the handful of
+            # messages before a start are worth a task each, and nothing races a cancel.
+            reading = loop.create_task(self._next_events())
+            await asyncio.wait({reading}, timeout=max(0.0, deadline - loop.time()))
+            if not reading.done():
+                reading.cancel()
+                await asyncio.gather(reading, return_exceptions=True)
+                raise WireRefused(
+                    CLOSE_POLICY, f"no start message within {self.limits.start_timeout_s:g} s"
+                )
+            events = reading.result()
+            if events is None:
+                raise WireClosed(self.end_reason)
+            for i, event in enumerate(events):
+                if isinstance(event, WireStart):
+                    self.start = event
+                    self.label = event.call_id or event.stream_id or "-"
+                    # Events after the start in the same message (none today) are kept.
+                    self._pending = events[i + 1 :]
+                    return event
+                if isinstance(event, WireConnected):
+                    continue
+                if isinstance(event, WireStop):
+                    self.end_reason = "stopped before start"
+                    raise WireClosed(self.end_reason)
+                self._bad(f"{type(event).__name__} before the stream started")
 
     async def run(self, target: WireTarget) -> str:
         """Hand events to ``target`` until stop, disconnect or refusal; returns why it ended.

@@ -370,14 +370,15 @@ class FakeElevenLabs(FakeServer):
                     if ws.closed:
                         break
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # Record the close first: aiohttp may cancel this handler while it awaits below.
             self._sockets.pop(conn.index, None)
             conn.closed = True
             if conn.close_code is None:
                 conn.close_code = ws.close_code
             self._notify()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         return ws
 
     async def _on_message(self, sock: _Socket, raw: str) -> None:
