@@ -11,7 +11,7 @@ import re
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -54,10 +54,20 @@ class ServerMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.tokens = Counter(
+            "voxpipe_llm_tokens",
+            "LLM tokens used, from the usage the provider reports (kind: prompt or completion).",
+            ["stage", "kind"],
+            registry=self.registry,
+        )
         self.registry.register(_LiveCollector(self))
 
     def observe(self, frame: MetricsFrame) -> None:
-        """Feed one MetricsFrame into the latency histogram."""
+        """Feed one MetricsFrame into the latency histogram (token counts into their counter)."""
+        if frame.metric.endswith("_tokens"):
+            kind = frame.metric.removesuffix("_tokens")[:32]
+            self.tokens.labels(stage_name(frame.processor), kind).inc(max(frame.value, 0))
+            return
         if frame.value >= 0:
             self.stage_latency.labels(stage_name(frame.processor), frame.metric[:32]).observe(
                 frame.value
