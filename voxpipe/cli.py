@@ -106,7 +106,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from voxpipe.server.app import create_app
-    from voxpipe.server.run import uvicorn_config
+    from voxpipe.server.run import tune_gc, uvicorn_config
 
     settings = _settings(public_url=args.public_url)
     record = args.record or settings.record_dir
@@ -121,6 +121,7 @@ def _serve(args: argparse.Namespace) -> int:
         + (f"; recording calls to {record}" if record else ""),
         file=sys.stderr,
     )
+    tune_gc()
     uvicorn.Server(config).run()
     return 0
 

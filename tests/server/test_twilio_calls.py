@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import Callable
 from typing import Any
@@ -188,7 +189,11 @@ async def test_silent_socket_is_ended_by_the_registry(
                 },
             }
             await ws.send(json.dumps(start))
-            media = {"event": "media", "streamSid": "MZ1", "media": {"payload": "/w==" * 40}}
+            media = {
+                "event": "media",
+                "streamSid": "MZ1",
+                "media": {"payload": base64.b64encode(b"\xff" * 160).decode()},
+            }
             for _ in range(5):
                 await ws.send(json.dumps(media))
             # Now the line goes dead (no stop, no close): the server must notice and end it.

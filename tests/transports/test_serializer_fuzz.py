@@ -85,7 +85,7 @@ messages = st.one_of(
 SERIALIZERS = [TwilioSerializer, TelnyxSerializer, VonageSerializer]
 
 
-@settings(max_examples=1200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(SERIALIZERS), st.lists(messages, min_size=1, max_size=3))
 def test_any_input_gives_events_or_a_protocol_error(cls: type, batch: list[str | bytes]) -> None:
     serializer = cls()

@@ -88,11 +88,7 @@ async def media_stream(websocket: WebSocket, carrier: str, path_token: str | Non
         except StreamTokenError as exc:
             st.metrics.calls_refused[carrier, "bad-token"] += 1
             logger.warning(
-                "[%s] %s stream refused: %s",
-                start.call_id or "-",
-                carrier,
-                exc,
-                extra={"call_id": start.call_id or "-"},
+                "%s stream refused: %s", carrier, exc, extra={"call_id": start.call_id or "-"}
             )
             await sink.close(CLOSE_POLICY, f"stream refused: {exc}")
             return
@@ -109,7 +105,7 @@ async def _run_call(
     call_id = start.call_id or start.stream_id or f"{carrier}-{secrets.token_hex(6)}"
     log = logging.LoggerAdapter(logger, {"call_id": call_id})
     receiver.label = call_id
-    sink._label = call_id
+    sink.label = call_id
     fmt = start.audio_format
     params = start.custom_parameters
     tparams = TransportParams(
@@ -144,7 +140,7 @@ async def _run_call(
         task = build_task(call, await st.bot(call))
     except Exception as exc:
         st.metrics.calls_refused[carrier, "bot-error"] += 1
-        log.exception("[%s] the bot failed to build its pipeline", call_id)
+        log.exception("the bot failed to build its pipeline")
         await sink.close(CLOSE_INTERNAL_ERROR, f"bot failed to start: {type(exc).__name__}")
         return
     counter = FrameCounter(st.metrics)
@@ -173,7 +169,7 @@ async def _run_call(
     )
     st.registry.add(session)
     st.metrics.calls_started[carrier] += 1
-    log.info("[%s] %s call from %s to %s started", call_id, carrier, start.caller, start.called)
+    log.info("%s call from %s to %s started", carrier, start.caller, start.called)
     close_code, close_reason, how = CLOSE_NORMAL, "call ended", "bot-ended"
     try:
         # Audio fed before the StartFrame went through would be dropped: wait for it.
@@ -193,9 +189,7 @@ async def _run_call(
             limit = tparams.hangup_timeout_secs + task.end_timeout + 1.0
             await asyncio.wait({runner}, timeout=limit)
             if not runner.done():
-                log.warning(
-                    "[%s] call did not end %.0f s after hang-up: cancelling", call_id, limit
-                )
+                log.warning("call did not end %.0f s after hang-up: cancelling", limit)
                 await task.cancel("did not end after hang-up")
         await asyncio.gather(runner, return_exceptions=True)
     except asyncio.CancelledError:
@@ -210,8 +204,7 @@ async def _run_call(
         st.registry.remove(session)
         st.metrics.calls_ended[carrier, how] += 1
         log.info(
-            "[%s] call ended (%s): %s; %d messages in, %d bad",
-            call_id,
+            "call ended (%s): %s; %d messages in, %d bad",
             how,
             task.end_reason or receiver.end_reason,
             receiver.messages,
@@ -219,7 +212,7 @@ async def _run_call(
         )
     if how in ("bot-ended", "bot-error") and carrier == "twilio" and st.call_control is not None:
         result = await st.call_control.hangup(start.call_id)
-        log.info("[%s] REST hang-up: %s", call_id, result)
+        log.info("REST hang-up: %s", result)
         st.hangups.append((start.call_id, result))
 
 

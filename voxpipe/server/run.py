@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +13,7 @@ import uvicorn
 
 from voxpipe.config.settings import VoxpipeSettings
 
-__all__ = ["RunningServer", "running_server", "uvicorn_config"]
+__all__ = ["RunningServer", "running_server", "tune_gc", "uvicorn_config"]
 
 # Largest websocket message uvicorn accepts; beyond it the peer gets close 1009 (message too big).
 WS_MAX_SIZE = 256 * 1024
@@ -41,6 +42,20 @@ def uvicorn_config(
         access_log=False,
         lifespan="on",
     )
+
+
+def tune_gc() -> None:
+    """Garbage-collector settings for a server process, called once everything is loaded.
+
+    Calls allocate many short-lived objects (frames, messages): with the default thresholds
+    the collector runs hundreds of times a minute, and a full collection that walks every
+    module, the VAD model and the web framework stalls the event loop for tens of
+    milliseconds, longer than the output lead, so callers hear gaps. Freezing what exists at
+    start-up takes it out of every later collection; higher thresholds make them rarer.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)
 
 
 @dataclass(slots=True)

@@ -95,8 +95,7 @@ class SessionRegistry:
         for s in silent:
             idle = now - s.last_activity()
             logger.warning(
-                "[%s] no message for %.1f s: ending the call",
-                s.call_id,
+                "no message for %.1f s: ending the call",
                 idle,
                 extra={"call_id": s.call_id},
             )
@@ -104,7 +103,7 @@ class SessionRegistry:
             try:
                 await s.end(f"socket silent for {idle:.0f} s")
             except Exception:
-                logger.exception("[%s] ending a silent call failed", s.call_id)
+                logger.exception("ending a silent call failed", extra={"call_id": s.call_id})
                 self.remove(s)
         return [s.call_id for s in silent]
 

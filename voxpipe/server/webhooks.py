@@ -128,9 +128,7 @@ async def twilio_voice(request: Request) -> Response:
         "</Response>"
     )
     st.metrics.webhooks["twilio", "ok"] += 1
-    logger.info(
-        "[%s] voice webhook: streaming to %s", call_sid, stream_url, extra={"call_id": call_sid}
-    )
+    logger.info("voice webhook: streaming to %s", stream_url, extra={"call_id": call_sid})
     return Response(twiml, media_type="application/xml")
 
 

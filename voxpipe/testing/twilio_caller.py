@@ -165,9 +165,13 @@ class TwilioCaller:
         form: dict[str, str] | None = None,
         auth_token: str | None = None,
         call_sid: str | None = None,
+        http: Any = None,
         **kwargs: Any,
     ) -> TwilioCaller:
-        """POST the voice webhook like Twilio, read the TwiML, and return a caller for its stream."""
+        """POST the voice webhook like Twilio, read the TwiML, and return a caller for its stream.
+
+        ``http``: an ``httpx.AsyncClient`` to reuse (many dials share one in a load test).
+        """
         import httpx
 
         from voxpipe.server.signature import SIGNATURE_HEADER, compute_signature
@@ -188,8 +192,11 @@ class TwilioCaller:
         headers = {}
         if auth_token:
             headers[SIGNATURE_HEADER] = compute_signature(auth_token, url, data)
-        async with httpx.AsyncClient(timeout=10) as client:
-            resp = await client.post(url, data=data, headers=headers)
+        if http is not None:
+            resp = await http.post(url, data=data, headers=headers)
+        else:
+            async with httpx.AsyncClient(timeout=10) as client:
+                resp = await client.post(url, data=data, headers=headers)
         if resp.status_code != 200:
             raise RuntimeError(f"voice webhook answered {resp.status_code}: {resp.text[:200]}")
         stream_url, params = parse_twiml_stream(resp.text)

@@ -121,7 +121,7 @@ class WebSocketWireSink:
         self._ws = websocket
         self._serializer = serializer
         self._on_send = on_send
-        self._label = label
+        self.label = label
         self._frame_exact = bool(getattr(serializer, "frame_exact", False))
         self.closed = False
         self.sent_audio_bytes = 0
@@ -141,7 +141,7 @@ class WebSocketWireSink:
                 await self._ws.send_bytes(message)
         except Exception as exc:  # closed underneath us (disconnect, close sent): call is over
             self.closed = True
-            logger.debug("[%s] send on a closed websocket: %s", self._label, exc)
+            logger.debug("send on a closed websocket: %s", exc, extra={"call_id": self.label})
             raise ConnectionError(f"the websocket is gone: {exc}") from exc
         self.sent_messages += 1
         if self._on_send is not None:
@@ -173,7 +173,7 @@ class WebSocketWireSink:
         try:
             await self._ws.close(code=code, reason=reason[:120])
         except Exception as exc:
-            logger.debug("[%s] close of a gone websocket: %s", self._label, exc)
+            logger.debug("close of a gone websocket: %s", exc, extra={"call_id": self.label})
 
 
 class WireTarget(Protocol):
@@ -226,8 +226,7 @@ class WireReceiver:
             self._stats.wire_error(self.carrier)
         if self.bad_messages <= 5 or self.bad_messages % 100 == 0:
             logger.warning(
-                "[%s] %s: skipped bad message #%d: %s",
-                self.label,
+                "%s: skipped bad message #%d: %s",
                 self.carrier,
                 self.bad_messages,
                 why,
@@ -284,7 +283,9 @@ class WireReceiver:
             except WireProtocolError as exc:
                 self._bad(str(exc))
             except Exception as exc:  # a serializer bug must not take the call down
-                logger.exception("[%s] %s serializer failed", self.label, self.carrier)
+                logger.exception(
+                    "%s serializer failed", self.carrier, extra={"call_id": self.label}
+                )
                 self._bad(f"serializer error {type(exc).__name__}: {exc}")
 
     # ------------------------------------------------------------------ phases
