@@ -44,3 +44,17 @@ def test_expired_forged_and_missing_tokens_are_refused() -> None:
     for bad in ("", None, "a.b", "x.y.z", "1.2.3.4"):
         with pytest.raises(StreamTokenError):
             tokens.check(bad, "twilio", "CA1")
+
+
+def test_workers_sharing_stream_token_secret_accept_each_others_tokens() -> None:
+    from tests.server.conftest import ECHO_BOT, make_settings
+    from voxpipe.server.app import create_app
+
+    a = create_app(ECHO_BOT, make_settings(stream_token_secret="shared-secret"))
+    b = create_app(ECHO_BOT, make_settings(stream_token_secret="shared-secret"))
+    c = create_app(ECHO_BOT, make_settings(stream_token_secret="other-secret"))
+    token = a.state.voxpipe.tokens.issue("twilio", "CA1")
+    b.state.voxpipe.tokens.check(token, "twilio", "CA1")  # raises if refused
+    token = a.state.voxpipe.tokens.issue("twilio", "CA2")
+    with pytest.raises(StreamTokenError):
+        c.state.voxpipe.tokens.check(token, "twilio", "CA2")

@@ -88,6 +88,12 @@ class VoxpipeSettings(BaseSettings):
         description="Public https URL this server is reached at (used in TwiML stream URLs and "
         "webhook signature checks), e.g. https://abc.ngrok.app.",
     )
+    stream_token_secret: SecretStr | None = Field(
+        None,
+        description="Secret that signs the per-call media-stream tokens. Set the same value on "
+        "every worker behind a load balancer (a webhook answered by one worker may stream to "
+        "another); unset = derived from TWILIO_AUTH_TOKEN, else random per process.",
+    )
     webrtc_ice_servers: SecretStr | None = Field(
         None,
         description="ICE (STUN/TURN) servers for browser calls: comma-separated URLs or a JSON "
@@ -230,6 +236,7 @@ class VoxpipeSettings(BaseSettings):
         "elevenlabs_api_key",
         "twilio_auth_token",
         "webrtc_ice_servers",
+        "stream_token_secret",
         mode="before",
     )
     @classmethod

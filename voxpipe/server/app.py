@@ -80,11 +80,17 @@ class ServerState:
 def _token_secret(settings: VoxpipeSettings, given: bytes | None) -> bytes | None:
     if given:
         return given
+    if settings.stream_token_secret is not None:
+        return settings.stream_token_secret.get_secret_value().encode()
     if settings.twilio_auth_token is not None:
         # Every worker of one service shares the auth token, so their tokens agree.
         key = settings.twilio_auth_token.get_secret_value().encode()
         return hmac.new(key, b"voxpipe stream tokens v1", hashlib.sha256).digest()
-    return None  # a random per-process secret: fine for one worker
+    logger.warning(
+        "neither STREAM_TOKEN_SECRET nor TWILIO_AUTH_TOKEN is set: stream tokens use a random "
+        "per-process secret, which only works with a single worker"
+    )
+    return None
 
 
 def create_app(
