@@ -200,7 +200,7 @@ async def test_client_closing_mid_stream_is_recorded() -> None:
 async def test_hang_before_headers_times_out_the_client() -> None:
     async with FakeOpenAI(replies=[FakeReply.hanging(before_headers=True)]) as fake:
         with pytest.raises(openai.APITimeoutError):
-            await client(fake, timeout=0.2).chat.completions.create(
+            await client(fake, timeout=1.0).chat.completions.create(
                 model="m",
                 messages=MESSAGES,  # type: ignore[arg-type]
                 stream=True,
