@@ -199,7 +199,7 @@ async def bot(call: Call) -> Pipeline:
     context = LLMContext(
         SYSTEM_PROMPT,
         max_turns=settings.context_turns,
-        summarizer=llm if hasattr(llm, "summarize") else None,  # type: ignore[arg-type]
+        summarizer=llm,  # both the OpenAI service and the scripted dialog summarize
     )
     user = UserContextAggregator(context)
     assistant = AssistantContextAggregator(context)

@@ -132,8 +132,7 @@ async def test_system_frame_overtakes_queued_data_frames() -> None:
     runner = asyncio.create_task(task.run())
     for i in range(5):
         await task.queue_frame(TextFrame(str(i)))
-    while not task._start_sent:
-        await asyncio.sleep(0)
+    await task.wait_started()
     await task.queue_frame(UserStartedSpeakingFrame())
     # The system frame arrived while every text frame is still queued or held.
     kinds = [type(f).__name__ for f in out]

@@ -59,8 +59,7 @@ def run_call(
         task.on_downstream(lambda f: log.down.append((task.clock.now(), f)))
         task.on_upstream(lambda f: log.up.append((task.clock.now(), f)))
         runner = asyncio.get_running_loop().create_task(task.run())
-        while not task._start_sent:
-            await asyncio.sleep(0)
+        await task.wait_started()
         await script(task)
         if send_end:
             await task.queue_frame(EndFrame(reason="test"))

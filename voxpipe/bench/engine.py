@@ -26,8 +26,7 @@ class _PassThrough(FrameProcessor):
 async def _started_task(n_procs: int) -> tuple[PipelineTask, asyncio.Task[None]]:
     task = PipelineTask(Pipeline([_PassThrough() for _ in range(n_procs)]))
     runner = asyncio.get_running_loop().create_task(task.run())
-    while not task._start_sent:
-        await asyncio.sleep(0)
+    await task.wait_started()
     return task, runner
 
 

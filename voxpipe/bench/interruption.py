@@ -205,8 +205,7 @@ async def _call(
     )
     task = PipelineTask(pipeline, params=transport.task_params(), end_timeout=5.0)
     runner = asyncio.get_running_loop().create_task(task.run())
-    while not task._start_sent:
-        await asyncio.sleep(0)
+    await task.wait_started()
     clock = task.clock
     sink = transport.memory_sink
     onsets: list[float] = []  # call-clock instant each barge-in's speech begins

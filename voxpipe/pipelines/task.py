@@ -136,6 +136,7 @@ class PipelineTask:
         self._timer: asyncio.TimerHandle | None = None
         self.end_reason = ""
         self._start_sent = False
+        self._started_event: asyncio.Event | None = None
         self._input_obs: Observer | None = None
         self.logger = CallLoggerAdapter(_logger, self)
 
@@ -237,11 +238,22 @@ class PipelineTask:
     def has_finished(self) -> bool:
         return self._done
 
+    def _started_signal(self) -> asyncio.Event:
+        if self._started_event is None:
+            self._started_event = asyncio.Event()
+        return self._started_event
+
+    async def wait_started(self) -> None:
+        """Wait until the StartFrame has gone through the pipeline (or the call ended first)."""
+        if not self._start_sent and not self._done:
+            await self._started_signal().wait()
+
     def _finish(self, reason: str) -> None:
         if self._done:
             return
         self._done = True
         self.end_reason = reason
+        self._started_signal().set()  # nobody waits for a start that will not come
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -289,6 +301,7 @@ class PipelineTask:
             if not self._done:
                 self._start_sent = True
                 await self._deliver(start)
+            self._started_signal().set()
             # The pump runs apart so that a delivery stuck in a processor (an end that cannot
             # drain) cannot keep the call alive once it has been cancelled.
             pump = asyncio.get_running_loop().create_task(
@@ -306,6 +319,7 @@ class PipelineTask:
                 self._finish("task cancelled")
             raise
         finally:
+            self._started_signal().set()  # a run that failed before its start wakes waiters too
             for proc in self._all_processors():
                 try:
                     await proc.cleanup()

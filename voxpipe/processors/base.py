@@ -11,8 +11,8 @@ import asyncio
 import functools
 import itertools
 import logging
-from collections.abc import Coroutine, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from voxpipe.frames import (
     CancelFrame,
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 DOWNSTREAM = FrameDirection.DOWNSTREAM
 UPSTREAM = FrameDirection.UPSTREAM
+T = TypeVar("T")
 
 _processor_ids = itertools.count(1)
 _logger = logging.getLogger("voxpipe.processor")
@@ -241,6 +242,16 @@ class FrameProcessor:
                 raise
         except Exception:  # already reported by _run_owned
             pass
+
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run CPU-bound ``fn`` off the event loop; inline on a virtual clock.
+
+        On a virtual clock (replays, tests) time does not pass while the loop waits for a
+        thread, so the work runs inline: it then takes no call time and stays deterministic.
+        """
+        if self.clock.is_virtual:
+            return fn(*args)
+        return await asyncio.to_thread(fn, *args)
 
     async def wait_for_tasks(self) -> None:
         """Wait until every owned task except the current one has finished (for draining)."""

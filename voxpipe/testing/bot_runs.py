@@ -271,8 +271,7 @@ async def _replay(
     task.add_observer(summarizer)
     loop = asyncio.get_running_loop()
     runner = loop.create_task(task.run())
-    while not task._start_sent and not runner.done():
-        await asyncio.sleep(0)
+    await task.wait_started()
     summarizer.start(clock.now())
     ticker = None
     if progress is not None and rec.duration > 20:

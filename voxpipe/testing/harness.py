@@ -68,8 +68,7 @@ async def _run(
     task.on_upstream(result.upstream.append)
     runner = asyncio.get_running_loop().create_task(task.run())
     # Let the task deliver its StartFrame before the first input frame.
-    while not task._start_sent and not runner.done():
-        await asyncio.sleep(0)
+    await task.wait_started()
     clock = task.clock
     for item in frames:
         if isinstance(item, Sleep):

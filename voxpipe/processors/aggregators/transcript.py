@@ -74,10 +74,11 @@ class TranscriptRecorder(FrameProcessor):
         self.paused = False
         self._cursor = len(self.context.entries)
         self._started_at = time.time()
-        self._writes: asyncio.Queue[Turn | None] = asyncio.Queue()
+        self._writes: asyncio.Queue[Turn] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._last_boundary = time.time()
         self._user_done_at: float | None = None
+        self._pending_latency: float | None = None  # caller's turn end -> bot's first audio
         self._finished = False
 
     async def on_start(self, frame: StartFrame) -> None:
@@ -134,8 +135,6 @@ class TranscriptRecorder(FrameProcessor):
                 self._writes.put_nowait(turn)
         self._last_boundary = now
 
-    _pending_latency: float | None = None
-
     def _turn(self, entry: ContextEntry, now: float) -> Turn | None:
         msg = entry.message
         role = entry.role
@@ -170,8 +169,6 @@ class TranscriptRecorder(FrameProcessor):
     async def _write_loop(self) -> None:
         while True:
             turn = await self._writes.get()
-            if turn is None:
-                return
             try:
                 await self.sessions.append_turn(self.session_id, turn)
             except Exception as exc:  # the store keeps the call going; never lose the turn here
@@ -200,11 +197,10 @@ class TranscriptRecorder(FrameProcessor):
         self._collect_final()
         while not self._writes.empty():
             turn = self._writes.get_nowait()
-            if turn is not None:
-                try:
-                    await self.sessions.append_turn(self.session_id, turn)
-                except Exception as exc:
-                    self.logger.error("session store write failed: %s", exc)
+            try:
+                await self.sessions.append_turn(self.session_id, turn)
+            except Exception as exc:
+                self.logger.error("session store write failed: %s", exc)
         transcript = Transcript(
             call_id=self.session_id,
             started_at=self._started_at,

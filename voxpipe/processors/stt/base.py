@@ -12,9 +12,8 @@ started (audio not sent while paused does not count).
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import TypeVar
 
 from voxpipe.frames import (
     Frame,
@@ -68,16 +67,6 @@ class STTService(FrameProcessor):
         self.dropped_low_confidence = 0  # final transcripts dropped by the threshold
 
     # ------------------------------------------------------------------ for subclasses
-
-    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run CPU-bound ``fn`` off the event loop; inline on a virtual clock.
-
-        On a virtual clock (replays, tests) time does not pass while the loop waits for a
-        thread, so the work runs inline: it then takes no call time and stays deterministic.
-        """
-        if self.clock.is_virtual:
-            return fn(*args)
-        return await asyncio.to_thread(fn, *args)
 
     async def process_audio(self, frame: InputAudioFrame) -> None:
         """Take one chunk of caller audio (never called while transcription is paused)."""

@@ -16,8 +16,7 @@ provider, ``synthesize_reply`` (a whole reply's text as it arrives).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from voxpipe.frames import (
     EndFrame,
@@ -69,16 +68,6 @@ class TTSService(FrameProcessor):
         self._reply_count = 0
 
     # ------------------------------------------------------------------ for subclasses
-
-    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run CPU-bound ``fn`` off the event loop; inline on a virtual clock.
-
-        On a virtual clock (replays, tests) time does not pass while the loop waits for a
-        thread, so the work runs inline: it then takes no call time and stays deterministic.
-        """
-        if self.clock.is_virtual:
-            return fn(*args)
-        return await asyncio.to_thread(fn, *args)
 
     async def synthesize(self, text: str, reply: TTSReply) -> None:
         """Speak one sentence: ``reply.push_audio(...)`` as audio arrives."""
