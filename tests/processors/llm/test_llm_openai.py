@@ -40,9 +40,21 @@ def ask(text: str = "Hi there") -> LLMMessagesFrame:
     )
 
 
+_TRANSPORT = {"value": "auto"}
+
+
+@pytest.fixture(autouse=True, params=["aiohttp", "sdk"])
+def stream_transport(request: pytest.FixtureRequest) -> Any:
+    """Every test runs on both ways of streaming a reply: the lean path and the SDK's."""
+    _TRANSPORT["value"] = request.param
+    yield request.param
+    _TRANSPORT["value"] = "auto"
+
+
 def make_llm(fake: FakeOpenAI, **kwargs: Any) -> OpenAILLMService:
     # Generous unless a test is about timeouts: the machine running CI may be busy.
     kwargs.setdefault("first_token_timeout", 2.0)
+    kwargs.setdefault("stream_transport", _TRANSPORT["value"])
     return OpenAILLMService(
         api_key="test-key",
         base_url=fake.base_url,

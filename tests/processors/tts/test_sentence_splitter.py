@@ -19,9 +19,27 @@ def test_token_stream_is_cut_at_sentence_ends() -> None:
     assert split_stream(tokens) == ["Hello there.", "How are you?", "I'm fine!"]
 
 
-def test_a_sentence_is_released_when_the_next_word_starts() -> None:
+def test_a_sentence_is_released_by_the_fragment_that_ends_it() -> None:
     s = SentenceSplitter()
-    assert s.push("Sure.") == []  # could still be "Sure.com" or "3.5": wait for whitespace
+    assert s.push("Sure") == []
+    assert s.push(".") == ["Sure."]  # not held for the next token's whitespace
+    assert s.push(" Why") == []
+    assert s.push("?") == ["Why?"]
+    assert s.pending == ""
+
+
+def test_a_full_stop_after_a_digit_or_abbreviation_waits_for_whitespace() -> None:
+    s = SentenceSplitter()
+    assert s.push("It is 3.") == []  # could be "3.5"
+    assert s.push("5 dollars.") == ["It is 3.5 dollars."]
+    assert s.push(" Ask Dr.") == []
+    assert s.push(" Smith") == []
+    assert s.flush() == "Ask Dr. Smith"
+
+
+def test_not_eager_waits_for_the_next_word() -> None:
+    s = SentenceSplitter(eager=False)
+    assert s.push("Sure.") == []  # could still be "Sure.com": wait for whitespace
     assert s.push(" Your") == ["Sure."]
     assert s.pending == " Your"
 

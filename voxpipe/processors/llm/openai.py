@@ -4,12 +4,19 @@ Works against OpenAI and any OpenAI-compatible endpoint (Ollama, llama.cpp, vLLM
 ``base_url``. Settings: ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_MODEL`` and the
 ``LLM_*`` options. It is also a ``Summarizer`` for the context's older turns (one
 non-streaming request, off the reply's critical path).
+
+The SDK client holds the configuration (key, base URL, organization, project, its headers).
+Replies, which are on the caller's critical path, are streamed by default with those same
+headers over a pooled aiohttp session (``chat_stream.py``): the SDK's own request path costs
+about a millisecond more per reply (see that module). ``stream_transport="sdk"`` streams
+through the SDK instead; it is also used for a client passed in, and for clients whose
+authentication is not a static key (token providers).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 try:
@@ -23,6 +30,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from voxpipe.processors.aggregators.context import SUMMARY_INSTRUCTIONS, render_transcript
 from voxpipe.processors.llm.base import ChatChunk, LLMProviderError, LLMService, ToolCallDelta
+from voxpipe.processors.llm.chat_stream import ChatStreamClient, StreamError, StreamHTTPError
 
 _HINTS = {
     401: "check OPENAI_API_KEY",
@@ -48,6 +56,7 @@ class OpenAILLMService(LLMService):
         summary_max_tokens: int = 200,
         extra_body: dict[str, Any] | None = None,
         client: AsyncOpenAI | None = None,
+        stream_transport: Literal["auto", "aiohttp", "sdk"] = "auto",
         **kwargs: Any,
     ) -> None:
         if client is None and (api_key is None or base_url is None or model is None):
@@ -83,6 +92,12 @@ class OpenAILLMService(LLMService):
         self.include_usage = include_usage
         self.summary_max_tokens = summary_max_tokens
         self.extra_body = extra_body
+        self._fast = _fast_client(client, stream_transport, self._owns_client, request_timeout_s)
+
+    @property
+    def stream_transport(self) -> str:
+        """How replies are streamed: "aiohttp" (the lean path) or "sdk"."""
+        return "sdk" if self._fast is None else "aiohttp"
 
     def _params(self, messages: Sequence[dict[str, Any]], max_tokens: int) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -105,6 +120,10 @@ class OpenAILLMService(LLMService):
             params["stream_options"] = {"include_usage": True}
         if tools:
             params["tools"] = tools
+        if self._fast is not None:
+            async for item in _stream_fast(self._fast, params):
+                yield item
+            return
         try:
             # The SDK's own POST with the body as is: ``chat.completions.create`` first walks
             # the whole message list to transform it, which costs milliseconds per request on
@@ -174,8 +193,79 @@ class OpenAILLMService(LLMService):
 
     async def cleanup(self) -> None:
         await super().cleanup()
+        if self._fast is not None:
+            await self._fast.close()
         if self._owns_client:
             await self.client.close()
+
+
+def _fast_client(
+    client: AsyncOpenAI, transport: str, owned: bool, read_timeout: float
+) -> ChatStreamClient | None:
+    """The lean streaming client for ``client``'s endpoint and headers, or None for the SDK."""
+    if transport not in ("auto", "aiohttp", "sdk"):
+        raise ValueError(f"stream_transport must be 'auto', 'aiohttp' or 'sdk', got {transport!r}")
+    if transport == "sdk" or (transport == "auto" and not owned):
+        return None
+    auth = client.auth_headers
+    if "Authorization" not in auth:
+        if transport == "aiohttp":
+            raise ValueError(
+                "stream_transport='aiohttp' needs a client with a static API key; this client "
+                "authenticates another way: use stream_transport='sdk'"
+            )
+        return None
+    # Only real header values: the SDK marks headers to leave out with sentinel objects.
+    headers = {k: v for k, v in client.default_headers.items() if isinstance(v, str)}
+    headers.update(auth)
+    url = str(client.base_url).rstrip("/") + "/chat/completions"
+    return ChatStreamClient(
+        url, headers, connect_timeout=min(5.0, read_timeout), read_timeout=read_timeout
+    )
+
+
+async def _stream_fast(
+    fast: ChatStreamClient, params: dict[str, Any]
+) -> AsyncGenerator[ChatChunk, None]:
+    """Stream one reply over the lean path, as ``ChatChunk``s."""
+    try:
+        async for chunk in fast.stream(params):
+            usage = chunk.get("usage")
+            if isinstance(usage, dict):
+                yield ChatChunk(
+                    prompt_tokens=usage.get("prompt_tokens"),
+                    completion_tokens=usage.get("completion_tokens"),
+                )
+            choices = chunk.get("choices")
+            if not choices:
+                continue
+            choice = choices[0]
+            delta = choice.get("delta") or {}
+            calls = []
+            for tc in delta.get("tool_calls") or ():
+                function = tc.get("function") or {}
+                calls.append(
+                    ToolCallDelta(
+                        index=tc.get("index") or 0,
+                        id=tc.get("id"),
+                        name=function.get("name"),
+                        arguments=function.get("arguments"),
+                    )
+                )
+            text = delta.get("content") or ""
+            finish = choice.get("finish_reason")
+            if text or calls or finish:
+                yield ChatChunk(text=text, tool_calls=calls, finish_reason=finish)
+    except StreamHTTPError as exc:
+        raise _status_error(exc.status, exc.message, exc.retry_after) from exc
+    except StreamError as exc:
+        if exc.connection:
+            raise LLMProviderError(
+                f"OpenAI endpoint unreachable or the connection dropped ({exc}); check "
+                "OPENAI_BASE_URL and the network",
+                retryable=True,
+            ) from exc
+        raise LLMProviderError(f"OpenAI error: {exc}") from exc
 
 
 _warmed = False
@@ -216,21 +306,22 @@ def _warm_up(client: AsyncOpenAI) -> None:
         pass
 
 
+def _status_error(status: int, message: str, retry_after: str | None) -> LLMProviderError:
+    hint = _HINTS.get(status, "provider server error" if status >= 500 else "")
+    if retry_after:
+        hint += f" (retry-after {retry_after} s)"
+    return LLMProviderError(
+        f"OpenAI request failed with HTTP {status}: {message}" + (f" — {hint}" if hint else ""),
+        status=status,
+        # A server error may be transient; client errors (bad key, rate limit) will not
+        # clear within a caller's patience.
+        retryable=status >= 500,
+    )
+
+
 def _provider_error(exc: openai.APIError) -> LLMProviderError:
     if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        hint = _HINTS.get(status, "provider server error" if status >= 500 else "")
-        retry_after = exc.response.headers.get("retry-after")
-        if retry_after:
-            hint += f" (retry-after {retry_after} s)"
-        return LLMProviderError(
-            f"OpenAI request failed with HTTP {status}: {exc.message}"
-            + (f" — {hint}" if hint else ""),
-            status=status,
-            # A server error may be transient; client errors (bad key, rate limit) will not
-            # clear within a caller's patience.
-            retryable=status >= 500,
-        )
+        return _status_error(exc.status_code, exc.message, exc.response.headers.get("retry-after"))
     if isinstance(exc, openai.APIConnectionError):
         return LLMProviderError(
             f"OpenAI endpoint unreachable or the connection dropped ({exc}); check "

@@ -359,6 +359,14 @@ class ElevenLabsTTSService(TTSService):
 
     async def _run_stream(self, reply: TTSReply, stream: _Stream, todo: list[str]) -> None:
         """Send the reply's text on the socket and read its audio until the final message."""
+        if todo:
+            # The first text goes out from this task, right away: a sender task would start
+            # only on the next turn of the event loop.
+            try:
+                await self._send_text(stream, todo[0])
+            except ConnectionClosed:
+                pass  # the receiver sees the close and decides what to do
+            todo = todo[1:]
         sender = self.create_task(self._send_texts(reply, stream, todo), name="elevenlabs-send")
         try:
             await self._receive(reply, stream)
