@@ -2,8 +2,15 @@
 
 Greets the caller in their locale (chosen per call from the locale table: explicit choice,
 Twilio's FromCountry, or the caller's calling code), then runs
-transport in -> STT -> silence-artifact filter -> escalation policy -> user context ->
-LLM (with tools) -> TTS -> transport out -> assistant context -> transcript recorder.
+transport in -> STT -> payment guard -> consent gate -> silence-artifact filter ->
+escalation policy -> user context -> LLM (with tools) -> TTS -> transport out ->
+assistant context -> transcript recorder.
+
+Compliance: on phone calls (CONSENT_MODE) a caller who has not chosen before is asked for
+consent to retention first (DTMF 1 / 2, stored per caller id) and the greeting follows the
+answer; without a "yes" nothing of the call is stored. Card numbers are redacted right after
+STT and recording and transcription pause around payment details (``start_payment`` /
+``end_payment`` tools, or a card number detected).
 
 With DEEPGRAM_API_KEY / OPENAI_API_KEY / ELEVENLABS_API_KEY set it uses those services;
 without them it runs fully offline (PocketSphinx, a scripted dialog, espeak-ng) and says so
@@ -14,6 +21,7 @@ REDIS_URL, else memory); the full transcript goes to the transcript store at cal
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 from xml.sax.saxutils import escape
@@ -37,7 +45,14 @@ from voxpipe.processors.base import FrameProcessor
 from voxpipe.processors.filters.silence_artifact import SilenceArtifactFilter
 from voxpipe.processors.llm.factory import llm_from_settings
 from voxpipe.processors.llm.scripted import Intent
+from voxpipe.processors.policy.consent import ConsentGate, ConsentPrompts
 from voxpipe.processors.policy.escalation import ESCALATE_TOOL, Escalation, EscalationPolicy
+from voxpipe.processors.policy.payment import (
+    END_PAYMENT_TOOL,
+    START_PAYMENT_TOOL,
+    PaymentGuard,
+    PaymentGuardParams,
+)
 from voxpipe.processors.stt.factory import stt_from_settings
 from voxpipe.processors.tts.factory import tts_from_settings
 from voxpipe.state.shared import shared_stores
@@ -48,7 +63,10 @@ SYSTEM_PROMPT = (
     "You are the phone support agent of Acme Home Internet. You are speaking on a phone line: "
     "answer in one or two short sentences, no lists, no markdown. Help with opening hours, "
     "order and repair status, and billing questions. If you cannot help, or the caller asks "
-    "for a person, call escalate_to_human with a reason and a two-sentence summary."
+    "for a person, call escalate_to_human with a reason and a two-sentence summary. "
+    "Never ask for card numbers in the conversation: when the caller wants to pay by card, "
+    "call start_payment first, then ask for the card details; call end_payment when done. "
+    "'[card number]' in the caller's words is a card number removed for security."
 )
 
 # The offline stack's dialog (no OPENAI_API_KEY): the same tools, driven by rules.
@@ -75,6 +93,13 @@ INTENTS = [
         reply="We're open Monday to Saturday, eight to eight.",
     ),
     Intent(
+        "payment",
+        keywords=["pay by card", "pay my bill", "card number"],
+        reply="Sure.",
+        tool="start_payment",
+        after_tool="Go ahead with your card details. This part of the call is not recorded.",
+    ),
+    Intent(
         "billing",
         keywords=["bill", "billing", "payment", "charge", "invoice", "balance"],
         reply="Your balance is twenty four dollars, due on the fifth.",
@@ -99,6 +124,54 @@ OFFLINE_PHRASES = [
     "thank you goodbye",
     "goodbye",
 ]
+
+# The consent prompt by language (the locale's first part); CONSENT_PROMPT overrides the prompt.
+CONSENT_PROMPTS = {
+    "en": ConsentPrompts(),
+    "de": ConsentPrompts(
+        prompt="Bevor wir beginnen: Dieser Anruf kann aufgezeichnet und transkribiert werden. "
+        "Drücken Sie die 1, um zuzustimmen, oder die 2, um abzulehnen.",
+        reminder="Bitte drücken Sie die 1 für Zustimmung oder die 2 für Ablehnung.",
+        agreed="Vielen Dank.",
+        declined="In Ordnung. Dieser Anruf wird nicht aufgezeichnet.",
+        no_answer="Dieser Anruf wird nicht aufgezeichnet.",
+    ),
+    "fr": ConsentPrompts(
+        prompt="Avant de commencer : cet appel peut être enregistré et transcrit. "
+        "Appuyez sur 1 pour accepter, ou sur 2 pour refuser.",
+        reminder="Appuyez sur 1 pour accepter l'enregistrement, ou sur 2 pour refuser.",
+        agreed="Merci.",
+        declined="C'est noté. Cet appel ne sera pas enregistré.",
+        no_answer="Cet appel ne sera pas enregistré.",
+    ),
+    "es": ConsentPrompts(
+        prompt="Antes de empezar: esta llamada puede ser grabada y transcrita. "
+        "Pulse 1 para aceptar o 2 para rechazar.",
+        reminder="Pulse 1 para aceptar la grabación o 2 para rechazarla.",
+        agreed="Gracias.",
+        declined="Entendido. Esta llamada no se grabará.",
+        no_answer="Esta llamada no se grabará.",
+    ),
+    "it": ConsentPrompts(
+        prompt="Prima di iniziare: questa chiamata può essere registrata e trascritta. "
+        "Prema 1 per accettare o 2 per rifiutare.",
+        reminder="Prema 1 per accettare la registrazione o 2 per rifiutare.",
+        agreed="Grazie.",
+        declined="Va bene. Questa chiamata non sarà registrata.",
+        no_answer="Questa chiamata non sarà registrata.",
+    ),
+    "pt": ConsentPrompts(
+        prompt="Antes de começar: esta chamada pode ser gravada e transcrita. "
+        "Pressione 1 para aceitar ou 2 para recusar.",
+        reminder="Pressione 1 para aceitar a gravação ou 2 para recusar.",
+        agreed="Obrigado.",
+        declined="Entendido. Esta chamada não será gravada.",
+        no_answer="Esta chamada não será gravada.",
+    ),
+}
+
+# Carriers whose calls are telephone calls (CONSENT_MODE=phone asks on these).
+PHONE_CARRIERS = frozenset({"twilio", "telnyx", "vonage", "plivo"})
 
 ORDERS = {"default": "out for delivery and arrives tomorrow"}
 
@@ -151,6 +224,19 @@ class GoodbyeHangup(FrameProcessor):
         await self.push_frame(frame, direction)
 
 
+def consent_prompts(call: Call, locale: str) -> ConsentPrompts | None:
+    """The consent wording for this call, or None when the call is not to be asked."""
+    s = call.settings
+    if s.consent_mode == "off" or (
+        s.consent_mode == "phone" and call.carrier not in PHONE_CARRIERS
+    ):
+        return None
+    prompts = CONSENT_PROMPTS.get(locale.split("-")[0].lower(), CONSENT_PROMPTS["en"])
+    if s.consent_prompt:
+        prompts = dataclasses.replace(prompts, prompt=s.consent_prompt)
+    return prompts
+
+
 async def _choose_locale(call: Call, stores: Any) -> LocaleRow | None:
     hints = CallLocaleHints.from_twilio(
         {"From": call.caller, "FromCountry": call.country or ""},
@@ -190,6 +276,7 @@ async def bot(call: Call) -> Pipeline:
     stores = await shared_stores(settings)
     locale = await _choose_locale(call, stores)
     greeting = locale.greeting if locale else "Hello, how can I help you today?"
+    prompts = consent_prompts(call, locale.locale if locale else call.locale)
 
     stt = stt_from_settings(settings, locale, phrases=OFFLINE_PHRASES)
     llm = llm_from_settings(settings, intents=INTENTS)
@@ -209,6 +296,7 @@ async def bot(call: Call) -> Pipeline:
         transcripts=stores.transcripts,
         call_id=call.call_id,
         heartbeat_interval_s=settings.heartbeat_interval_s,
+        require_consent=prompts is not None,
         meta={
             "caller": call.caller,
             "called": call.called,
@@ -223,15 +311,43 @@ async def bot(call: Call) -> Pipeline:
         "escalate_to_human", escalation.escalate, ESCALATE_TOOL, cancel_on_interruption=False
     )
     llm.register_function("order_status", order_status, ORDER_TOOL)
+    payment = PaymentGuard(
+        PaymentGuardParams(
+            resume_after_s=settings.payment_resume_after_s,
+            max_pause_s=settings.payment_max_pause_s,
+        )
+    )
+    for name, handler, schema in (
+        ("start_payment", payment.start_payment, START_PAYMENT_TOOL),
+        ("end_payment", payment.end_payment, END_PAYMENT_TOOL),
+    ):
+        llm.register_function(name, handler, schema, cancel_on_interruption=False)
+
+    # First after STT, so nothing downstream sees a card number; with consent to ask, the gate
+    # greets once the caller has answered (not over the prompt) and replaces the Greeter.
+    compliance: list[FrameProcessor] = [payment]
+    opening: list[FrameProcessor] = [Greeter(greeting)]
+    if prompts is not None:
+        gate = ConsentGate(
+            stores.consents,
+            caller=call.caller,
+            call_id=call.call_id,
+            prompts=prompts,
+            after=greeting,
+            answer_timeout_s=settings.consent_answer_timeout_s,
+        )
+        compliance.append(gate)
+        opening = []
 
     return Pipeline(
         [
             call.transport.input(),
             stt,
+            *compliance,
             SilenceArtifactFilter(window_s=settings.silence_artifact_window_s),
             EscalationPolicy(escalation, context),
             user,
-            Greeter(greeting),
+            *opening,
             llm,
             tts,
             call.transport.output(),

@@ -348,6 +348,16 @@ class ResumeRecordingFrame(ControlFrame):
     """Resume recording and transcription retention."""
 
 
+@dataclass(slots=True)
+class RetentionConsentFrame(ControlFrame):
+    """The caller's choice on keeping this call: with ``granted`` False (declined, or no answer)
+    nothing of the call is stored; a recorder built to wait for consent keeps nothing before
+    ``granted`` True. ``source`` says how it was decided: ``dtmf``, ``stored``, ``no_answer``."""
+
+    granted: bool
+    source: str = ""
+
+
 # ---------------------------------------------------------------------------- metrics
 
 

@@ -14,6 +14,7 @@ import pytest
 from voxpipe.config.settings import VoxpipeSettings
 from voxpipe.server.app import create_app
 from voxpipe.server.run import running_server
+from voxpipe.state.consent import PostgresConsentStore
 from voxpipe.state.postgres_store import PostgresTranscriptStore
 from voxpipe.testing.fakes import FakeDeepgram, FakeElevenLabs, FakeOpenAI
 from voxpipe.testing.fakes.deepgram import DeepgramUtterance
@@ -55,6 +56,13 @@ def bot_said_goodbye(log: CallerLog) -> bool:
 
 async def test_a_whole_call_leaves_a_transcript_row_with_every_turn(tmp_path: Path) -> None:
     call_sid = "CA" + uuid.uuid4().hex
+    # A caller who agreed to retention on an earlier call: not asked again, greeted at once.
+    consents = PostgresConsentStore(PG)
+    await consents.start()
+    try:
+        await consents.record("+447700900123", True, call_id="CAearlier")
+    finally:
+        await consents.close()
     async with (
         FakeDeepgram(utterances=UTTERANCES, latency=0.15) as dg,
         FakeOpenAI(replies=replies, first_token_delay=0.05) as oa,

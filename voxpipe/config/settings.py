@@ -203,6 +203,31 @@ class VoxpipeSettings(BaseSettings):
     )
     sweeper_interval_s: float = Field(30.0, gt=0, description="Seconds between orphan sweeps.")
 
+    # --- Compliance -------------------------------------------------------------------------
+    consent_mode: Literal["phone", "always", "off"] = Field(
+        "phone",
+        description="When a bot asks for retention consent (DTMF 1 / 2, stored per caller id) "
+        "before keeping anything of a call: phone = on telephone calls (Twilio, Telnyx, "
+        "Vonage, Plivo), always, or off.",
+    )
+    consent_prompt: str | None = Field(
+        None,
+        description="The consent prompt to speak; unset = the locale's default wording "
+        "(a recording notice and 'press 1 to agree, 2 to decline').",
+    )
+    consent_answer_timeout_s: float = Field(
+        8.0, gt=0, description="Seconds to wait for a key after the consent prompt has played."
+    )
+    payment_resume_after_s: float = Field(
+        6.0,
+        gt=0,
+        description="A payment pause (no recording, no transcription) ends after this many "
+        "seconds with neither the caller nor the bot speaking.",
+    )
+    payment_max_pause_s: float = Field(
+        120.0, gt=0, description="A payment pause ends after this many seconds at the latest."
+    )
+
     @field_validator("transcript_key")
     @classmethod
     def _check_transcript_key(cls, value: SecretStr | None) -> SecretStr | None:
@@ -237,6 +262,7 @@ class VoxpipeSettings(BaseSettings):
         "twilio_auth_token",
         "webrtc_ice_servers",
         "stream_token_secret",
+        "consent_prompt",
         mode="before",
     )
     @classmethod

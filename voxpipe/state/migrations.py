@@ -77,6 +77,20 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        3,
+        "retention consent per caller",
+        (
+            # caller_key is an HMAC of the caller's number, never the number itself (see
+            # voxpipe.state.consent): a caller who declined leaves no readable trace here.
+            """CREATE TABLE retention_consent (
+                caller_key TEXT PRIMARY KEY,
+                granted BOOLEAN NOT NULL,
+                call_id TEXT,
+                decided_at TIMESTAMPTZ NOT NULL DEFAULT now()
+            )""",
+        ),
+    ),
 )
 
 SQLITE_MIGRATIONS: tuple[Migration, ...] = (
@@ -130,6 +144,18 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
                 ivr_digit TEXT,
                 enabled INTEGER NOT NULL DEFAULT 1,
                 updated_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
+            )""",
+        ),
+    ),
+    Migration(
+        3,
+        "retention consent per caller",
+        (
+            """CREATE TABLE retention_consent (
+                caller_key TEXT PRIMARY KEY,
+                granted INTEGER NOT NULL,
+                call_id TEXT,
+                decided_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
             )""",
         ),
     ),

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from voxpipe.state import make_session_store, make_transcript_store
+from voxpipe.state.consent import ConsentStore, make_consent_store
 from voxpipe.state.session import SessionStore
 from voxpipe.state.transcripts import TranscriptStore
 
@@ -17,16 +18,18 @@ if TYPE_CHECKING:
 
 @dataclass(slots=True)
 class Stores:
-    """The session store, transcript store and locale table of this worker."""
+    """The session store, transcript store, locale table and consent store of this worker."""
 
     sessions: SessionStore
     transcripts: TranscriptStore
     locales: LocaleTable
+    consents: ConsentStore
 
     async def close(self) -> None:
         await self.sessions.close()
         await self.transcripts.close()
         await self.locales.close()
+        await self.consents.close()
 
 
 _stores: dict[tuple[int, int], Stores] = {}
@@ -49,10 +52,12 @@ async def shared_stores(settings: VoxpipeSettings) -> Stores:
                 make_session_store(settings),
                 make_transcript_store(settings),
                 LocaleTable.from_settings(settings),
+                make_consent_store(settings),
             )
             await stores.sessions.start()
             await stores.transcripts.start()
             await stores.locales.start()
+            await stores.consents.start()
             _stores[key] = found = stores
     return found
 

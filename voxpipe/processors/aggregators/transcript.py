@@ -1,5 +1,6 @@
 """TranscriptRecorder: keeps a call's conversation in the session store as it happens and
-writes the full transcript at call end."""
+writes the full transcript at call end (only with the caller's consent where it is asked, and
+never a card number)."""
 
 from __future__ import annotations
 
@@ -20,11 +21,13 @@ from voxpipe.frames import (
     LLMResponseStartFrame,
     PauseRecordingFrame,
     ResumeRecordingFrame,
+    RetentionConsentFrame,
     StartFrame,
 )
 from voxpipe.processors.aggregators.assistant import AssistantContextAggregator
 from voxpipe.processors.aggregators.context import ContextEntry, message_text
 from voxpipe.processors.base import FrameProcessor
+from voxpipe.processors.policy.cards import redact_card_numbers
 from voxpipe.state.session import SessionStore, Turn
 from voxpipe.state.transcripts import Transcript, TranscriptStore
 
@@ -46,7 +49,11 @@ class TranscriptRecorder(FrameProcessor):
     the call is over however it ended, writes every turn to the transcript store.
 
     While recording is paused (``PauseRecordingFrame`` … ``ResumeRecordingFrame``, e.g. while a
-    card number is read out) turns are kept out of both stores.
+    card number is read out) turns are kept out of both stores. With ``require_consent`` nothing
+    of the call is stored (not even its metadata) until a ``RetentionConsentFrame`` grants it;
+    what was said before the grant is skipped. A refusal, at any time, keeps the call out of both
+    stores (and removes what the session held). Card numbers are redacted from every stored turn
+    as a last line of defence (``PaymentGuard`` normally removed them before the context).
     """
 
     def __init__(
@@ -58,6 +65,7 @@ class TranscriptRecorder(FrameProcessor):
         call_id: str,
         meta: dict[str, Any] | None = None,
         heartbeat_interval_s: float = 10.0,
+        require_consent: bool = False,
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
@@ -72,6 +80,9 @@ class TranscriptRecorder(FrameProcessor):
         self.escalated = False
         self.escalation_reason: str | None = None
         self.paused = False
+        # None: not decided yet. Retained only when consent is not required or was granted.
+        self.consent: bool | None = None
+        self.require_consent = require_consent
         self._cursor = len(self.context.entries)
         self._started_at = time.time()
         self._writes: asyncio.Queue[Turn] = asyncio.Queue()
@@ -85,10 +96,16 @@ class TranscriptRecorder(FrameProcessor):
         self._started_at = time.time()
         self.meta.setdefault("call_id", self.session_id)
         self.meta.setdefault("started_at", self._started_at)
-        await self.sessions.set_meta(self.session_id, self.meta)
+        if self.retaining:
+            await self.sessions.set_meta(self.session_id, self.meta)
         self._writer = self.create_task(
             self._write_loop(), name="session-writes", interruptible=False
         )
+
+    @property
+    def retaining(self) -> bool:
+        """True while the call may be stored (consent granted, or not required and not refused)."""
+        return self.consent is True or (self.consent is None and not self.require_consent)
 
     async def mark_escalated(self, reason: str, summary: str = "") -> None:
         """Record that the call was handed to a human (kept in the session and the transcript)."""
@@ -96,11 +113,33 @@ class TranscriptRecorder(FrameProcessor):
         self.escalation_reason = reason
         values: dict[str, Any] = {"escalated": True, "escalation_reason": reason}
         if summary:
-            values["escalation_summary"] = summary
-        await self.sessions.set_meta(self.session_id, values)
+            values["escalation_summary"] = redact_card_numbers(summary)[0]
+        self.meta.update(values)  # written with the rest once consent comes, if it is awaited
+        if self.retaining:
+            await self.sessions.set_meta(self.session_id, values)
+
+    async def _consent(self, frame: RetentionConsentFrame) -> None:
+        if frame.granted and self.consent is None:
+            self._collect()  # what came before the grant is skipped, never stored
+            self.consent = True
+            self._cursor = len(self.context.entries) - (1 if self._is_open_last() else 0)
+            self.meta["consent"] = frame.source or "granted"
+            if self.started:
+                await self.sessions.set_meta(self.session_id, self.meta)
+        elif not frame.granted:
+            was_stored = self.retaining
+            self.consent = False
+            self.turns.clear()
+            while not self._writes.empty():
+                self._writes.get_nowait()
+            if was_stored and self.started:
+                # Consent was assumed (or given) and is now refused: drop what was kept so far.
+                await self.sessions.delete(self.session_id)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        if isinstance(frame, PauseRecordingFrame):
+        if isinstance(frame, RetentionConsentFrame):
+            await self._consent(frame)
+        elif isinstance(frame, PauseRecordingFrame):
             self._collect()
             self.paused = True
         elif isinstance(frame, ResumeRecordingFrame):
@@ -127,7 +166,7 @@ class TranscriptRecorder(FrameProcessor):
         while self._cursor < end:
             entry = entries[self._cursor]
             self._cursor += 1
-            if self.paused:
+            if self.paused or not self.retaining:
                 continue
             turn = self._turn(entry, now)
             if turn is not None:
@@ -138,12 +177,17 @@ class TranscriptRecorder(FrameProcessor):
     def _turn(self, entry: ContextEntry, now: float) -> Turn | None:
         msg = entry.message
         role = entry.role
-        text = message_text(msg)
+        text = _scrub(message_text(msg))
         tool_calls: list[dict[str, Any]] = []
         for call in msg.get("tool_calls") or []:
             fn = call.get("function", {})
+            arguments = fn.get("arguments")
             tool_calls.append(
-                {"id": call.get("id"), "name": fn.get("name"), "arguments": fn.get("arguments")}
+                {
+                    "id": call.get("id"),
+                    "name": fn.get("name"),
+                    "arguments": _scrub(arguments) if isinstance(arguments, str) else arguments,
+                }
             )
         if role == "tool":
             tool_calls.append({"id": msg.get("tool_call_id"), "result": text})
@@ -181,7 +225,7 @@ class TranscriptRecorder(FrameProcessor):
         self._finished = True
         entries = self.context.entries
         self._collect()
-        if self._cursor < len(entries) and not self.paused:
+        if self._cursor < len(entries) and not self.paused and self.retaining:
             turn = self._turn(entries[-1], time.time())
             if turn is not None:
                 self.turns.append(turn)
@@ -195,6 +239,17 @@ class TranscriptRecorder(FrameProcessor):
         if not self.started:
             return
         self._collect_final()
+        if not self.retaining:
+            self.logger.info(
+                "call not retained (consent %s): no transcript written",
+                "declined" if self.consent is False else "not given",
+            )
+            if self.consent is False:
+                try:  # a session write that was in flight when the caller declined
+                    await self.sessions.delete(self.session_id)
+                except Exception as exc:
+                    self.logger.error("session delete failed: %s", exc)
+            return
         while not self._writes.empty():
             turn = self._writes.get_nowait()
             try:
@@ -220,3 +275,8 @@ class TranscriptRecorder(FrameProcessor):
             # The spooling store does not raise; a store that does keeps the session for the
             # sweeper, which writes the transcript from it later.
             self.logger.error("transcript write failed, left for the sweeper: %s", exc)
+
+
+def _scrub(text: str) -> str:
+    """``text`` without card numbers: the recorder's own check, whatever ran before it."""
+    return redact_card_numbers(text)[0] if text else text
