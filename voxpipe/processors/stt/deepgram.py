@@ -150,6 +150,7 @@ class DeepgramSTTService(STTService):
         self._finalize_at: int | None = None  # send Finalize once audio up to here has gone
         self._audio_ready = asyncio.Event()
         self._sock: Any = None
+        self._sending = False  # a send on the socket is in progress (audio/Finalize order)
         self._last_send = 0.0
         self._closing = False
         self._close_sent = False  # CloseStream went out on the current socket
@@ -221,8 +222,16 @@ class DeepgramSTTService(STTService):
         self._audio_ready.set()
 
     async def on_user_stopped_speaking(self) -> None:
-        # Finalize goes out after the audio already taken in, through the sender.
+        # Finalize goes out after the audio already taken in. It starts the reply's critical
+        # path, so it is sent from here when the sender is idle (not on the sender's next
+        # turn of the event loop); otherwise the sender sends it after the audio in flight.
         self._finalize_at = self._buf_start + len(self._buf)
+        sock = self._sock
+        if sock is not None and not self._sending and not self._closing:
+            try:
+                await self._send_pending(sock)
+            except Exception as exc:  # a lost socket: the connection loop reconnects
+                self.logger.debug("Deepgram Finalize not sent: %r", exc)
         self._audio_ready.set()
 
     async def on_pause(self) -> None:
@@ -335,28 +344,43 @@ class DeepgramSTTService(STTService):
             self.logger.debug("Deepgram send stopped: %r", exc)
 
     async def _send_until_closed(self, sock: Any) -> None:
-        max_chunk = max(int(_SEND_CHUNK_SECONDS * self._rate) * self._width, self._width)
         while True:
-            end = self._buf_start + len(self._buf)
-            if self._sent < end:
-                start = max(self._sent, self._buf_start)
-                stop = min(end, start + max_chunk)
-                chunk = bytes(self._buf[start - self._buf_start : stop - self._buf_start])
-                self._sent = stop
-                await sock.send_media(chunk)
-                self._last_send = self.clock.now()
-                continue
-            if self._finalize_at is not None and self._sent >= self._finalize_at:
-                self._finalize_at = None
-                await sock.send_finalize()
-                self._last_send = self.clock.now()
-                continue
-            if self._closing:
-                self._close_sent = True
-                await sock.send_close_stream()
-                return
+            # While on_user_stopped_speaking sends, this waits: it sets _audio_ready after.
+            if not self._sending:
+                await self._send_pending(sock)
+                if self._closing:
+                    self._close_sent = True
+                    await sock.send_close_stream()
+                    return
             self._audio_ready.clear()
+            if not self._sending and self._sent < self._buf_start + len(self._buf):
+                continue  # more came in while the last send was in flight
             await self._audio_ready.wait()
+
+    async def _send_pending(self, sock: Any) -> None:
+        """Send the audio not yet sent on ``sock``, then a Finalize that is due; one at a time."""
+        if self._sending:
+            return
+        self._sending = True
+        try:
+            max_chunk = max(int(_SEND_CHUNK_SECONDS * self._rate) * self._width, self._width)
+            while True:
+                end = self._buf_start + len(self._buf)
+                if self._sent < end:
+                    start = max(self._sent, self._buf_start)
+                    stop = min(end, start + max_chunk)
+                    chunk = bytes(self._buf[start - self._buf_start : stop - self._buf_start])
+                    self._sent = stop
+                    await sock.send_media(chunk)
+                    self._last_send = self.clock.now()
+                elif self._finalize_at is not None and self._sent >= self._finalize_at:
+                    self._finalize_at = None
+                    await sock.send_finalize()
+                    self._last_send = self.clock.now()
+                else:
+                    return
+        finally:
+            self._sending = False
 
     async def _keepalive_loop(self) -> None:
         while True:
