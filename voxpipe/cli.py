@@ -58,9 +58,14 @@ def _bench_interruption(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _bench_latency(args: argparse.Namespace) -> dict[str, Any]:
-    from voxpipe.bench.latency import run_latency_bench
+    from voxpipe.bench.latency import loop_factory, run_latency
 
-    result = asyncio.run(run_latency_bench(turns=args.turns))
+    try:
+        loop_factory(args.loop)
+    except ValueError as exc:  # --loop uvloop without uvloop installed
+        raise CommandError(str(exc)) from exc
+    # As `voxpipe serve` runs a call: on uvloop when installed, the GC tuned.
+    result = run_latency(turns=args.turns, loop=args.loop, tune_gc=True)
     return {k: v for k, v in result.items() if not isinstance(v, list)}
 
 
@@ -88,6 +93,12 @@ def _add_bench(sub: Any) -> None:
     p.add_argument("--bot", default=None, help="calls: bot file to serve (default bots/echo.py)")
     p.add_argument("--n", type=int, default=100, help="interruption: barge-ins to measure")
     p.add_argument("--turns", type=int, default=20, help="latency: caller turns to measure")
+    p.add_argument(
+        "--loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="latency: event loop for the call (auto: uvloop when installed, as voxpipe serve)",
+    )
 
 
 # ---------------------------------------------------------------------------- serve

@@ -1,10 +1,14 @@
 """`voxpipe bench latency` runs a short call on the fakes and reports sane voice-to-voice numbers."""
 
+import asyncio
+import gc
 import math
+import sys
 
 import pytest
 
-from voxpipe.bench.latency import STAGES, run_latency_bench
+from voxpipe import cli
+from voxpipe.bench.latency import STAGES, loop_factory, run_latency, run_latency_bench
 
 
 @pytest.mark.slow
@@ -48,3 +52,44 @@ async def test_latency_bench_two_turns():
     assert stages["final_sent"] - stages["finalize_received"] >= 150
     assert stages["first_token"] - stages["llm_received"] >= 200
     assert stages["tts_audio_sent"] - stages["tts_text_received"] >= 150
+    assert stages["first_token_sent"] - stages["llm_received"] >= 200
+    # The fakes' own measured latencies: never under their settings (precise timers).
+    fakes = result["fake_latency_ms"]
+    assert set(fakes) == {"stt_final", "llm_first_token", "tts_first_audio"}
+    for measured in fakes.values():
+        assert measured["configured"] <= measured["p50"] <= measured["p95"] <= measured["max"]
+    late = result["caller_chunk_late_ms"]
+    assert 0 <= late["p50"] <= late["p95"] <= late["max"]
+    assert result["loop"] == "asyncio" and result["gc"] == "python default"
+
+
+def test_loop_choice() -> None:
+    assert loop_factory("asyncio") is asyncio.new_event_loop
+    with pytest.raises(ValueError, match="loop must be one of"):
+        loop_factory("trio")
+
+
+def test_uvloop_missing_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop now fails
+    with pytest.raises(ValueError, match="uvloop is not installed"):
+        loop_factory("uvloop")
+    assert loop_factory("auto") is asyncio.new_event_loop
+    assert cli.main(["bench", "latency", "--loop", "uvloop", "--turns", "1"]) == 2
+    assert "uvloop is not installed" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_latency_bench_on_uvloop_with_the_server_gc(monkeypatch: pytest.MonkeyPatch) -> None:
+    uvloop = pytest.importorskip("uvloop")
+    assert loop_factory("auto") is uvloop.new_event_loop
+    # tune_gc freezes the heap and raises the thresholds: kept from the tests after this one.
+    tuned: list[str] = []
+    monkeypatch.setattr(gc, "freeze", lambda: tuned.append("freeze"))
+    monkeypatch.setattr(gc, "set_threshold", lambda *args: tuned.append("threshold"))
+    result = run_latency(turns=1, loop="auto", tune_gc=True)
+    assert tuned == ["freeze", "threshold"]
+    assert result["loop"] == "uvloop" and result["gc"] == "tuned as voxpipe serve"
+    assert result["turns"] == 1 and result["failed_turns"] == 0
+    assert result["fake_latency_ms"]["stt_final"]["p50"] >= 150

@@ -16,6 +16,13 @@ mu-law) in real-time-paced 20 ms chunks, with line silence between turns. The ti
 fixed in advance (the fake Deepgram is scripted by audio time): each turn starts a fixed gap
 after the previous one's speech, long enough for the bot's reply to have played out.
 
+The rig keeps its own timing out of the figures: the caller pushes chunk ``i`` at
+``t0 + i * 20 ms`` and the fakes answer at their configured latencies on the precise timers
+of ``voxpipe.testing.timing`` (about 0.1 ms late, where the event loop's own timers are up to
+a millisecond off), and the report shows what the fakes and the caller actually took. Run
+from the command line, the call runs as ``voxpipe serve`` runs one: on uvloop when it is
+installed (``loop``) and with the garbage collector tuned by ``tune_gc`` (``gc``).
+
 Measured per turn with ``time.perf_counter``, from the caller's end of speech (the moment the
 wire chunk holding the end of the VAD's last speech window was pushed in) to the first bot
 audio chunk reaching the wire. The engine's part is that total minus the fakes' configured
@@ -23,10 +30,9 @@ latencies and the VAD's stop time (silence the VAD must hear before the turn end
 bench runs the VAD with ``stop_secs`` 0.32 s (default 0.8 s): a whole number of Silero's
 32 ms windows at 8 kHz and of the 20 ms wire chunks, so the VAD's stop is exactly that much
 wire time after the end of speech. Per-stage stamps (the fakes stamp what they receive and
-send) break the engine's part down, to show where time goes. The fakes' own timers fire up
-to about a millisecond late (the event loop waits in whole milliseconds) and they run in the
-same event loop as the call: the engine figure includes that, and
-``engine_excl_fake_overrun_*`` takes out what the STT and TTS fakes took beyond their settings.
+send) break the engine's part down, to show where time goes. The fakes run in the same event
+loop as the call: what they take beyond their settings (timer wake-up, a busy loop) counts in
+the engine figure, and ``engine_excl_fake_overrun_*`` takes it out.
 """
 
 from __future__ import annotations
@@ -65,12 +71,13 @@ from voxpipe.processors.aggregators import (
 )
 from voxpipe.processors.base import FrameProcessor
 from voxpipe.processors.vad.analyzer import VADAnalyzer, VADEvent, VADParams
+from voxpipe.testing import timing
 from voxpipe.transports.input import BaseInputTransport
 from voxpipe.transports.memory import MemoryTransport, silence
 from voxpipe.transports.params import TransportParams
 from voxpipe.transports.wire import AudioFormat
 
-__all__ = ["REPLY", "STAGES", "run_latency_bench"]
+__all__ = ["LOOPS", "REPLY", "STAGES", "loop_factory", "run_latency", "run_latency_bench"]
 
 _DATA = Path(__file__).resolve().parents[2] / "tests" / "data"
 PHONE = AudioFormat("mulaw", 8000)
@@ -90,6 +97,7 @@ STAGES = (
     "transcript",  # the STT pushes the TranscriptionFrame
     "llm_request",  # the user aggregator pushes the LLMMessagesFrame
     "llm_received",  # FakeOpenAI received the streaming request
+    "first_token_sent",  # FakeOpenAI sent the first token
     "first_token",  # the LLM pushes its first LLMTextFrame
     "tts_text_received",  # FakeElevenLabs received the first sentence
     "tts_audio_sent",  # FakeElevenLabs sent the first audio
@@ -208,21 +216,29 @@ def _timed_fakes(stamps: _Stamps) -> tuple[type, type]:
                 stamps.add("tts_text_received")
             await super()._on_message(sock, raw)
 
-        async def _send_audio(self, sock: Any, ctx: Any, rendered: Any) -> None:
-            await super()._send_audio(sock, ctx, rendered)
+        async def _send_audio(self, sock: Any, prepared: Any) -> None:
+            await super()._send_audio(sock, prepared)
             stamps.add("tts_audio_sent")
 
     return TimedDeepgram, TimedElevenLabs
 
 
-def _reply_source(stamps: _Stamps, reply: str) -> Callable[[dict[str, Any]], str]:
+def _reply_source(reply: str) -> Callable[[dict[str, Any]], str]:
     def source(body: dict[str, Any]) -> str:
         if body.get("stream"):
-            stamps.add("llm_received")
             return reply
         return SUMMARY  # the context's summary of older turns (non-streaming, off the path)
 
     return source
+
+
+def _stamp_llm(stamps: _Stamps, requests: list[Any]) -> None:
+    """FakeOpenAI's own record of each streaming request: when it came in, its first token out."""
+    for r in requests:
+        if r.json.get("stream") and r.first_sent_at is not None:
+            stamps.items.append((r.received_at, "llm_received"))
+            stamps.items.append((r.first_sent_at, "first_token_sent"))
+    stamps.items.sort()
 
 
 # ---------------------------------------------------------------------------- the caller
@@ -280,6 +296,53 @@ def _r(x: float) -> float:
     return round(x, 2) if math.isfinite(x) else x
 
 
+def _spread(values: list[float]) -> dict[str, float]:
+    return {"p50": _r(_pct(values, 50)), "p95": _r(_pct(values, 95)), "max": _r(max(values))}
+
+
+# ---------------------------------------------------------------------------- the loop
+
+LOOPS = ("auto", "asyncio", "uvloop")
+GC_TUNED = "tuned as voxpipe serve"
+GC_DEFAULT = "python default"
+
+
+def loop_factory(loop: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    """The event loop to run the call on: uvloop (what ``voxpipe serve`` runs on when it is
+    installed: uvicorn's loop="auto"), or asyncio's default loop."""
+    if loop not in LOOPS:
+        raise ValueError(f"loop must be one of {', '.join(LOOPS)}, got {loop!r}")
+    if loop != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if loop == "uvloop":
+                raise ValueError(
+                    "uvloop is not installed: pip install uvloop, or choose the asyncio loop"
+                ) from None
+        else:
+            return uvloop.new_event_loop
+    return asyncio.new_event_loop
+
+
+def _loop_name(loop: asyncio.AbstractEventLoop) -> str:
+    return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
+
+
+def run_latency(
+    turns: int = 20, *, loop: str = "auto", tune_gc: bool = True, **kwargs: Any
+) -> dict[str, Any]:
+    """Run ``run_latency_bench`` as ``voxpipe serve`` would run the call, and return its report.
+
+    ``loop``: "auto" (uvloop when installed), "uvloop" or "asyncio". ``tune_gc``: apply the
+    server's garbage-collector settings first (process-wide, for the rest of the process).
+    Other keyword arguments go to ``run_latency_bench``.
+    """
+    factory = loop_factory(loop)
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(run_latency_bench(turns, tune_gc=tune_gc, **kwargs))
+
+
 # ---------------------------------------------------------------------------- the bench
 
 
@@ -294,18 +357,23 @@ async def run_latency_bench(
     ms_per_char: float = 60.0,
     reply: str = REPLY,
     speech_wav: str | Path | None = None,
+    tune_gc: bool = False,
 ) -> dict[str, Any]:
     """Run one phone call of ``turns`` measured caller turns on the fakes; report v2v latency.
 
     Keys: ``v2v_p50_ms``/``v2v_p95_ms`` (caller's end of speech to the first bot audio on the
     wire), ``engine_p50_ms``/``engine_p95_ms`` (that minus the configured provider latencies
-    and ``vad_stop_ms``), ``engine_excl_fake_overrun_*`` (also minus what the STT and TTS
-    fakes took beyond their settings), ``turns`` (measured), the configured latencies,
-    ``stage_ms_p50`` (each stage in ``STAGES``, ms after the end of speech),
-    ``engine_breakdown_ms_p50``/``_p95`` (time between stages beyond what the fakes and the
-    VAD were set to take), ``failed_turns``, ``barge_ins`` (0: the caller never talks over
-    the bot), ``v2v_ms`` (per turn) and ``wall_seconds``. ``warmup_turns`` run first and are
-    not measured (the first request opens connections). About 4 s of call per turn.
+    and ``vad_stop_ms``), ``engine_excl_fake_overrun_*`` (also minus what the fakes took
+    beyond their settings), ``turns`` (measured), the configured latencies,
+    ``fake_latency_ms`` (what each fake took, measured: p50/p95/max per turn),
+    ``caller_chunk_late_ms`` (how late the caller pushed its chunks), ``stage_ms_p50`` (each
+    stage in ``STAGES``, ms after the end of speech), ``engine_breakdown_ms_p50``/``_p95``
+    (time between stages beyond what the fakes and the VAD were set to take),
+    ``failed_turns``, ``barge_ins`` (0: the caller never talks over the bot), ``loop`` (the
+    event loop it ran on), ``gc``, ``v2v_ms`` (per turn) and ``wall_seconds``.
+    ``warmup_turns`` run first and are not measured (the first request opens connections).
+    ``tune_gc``: apply ``voxpipe serve``'s garbage-collector settings before the call
+    (process-wide). About 4 s of call per turn.
     """
     if turns < 1:
         raise ValueError(f"turns must be at least 1, got {turns}")
@@ -328,7 +396,7 @@ async def run_latency_bench(
 
     stamps = _Stamps()
     cfg = _Config(stt_latency, llm_first_token, tts_first_audio, vad_stop_secs, ms_per_char, reply)
-    call = await _call(cfg, audio, timeline, stamps)
+    call = await _call(cfg, audio, timeline, stamps, tune_gc=tune_gc)
     inp = call.input
     measured = _measure(inp, timeline, call.wire_perf, stamps, gap)[warmup_turns:]
     ok = [m for m in measured if m is not None]
@@ -339,12 +407,21 @@ async def run_latency_bench(
         )
     v2v = [m["wire"] for m in ok]
     engine = [t - configured_ms - vad_stop_ms for t in v2v]
-    # What the STT and TTS fakes took beyond their settings (their own timers and work):
-    # not the engine's, though the definition above counts it.
-    overrun = [_fake_overrun(m, stt_latency, tts_first_audio) for m in ok]
+    # What the fakes took beyond their settings (their own timers and work): not the
+    # engine's, though the definition above counts it.
+    overrun = [_fake_overrun(m, stt_latency, llm_first_token, tts_first_audio) for m in ok]
     engine_net = [e - o for e, o in zip(engine, overrun, strict=True) if o is not None]
     stage_p50 = {s: _r(_pct([m[s] for m in ok if s in m], 50)) for s in STAGES}
     segments = _segments(ok, stt_latency, llm_first_token, tts_first_audio, vad_stop_ms)
+    fakes = {
+        name: {"configured": round(1000 * configured, 3), **_spread(values)}
+        for name, configured, values in (
+            ("stt_final", stt_latency, _span(ok, "finalize_received", "final_sent")),
+            ("llm_first_token", llm_first_token, _span(ok, "llm_received", "first_token_sent")),
+            ("tts_first_audio", tts_first_audio, _span(ok, "tts_text_received", "tts_audio_sent")),
+        )
+        if values
+    }
     return {
         "v2v_p50_ms": _r(_pct(v2v, 50)),
         "v2v_p95_ms": _r(_pct(v2v, 95)),
@@ -367,6 +444,8 @@ async def run_latency_bench(
             f"VAD stop_secs {vad_stop_secs:g} s for this bench (default 0.8 s); Deepgram "
             f"endpointing {cfg.endpointing_ms} ms, so Finalize on the VAD stop ends each turn"
         ),
+        "fake_latency_ms": fakes,
+        "caller_chunk_late_ms": _spread(call.chunk_late_ms),
         "stage_ms_p50": stage_p50,
         "engine_breakdown_ms_p50": {k: _r(_pct(v, 50)) for k, v in segments.items()},
         "engine_breakdown_ms_p95": {k: _r(_pct(v, 95)) for k, v in segments.items()},
@@ -374,6 +453,8 @@ async def run_latency_bench(
         "v2v_ms": [_r(x) for x in v2v],
         "llm_requests": call.llm_requests,
         "barge_ins": inp.interruptions,
+        "loop": call.loop,
+        "gc": GC_TUNED if tune_gc else GC_DEFAULT,
         "wall_seconds": round(time.perf_counter() - wall0, 2),
     }
 
@@ -401,22 +482,42 @@ class _CallResult:
     input: _TimedInput
     wire_perf: list[float]  # perf_counter of every bot audio chunk sent to the wire
     llm_requests: int  # streaming chat requests the fake OpenAI answered
+    chunk_late_ms: list[float]  # how late the caller pushed each chunk
+    loop: str  # the event loop the call ran on
 
 
-async def _call(cfg: _Config, audio: bytes, timeline: list[_Turn], stamps: _Stamps) -> _CallResult:
+async def _feed(transport: MemoryTransport, audio: bytes, late_ms: list[float]) -> None:
+    """The caller: wire chunk ``i`` pushed at ``t0 + i * chunk`` on the precise timer."""
+    size = transport.input_chunk_bytes
+    step = transport.params.chunk_ms / 1000
+    t0 = timing.now()
+    for k, i in enumerate(range(0, len(audio), size)):
+        due = t0 + k * step
+        await timing.sleep_until(due)
+        late_ms.append(1000.0 * (timing.now() - due))
+        await transport.push_wire_audio(audio[i : i + size])
+
+
+async def _call(
+    cfg: _Config, audio: bytes, timeline: list[_Turn], stamps: _Stamps, *, tune_gc: bool
+) -> _CallResult:
     """Run the whole call: fakes up, pipeline built, the caller's audio fed, the call ended."""
     from voxpipe.processors.llm.openai import OpenAILLMService
     from voxpipe.processors.stt.deepgram import DeepgramSTTService
     from voxpipe.processors.tts.elevenlabs import ElevenLabsTTSService
     from voxpipe.testing.fakes import DeepgramUtterance, FakeOpenAI
 
+    if tune_gc:
+        from voxpipe.server.run import tune_gc as tune
+
+        tune()  # as the server does at start-up, once the service modules are imported
     TimedDeepgram, TimedElevenLabs = _timed_fakes(stamps)
     utterances = [DeepgramUtterance(t.text, start=t.start, end=t.end) for t in timeline]
     async with (
         TimedDeepgram(api_key=API_KEY, utterances=utterances, latency=cfg.stt_latency) as dg,
         FakeOpenAI(
             api_key=API_KEY,
-            replies=_reply_source(stamps, cfg.reply),
+            replies=_reply_source(cfg.reply),
             first_token_delay=cfg.llm_first_token,
             chunk_delay=0.0,
         ) as oai,
@@ -452,6 +553,7 @@ async def _call(cfg: _Config, audio: bytes, timeline: list[_Turn], stamps: _Stam
         loop = asyncio.get_running_loop()
         runner = loop.create_task(task.run(), name="latency-bench-call")
         feed: asyncio.Task[None] | None = None
+        late_ms: list[float] = []
         try:
             async with asyncio.timeout(10.0):  # guard: the call starts in milliseconds
                 while not inp.started and not runner.done():
@@ -459,7 +561,7 @@ async def _call(cfg: _Config, audio: bytes, timeline: list[_Turn], stamps: _Stam
             # Deepgram's socket and the TTS's warm socket are up before the caller speaks.
             await dg.wait_for(lambda: dg.connection_count >= 1, timeout=10.0)
             await el.wait_for(lambda: len(el.connections) >= 1, timeout=10.0)
-            feed = loop.create_task(transport.play_wire(audio), name="latency-bench-caller")
+            feed = loop.create_task(_feed(transport, audio, late_ms), name="latency-bench-caller")
             await asyncio.wait({feed, runner}, return_when=asyncio.FIRST_COMPLETED)
             if runner.done():
                 error = None if runner.cancelled() else runner.exception()
@@ -477,8 +579,9 @@ async def _call(cfg: _Config, audio: bytes, timeline: list[_Turn], stamps: _Stam
                     t.cancel()
                     await asyncio.gather(t, return_exceptions=True)
         llm_requests = sum(1 for r in oai.requests if r.json.get("stream"))
+        _stamp_llm(stamps, oai.requests)
     wire_perf = [e.perf for e in transport.memory_sink.audio_events]
-    return _CallResult(inp, wire_perf, llm_requests)
+    return _CallResult(inp, wire_perf, llm_requests, late_ms, _loop_name(loop))
 
 
 def _measure(
@@ -509,13 +612,21 @@ def _measure(
     return out
 
 
-def _fake_overrun(m: dict[str, float], stt: float, tts: float) -> float | None:
-    """ms the STT and TTS fakes took beyond their configured latencies in one turn."""
-    keys = ("finalize_received", "final_sent", "tts_text_received", "tts_audio_sent")
-    if not all(k in m for k in keys):
+def _fake_overrun(m: dict[str, float], stt: float, llm: float, tts: float) -> float | None:
+    """ms the fakes took beyond their configured latencies in one turn."""
+    spans = (
+        ("finalize_received", "final_sent", stt),
+        ("llm_received", "first_token_sent", llm),
+        ("tts_text_received", "tts_audio_sent", tts),
+    )
+    if not all(a in m and b in m for a, b, _ in spans):
         return None
-    stt_ms = m["final_sent"] - m["finalize_received"] - 1000 * stt
-    return stt_ms + m["tts_audio_sent"] - m["tts_text_received"] - 1000 * tts
+    return sum(m[b] - m[a] - 1000 * configured for a, b, configured in spans)
+
+
+def _span(measured: list[dict[str, float]], a: str, b: str) -> list[float]:
+    """ms from stage ``a`` to stage ``b`` in each turn that has both."""
+    return [m[b] - m[a] for m in measured if a in m and b in m]
 
 
 def _segments(
@@ -533,7 +644,8 @@ def _segments(
         ("stt_receive", "final_sent", "transcript", 0.0),
         ("user_aggregator", "transcript", "llm_request", 0.0),
         ("llm_send", "llm_request", "llm_received", 0.0),
-        ("llm_fake_and_receive", "llm_received", "first_token", 1000 * llm),
+        ("llm_fake", "llm_received", "first_token_sent", 1000 * llm),
+        ("llm_receive", "first_token_sent", "first_token", 0.0),
         ("tts_send_sentence", "first_token", "tts_text_received", 0.0),
         ("tts_fake", "tts_text_received", "tts_audio_sent", 1000 * tts),
         ("tts_receive", "tts_audio_sent", "tts_audio", 0.0),
@@ -552,4 +664,4 @@ def _segments(
 
 
 if __name__ == "__main__":  # pragma: no cover - manual run
-    print(json.dumps(asyncio.run(run_latency_bench()), indent=2))
+    print(json.dumps(run_latency(), indent=2))

@@ -344,3 +344,29 @@ async def test_http_wrong_key_and_error_fault_and_cut_stream() -> None:
         assert "ApiError" not in type(cut.value).__name__
         assert 0 < len(received) < len("A longer text to cut.") * 0.06 * 16000 * 2
     assert [r.status for r in el.http_requests] == [401, 503, 200]
+
+
+async def test_a_generation_queued_behind_another_waits_its_own_latency() -> None:
+    # 2 characters per audio message, one message every 20 ms after the first audio.
+    fake = FakeElevenLabs(
+        first_audio_latency=0.05, ms_per_char=50, chunk_ms=100, chunk_interval=0.02
+    )
+    async with fake as el:
+        ws = await connect(el)
+        await send(ws, INIT)
+        sent_at = time.perf_counter()
+        await send(ws, {"text": "Hi there. "}, {"text": "Bye. "}, {"text": ""})
+        arrivals: list[tuple[float, dict[str, Any]]] = []
+        try:
+            async for raw in ws:
+                arrivals.append((time.perf_counter(), json.loads(raw)))
+        except ConnectionClosed:
+            pass
+    audio = [(t, m) for t, m in arrivals if m.get("audio")]
+    assert chars_of([m for _, m in audio]) == "Hi there. Bye. "
+    first, second = audio[:5], audio[5:]  # "Hi there. " is 5 messages
+    for k, (t, _) in enumerate(first):
+        assert t >= sent_at + 0.05 + k * 0.02
+    # The second sentence came in while the first was spoken: its latency runs from the end
+    # of the first generation, as before.
+    assert second[0][0] >= sent_at + 0.05 + 4 * 0.02 + 0.05

@@ -280,3 +280,28 @@ async def test_models_list() -> None:
     async with FakeOpenAI(models=["llama3"]) as fake:
         models = await client(fake).models.list()
     assert [m.id for m in models.data] == ["llama3"]
+
+
+async def test_first_token_and_chunks_are_due_from_the_request() -> None:
+    reply = FakeReply.say("one two three four", chunk_delay=0.02)
+    async with FakeOpenAI(replies=[reply, "Whole answer."], first_token_delay=0.05) as fake:
+        stream = await client(fake).chat.completions.create(
+            model="m",
+            messages=MESSAGES,  # type: ignore[arg-type]
+            stream=True,
+        )
+        arrived = []
+        async for _chunk in stream:
+            arrived.append(time.perf_counter())
+        whole = await client(fake).chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
+        whole_arrived = time.perf_counter()
+    streamed, answered = fake.requests
+    # The fake's own record (perf_counter on a real loop): the first token at its delay ...
+    assert streamed.first_sent_at is not None and answered.first_sent_at is not None
+    assert streamed.first_sent_at - streamed.received_at >= 0.05
+    assert answered.first_sent_at - answered.received_at >= 0.05
+    # ... and every chunk its delay after the one before was due, never sooner.
+    for k, t in enumerate(arrived[:4]):
+        assert t >= streamed.received_at + 0.05 + k * 0.02
+    assert whole.choices[0].message.content == "Whole answer."
+    assert whole_arrived >= answered.received_at + 0.05

@@ -34,6 +34,7 @@ from http import HTTPStatus
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
+from voxpipe.testing import timing
 from voxpipe.testing.fakes._base import FakeServer
 
 try:
@@ -205,6 +206,8 @@ class _Stream:
         self.segment_start = 0.0  # connection time where the next result's span begins
         self.loop = asyncio.get_running_loop()
         self.last_activity = self.loop.time()
+        # When the message being handled came in (timing.now()): latencies count from it.
+        self.received_at = timing.now()
         self.outbox: asyncio.Queue[tuple[float, dict[str, Any] | None]] = asyncio.Queue()
         self.request_id = str(uuid.uuid4())
         self.closing = False
@@ -239,22 +242,28 @@ class _Stream:
 
     # --- outgoing ----------------------------------------------------------------------
     def queue(self, message: dict[str, Any] | None, latency: float) -> None:
-        self.outbox.put_nowait((self.loop.time() + latency, message))
+        """Send ``message`` ``latency`` s after the message being handled came in."""
+        self.outbox.put_nowait((self.received_at + latency, message))
 
     async def sender(self) -> None:
         while True:
             due, message = await self.outbox.get()
-            delay = due - self.loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            # Encoded before the wait, so the message goes out at its due time.
+            text = json.dumps(message) if message is not None else None
+            await timing.sleep_until(due)
             if message is None:  # end of stream after CloseStream
                 await self.fake._close(self, 1000, "")
                 return
-            await self.send(message)
+            await self.send(message, text)
+            # The client gets to read this message before the next one due goes out, as it
+            # would across a network (the fake shares its event loop: a burst would hold the
+            # client's read back behind the fake's own work).
+            await asyncio.sleep(0)
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: dict[str, Any], text: str | None = None) -> None:
+        """Send ``message`` (``text``: its JSON, when already encoded)."""
         try:
-            await self.ws.send(json.dumps(message))
+            await self.ws.send(json.dumps(message) if text is None else text)
         except ConnectionClosed:
             return
         self.conn.sent.append(message)
@@ -703,6 +712,7 @@ class FakeDeepgram(FakeServer):
         return True
 
     async def _on_audio(self, stream: _Stream, chunk: bytes) -> None:
+        stream.received_at = timing.now()
         conn = stream.conn
         limit = self._fault_limit(stream)
         if limit is not None and len(conn.audio) + len(chunk) >= limit:
@@ -722,6 +732,7 @@ class FakeDeepgram(FakeServer):
             history += stream.conn.audio[len(history) - stream.offset_bytes :]
 
     async def _on_text(self, stream: _Stream, text: str) -> None:
+        stream.received_at = timing.now()
         conn = stream.conn
         try:
             message = json.loads(text)

@@ -14,6 +14,11 @@ when the buffer holds a sentence end (". ", "! ", "? ") if `sentence_trigger`, o
 `try_trigger_generation` once `try_trigger_min_chars` are buffered, and when the buffer reaches
 the `chunk_length_schedule` of `generation_config` (default 120, 160, 250, 290).
 `{"isFinal": true}` comes only after `{"text":""}` (or `close_context` on the multi socket).
+
+Timing (on precise timers, `voxpipe.testing.timing`): a generation's first audio goes out
+`first_audio_latency` after the message that triggered it came in (or after the previous
+generation ended, if the fake was still speaking), each later chunk `chunk_interval` after the
+one before was due.
 """
 
 from __future__ import annotations
@@ -22,10 +27,12 @@ import asyncio
 import base64
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from voxpipe.testing import timing
 from voxpipe.testing.fakes._base import FakeServer
 from voxpipe.testing.fakes._http import AppServer, web
 from voxpipe.testing.fakes._synth import (
@@ -141,6 +148,16 @@ class _Job:
     kind: Literal["speak", "final", "close"]
     context: _Context
     text: str = ""
+    received_at: float = 0.0  # timing.now() when the message that made it came in
+
+
+@dataclass(slots=True)
+class _AudioMessage:
+    """One audio message, encoded ahead of its due time."""
+
+    message: dict[str, Any]
+    text: str  # the message as JSON
+    audio: bytes
 
 
 class _Socket:
@@ -163,6 +180,7 @@ class _Socket:
         self.jobs: asyncio.Queue[_Job] = asyncio.Queue()
         self.loop = asyncio.get_running_loop()
         self.last_text = self.loop.time()
+        self.received_at = timing.now()  # when the message being handled came in
         self.authed = fake.api_key is None
         self.audio_chunks_sent = 0
         self.busy = False  # the generator is working on a job
@@ -176,11 +194,12 @@ class _Socket:
         """The fake has closed or dropped this connection (or the client has gone)."""
         return self.ws.closed or self.conn.close_code is not None
 
-    async def send(self, message: dict[str, Any]) -> bool:
+    async def send(self, message: dict[str, Any], text: str | None = None) -> bool:
+        """Send ``message`` (``text``: its JSON, when already encoded); False if closed."""
         if self.finished:
             return False
         try:
-            await self.ws.send_str(json.dumps(message))
+            await self.ws.send_str(json.dumps(message) if text is None else text)
         except (ConnectionError, RuntimeError):
             return False
         self.conn.sent.append(message)
@@ -383,6 +402,7 @@ class FakeElevenLabs(FakeServer):
 
     async def _on_message(self, sock: _Socket, raw: str) -> None:
         conn = sock.conn
+        sock.received_at = timing.now()
         sock.last_text = sock.loop.time()
         try:
             message = json.loads(raw)
@@ -508,14 +528,16 @@ class FakeElevenLabs(FakeServer):
         piece, ctx.buffer = ctx.buffer[:upto], ctx.buffer[upto:]
         if piece.strip():
             sock.conn.generations.append(piece)
-            sock.jobs.put_nowait(_Job("speak", ctx, piece))
+            sock.jobs.put_nowait(_Job("speak", ctx, piece, received_at=sock.received_at))
 
     async def _generator(self, sock: _Socket) -> None:
         """Speak queued text in order: first-audio latency, then audio messages with alignment."""
+        free_since = -math.inf  # when the generator last finished a job
         while True:
             if sock.busy:  # the inactivity clock restarts when speaking ends
                 sock.last_text = sock.loop.time()
                 sock.busy = False
+                free_since = timing.now()
             job = await sock.jobs.get()
             sock.busy = True
             if job.kind == "close":
@@ -529,15 +551,31 @@ class FakeElevenLabs(FakeServer):
                 continue
             if job.context.closed:
                 continue
-            await asyncio.sleep(self.first_audio_latency)
+            # The latency counts from the text's arrival, or from the end of the generation
+            # before if that was still going on. Audio is rendered and encoded before each
+            # wait, so every message goes out at its due time.
+            due = max(job.received_at, free_since) + self.first_audio_latency
             rendered = render_chars(job.text, sock.fmt, self.ms_per_char)
             per_message = self._chars_per_chunk()
-            for i in range(0, len(job.text), per_message):
+            messages = [
+                self._audio_message(sock, job.context, rendered.slice(i, i + per_message))
+                for i in range(0, len(job.text), per_message)
+            ]
+            for k, prepared in enumerate(messages):
                 if job.context.closed:
                     break
-                if i and self.chunk_interval:
-                    await asyncio.sleep(self.chunk_interval)
-                await self._send_audio(sock, job.context, rendered.slice(i, i + per_message))
+                if k:
+                    if self.chunk_interval:
+                        due += self.chunk_interval
+                    else:
+                        # Back-to-back messages: the client gets to read each one before the
+                        # next goes out, as it would across a network (this fake shares its
+                        # event loop, so a burst would hold the client's read back).
+                        await asyncio.sleep(0)
+                await timing.sleep_until(due)
+                if job.context.closed:  # closed while this chunk waited: discarded
+                    break
+                await self._send_audio(sock, prepared)
                 await self._check_faults(sock)
                 if sock.finished:
                     return
@@ -545,7 +583,9 @@ class FakeElevenLabs(FakeServer):
     def _chars_per_chunk(self) -> int:
         return max(1, round(self.chunk_ms / self.ms_per_char))
 
-    async def _send_audio(self, sock: _Socket, ctx: _Context, rendered: RenderedChars) -> None:
+    def _audio_message(
+        self, sock: _Socket, ctx: _Context, rendered: RenderedChars
+    ) -> _AudioMessage:
         alignment = {
             "chars": rendered.chars,
             "charStartTimesMs": rendered.start_ms,
@@ -560,8 +600,11 @@ class FakeElevenLabs(FakeServer):
             message["contextId"] = ctx.id
         else:
             message["isFinal"] = None
-        if await sock.send(message):
-            sock.conn.audio += rendered.audio
+        return _AudioMessage(message, json.dumps(message), rendered.audio)
+
+    async def _send_audio(self, sock: _Socket, prepared: _AudioMessage) -> None:
+        if await sock.send(prepared.message, prepared.text):
+            sock.conn.audio += prepared.audio
             sock.audio_chunks_sent += 1
 
     async def _watchdog(self, sock: _Socket) -> None:
@@ -610,6 +653,7 @@ class FakeElevenLabs(FakeServer):
             body = await request.json()
         except ValueError:
             body = None
+        received_at = timing.now()
         record = ElevenLabsHttpRequest(
             path=request.path,
             voice_id=request.match_info["voice_id"],
@@ -646,13 +690,15 @@ class FakeElevenLabs(FakeServer):
                 or {"status": "fake_fault", "message": "The fake was told to fail here."},
             )
 
-        await asyncio.sleep(self.first_audio_latency)
-        response = web.StreamResponse(status=200, headers={"Content-Type": fmt.content_type})
-        response.enable_chunked_encoding()
-        await response.prepare(request)
+        # Rendered before the wait, so the first audio goes out at its due time.
         text: str = body["text"]
         rendered = render_chars(text, fmt, self.ms_per_char)
         per_chunk = self._chars_per_chunk()
+        due = received_at + self.first_audio_latency
+        await timing.sleep_until(due)
+        response = web.StreamResponse(status=200, headers={"Content-Type": fmt.content_type})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
         for n, i in enumerate(range(0, len(text), per_chunk)):
             if (
                 fault is not None
@@ -662,9 +708,10 @@ class FakeElevenLabs(FakeServer):
                 if request.transport is not None:
                     request.transport.abort()
                 return response
-            if i and self.chunk_interval:
-                await asyncio.sleep(self.chunk_interval)
             audio = rendered.slice(i, i + per_chunk).audio
+            if i and self.chunk_interval:
+                due += self.chunk_interval
+                await timing.sleep_until(due)
             await response.write(audio)
             record.audio_bytes += len(audio)
             self._notify()

@@ -8,7 +8,8 @@ A reply is text (streamed one word-ish token per chunk), tool calls (id and name
 argument fragments), or a fault: an HTTP error with OpenAI's error JSON, a hang, a stream cut
 mid-way. `max_tokens` / `max_completion_tokens` is honoured: a longer text is cut with
 `finish_reason: "length"` (a token here is a word with its leading space). Response headers go
-out at once; the first chunk (role and first token) after `first_token_delay`.
+out at once; the first chunk (role and first token) `first_token_delay` after the request came
+in, each later one `chunk_delay` after the one before (on precise timers: `voxpipe.testing.timing`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from voxpipe.testing import timing
 from voxpipe.testing.fakes._base import FakeServer
 from voxpipe.testing.fakes._http import AppServer, web
 
@@ -135,6 +137,10 @@ class OpenAIRequest:
     status: int | None = None  # None until the response starts
     completed: bool = False  # the whole answer was sent
     client_disconnected: bool = False  # the client went away before the answer ended
+    # When (voxpipe.testing.timing.now()) the request had come in, and its first chunk went out
+    # (a non-streaming answer: was handed to aiohttp): the fake's own first-token latency.
+    received_at: float = 0.0
+    first_sent_at: float | None = None
 
 
 def _tokens(text: str) -> list[str]:
@@ -253,6 +259,7 @@ class FakeOpenAI(FakeServer):
             path=request.path,
             headers={k.lower(): v for k, v in request.headers.items()},
             json=body if isinstance(body, dict) else {},
+            received_at=timing.now(),
         )
         self.requests.append(record)
         self._notify()
@@ -311,10 +318,13 @@ class FakeOpenAI(FakeServer):
         )
         chunk_delay = self.chunk_delay if reply.chunk_delay is None else reply.chunk_delay
         plan = _Plan(reply, body)
+        due = record.received_at + first_delay
         if not body.get("stream"):
-            await asyncio.sleep(first_delay)
+            answer = web.json_response(plan.completion())  # encoded before the wait
+            await timing.sleep_until(due)
+            record.first_sent_at = timing.now()
             record.completed = True
-            return web.json_response(plan.completion())
+            return answer
         response = web.StreamResponse(
             status=200,
             headers={
@@ -331,14 +341,24 @@ class FakeOpenAI(FakeServer):
             await self._server.stopping.wait()
             return _abort(request, response)
         sent = 0
-        for i, chunk in enumerate(plan.chunks()):
+        # Encoded before the first wait, so every chunk goes out at its due time.
+        events = [f"data: {json.dumps(chunk)}\n\n".encode() for chunk in plan.chunks()]
+        for i, data in enumerate(events):
             if reply.close_after_chunks is not None and sent >= reply.close_after_chunks:
                 return _abort(request, response)
             if i == 0:
-                await asyncio.sleep(first_delay)
+                await timing.sleep_until(due)
             elif chunk_delay:
-                await asyncio.sleep(chunk_delay)
-            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                # Each chunk its delay after the one before was due: no drift from the writes.
+                due += chunk_delay
+                await timing.sleep_until(due)
+            else:
+                # Back to back: the client reads each chunk before the next goes out, as it
+                # would across a network (this fake shares the client's event loop).
+                await asyncio.sleep(0)
+            await response.write(data)
+            if i == 0:
+                record.first_sent_at = timing.now()
             sent += 1
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
