@@ -272,13 +272,26 @@ class FrameProcessor:
 
     async def stop_ttfb_metrics(self, model: str | None = None) -> float | None:
         """Emit the time to first byte since ``start_ttfb_metrics`` (once per start)."""
+        value = self.take_ttfb()
+        if value is not None:
+            await self.push_ttfb_metrics(value, model)
+        return value
+
+    def take_ttfb(self) -> float | None:
+        """Close the time-to-first-byte measurement now; emit it later with ``push_ttfb_metrics``.
+
+        For the critical path: the result goes downstream first, its metric right after.
+        """
         if self._ttfb_start is None:
             return None
         value = self.clock.now() - self._ttfb_start
         self._ttfb_start = None
-        if self.metrics_enabled:
-            await self.push_frame(MetricsFrame(self.name, "ttfb", value, model=model))
         return value
+
+    async def push_ttfb_metrics(self, value: float | None, model: str | None = None) -> None:
+        """Emit a time to first byte taken with ``take_ttfb`` (if metrics are on)."""
+        if value is not None and self.metrics_enabled:
+            await self.push_frame(MetricsFrame(self.name, "ttfb", value, model=model))
 
     def start_processing_metrics(self) -> None:
         """Mark the start of a unit of work."""

@@ -439,10 +439,11 @@ class LLMService(FrameProcessor):
                     break
                 if chunk is _END:
                     break
-                if first:
-                    first = False
-                    await self.stop_ttfb_metrics(self.model)
+                ttfb = self.take_ttfb() if first else None
+                first = False
                 await self._take(chunk, result, calls)
+                # The metric after the first text: the TTS gets it a few frames sooner.
+                await self.push_ttfb_metrics(ttfb, self.model)
         except LLMProviderError as exc:
             if result.text or calls:
                 # Part of the reply is out already: keep it, report the cut.

@@ -118,12 +118,13 @@ class STTService(FrameProcessor):
                 text,
             )
             return False
-        await self.stop_ttfb_metrics(model=self.model_name)
+        ttfb = self.take_ttfb()
         await self.push_frame(
             TranscriptionFrame(
                 text, user_id=self.user_id, confidence=confidence, language=lang, words=list(words)
             )
         )
+        await self.push_ttfb_metrics(ttfb, self.model_name)  # after the transcript: off its path
         return True
 
     # ------------------------------------------------------------------ frame flow

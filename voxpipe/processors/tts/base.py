@@ -221,11 +221,13 @@ class TTSService(FrameProcessor):
             del pending[:played_words]
             if not item.audio:
                 continue
-            if not started:
+            first = not started
+            if first:
                 started = True
                 await self.push_frame(TTSStartedFrame())
-                await self._first_audio_metrics(reply, item)
             played = await self._push_audio(item, played, pending)
+            if first:  # after the audio: the metric is not on the way to the wire
+                await self._first_audio_metrics(reply, item)
         # Words heard at least in part are said; words whose audio never came are not.
         await self._push_words([w for w in pending if w.start < played - _EPS])
         if started:
