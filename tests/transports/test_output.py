@@ -14,6 +14,7 @@ from voxpipe.frames import (
     InterruptionFrame,
     OutputAudioFrame,
     TTSSpeakFrame,
+    TTSStartedFrame,
     TTSStoppedFrame,
     TTSTextFrame,
 )
@@ -372,3 +373,40 @@ def test_mono_only_and_audio_before_other_frames(call):
     assert t.memory_sink.audio_events[1].audio[360:] == bytes(280)
     [text_at] = log.times(TTSTextFrame)
     assert text_at == pytest.approx(1000 / 32000)
+
+
+class _FirstAudioProbe(FrameProcessor):
+    """Speaks one chunk per TTSSpeakFrame and notes what was on the wire when its push returned."""
+
+    def __init__(self, sink: MemorySink) -> None:
+        super().__init__()
+        self.sink = sink
+        self.on_wire: list[int] = []
+
+    async def process_frame(self, frame, direction):
+        if isinstance(frame, TTSSpeakFrame):
+            before = len(self.sink.audio_events)
+            await self.push_frame(TTSStartedFrame())
+            await self.push_frame(OutputAudioFrame(b"\x01\x00" * 960, sample_rate=16000))
+            # No turn of the event loop in between: only a chunk sent inside the push counts.
+            self.on_wire.append(len(self.sink.audio_events) - before)
+            await self.push_frame(TTSStoppedFrame())
+            return
+        await self.push_frame(frame, direction)
+
+
+def test_an_utterances_first_chunk_is_on_the_wire_when_the_push_returns(call):
+    t = _transport()
+    probe = _FirstAudioProbe(t.memory_sink)
+
+    async def script(task):
+        for _ in range(2):  # the second utterance starts after the first one has played
+            await task.queue_frame(TTSSpeakFrame("hi"))
+            await asyncio.sleep(1.0)
+
+    log = call(t, [probe], script)
+    # The first 20 ms chunk of each utterance went out from inside the push; the other two
+    # chunks of each followed from the sender, paced as usual.
+    assert probe.on_wire == [1, 1]
+    assert len(t.memory_sink.audio_events) == 6
+    assert len(log.times(BotStartedSpeakingFrame)) == 2

@@ -431,7 +431,10 @@ class ElevenLabsTTSService(TTSService):
                 stream.words_heard += heard
                 stream.audio_chunks += 1
                 if stream.audio_chunks == 1:
-                    # The next reply's socket opens now: off this reply's path to first audio.
+                    # The player (woken by this audio) goes first: messages already buffered
+                    # behind this one would otherwise all be read before the first audio is
+                    # pushed on. Then the next reply's socket opens, off this reply's path.
+                    await asyncio.sleep(0)
                     self._keep_warm()
             if message.get("isFinal") or message.get("is_final"):
                 return
