@@ -46,7 +46,19 @@ def frames_of(audio: bytes) -> list[InputAudioFrame]:
     ]
 
 
+_RAW = {"value": True}
+
+
+@pytest.fixture(autouse=True, params=["raw", "sdk-models"])
+def message_decoding(request: pytest.FixtureRequest) -> object:
+    """Every test runs with messages decoded here and with the SDK's own models."""
+    _RAW["value"] = request.param == "raw"
+    yield request.param
+    _RAW["value"] = True
+
+
 def stt_for(dg: FakeDeepgram, **kwargs: object) -> DeepgramSTTService:
+    kwargs.setdefault("raw_messages", _RAW["value"])
     return DeepgramSTTService(api_key="test-key", base_url=dg.url, **kwargs)  # type: ignore[arg-type]
 
 
