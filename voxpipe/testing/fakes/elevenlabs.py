@@ -225,6 +225,9 @@ class _Socket:
             await self.close(close_code, f"{error}: {message}")
 
 
+_RENDER_AHEAD_SECS = 0.02  # how long before its audio is due a sentence is rendered
+
+
 class FakeElevenLabs(FakeServer):
     """Fake ElevenLabs TTS (stream-input websockets and HTTP streaming) on 127.0.0.1."""
 
@@ -555,6 +558,11 @@ class FakeElevenLabs(FakeServer):
             # before if that was still going on. Audio is rendered and encoded before each
             # wait, so every message goes out at its due time.
             due = max(job.received_at, free_since) + self.first_audio_latency
+            # Rendered shortly before it is due, not the moment the job is taken: just after
+            # this fake sent audio, the client (in the same event loop) is still reading it.
+            await timing.sleep_until(due - _RENDER_AHEAD_SECS)
+            if job.context.closed:
+                continue
             rendered = render_chars(job.text, sock.fmt, self.ms_per_char)
             per_message = self._chars_per_chunk()
             messages = [
@@ -564,14 +572,8 @@ class FakeElevenLabs(FakeServer):
             for k, prepared in enumerate(messages):
                 if job.context.closed:
                     break
-                if k:
-                    if self.chunk_interval:
-                        due += self.chunk_interval
-                    else:
-                        # Back-to-back messages: the client gets to read each one before the
-                        # next goes out, as it would across a network (this fake shares its
-                        # event loop, so a burst would hold the client's read back).
-                        await asyncio.sleep(0)
+                if k and self.chunk_interval:
+                    due += self.chunk_interval
                 await timing.sleep_until(due)
                 if job.context.closed:  # closed while this chunk waited: discarded
                     break
@@ -579,6 +581,10 @@ class FakeElevenLabs(FakeServer):
                 await self._check_faults(sock)
                 if sock.finished:
                     return
+                # The client gets to read this message before the fake goes on (the next
+                # message, or rendering the next sentence), as it would across a network:
+                # this fake shares the client's event loop.
+                await asyncio.sleep(0)
 
     def _chars_per_chunk(self) -> int:
         return max(1, round(self.chunk_ms / self.ms_per_char))
