@@ -46,7 +46,7 @@ def _sse(raw: bytes) -> Handler:
 async def _collect(url: str) -> list[dict[str, Any]]:
     client = ChatStreamClient(url, {"Authorization": "Bearer k"})
     try:
-        return [event async for event in client.stream({"model": "m", "stream": True})]
+        return [event async for event in client.stream(_BODY)]
     finally:
         await client.close()
 
@@ -135,3 +135,31 @@ async def test_a_client_passed_in_streams_through_the_sdk_unless_asked() -> None
         await client.close()
     assert not [f for f in out.upstream if isinstance(f, ErrorFrame)]
     assert "".join(f.text for f in out.downstream if isinstance(f, LLMTextFrame)) == "Hi."
+
+
+_BODY = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def test_a_finished_reply_leaves_its_connection_for_the_next_one() -> None:
+    async with FakeOpenAI(
+        api_key="k", replies=["One.", "Two.", "Three and more words.", "Four."]
+    ) as fake:
+        client = ChatStreamClient(
+            f"{fake.base_url}/chat/completions", {"Authorization": "Bearer k"}
+        )
+        try:
+            for _ in range(2):
+                events = [e async for e in client.stream(_BODY)]
+                assert events
+            # Closed early (an interruption): that connection is dropped, which is what tells
+            # the server to stop generating; the next reply comes over a new one.
+            stream = client.stream(_BODY)
+            async for _ in stream:
+                break
+            await stream.aclose()
+            assert [e async for e in client.stream(_BODY)]
+        finally:
+            await client.close()
+    peers = [r.peer for r in fake.requests]
+    assert peers[0] is not None and peers[0] == peers[1] == peers[2]
+    assert peers[3] != peers[2]

@@ -85,11 +85,18 @@ class ChatStreamClient:
             response = await session.post(self.url, data=data, headers=self.headers)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise StreamError(f"{type(exc).__name__}: {exc}", connection=True) from exc
+        complete = False
         try:
             if response.status >= 400:
                 raise await _http_error(response)
             async for event in _events(response):
                 if event == "[DONE]":
+                    # The body ends right after [DONE]: read that end, so the connection goes
+                    # back to the pool for the next reply (a new one costs a connect, and a
+                    # TLS handshake on the internet).
+                    while await response.content.readany():
+                        pass
+                    complete = True
                     return
                 try:
                     obj = json.loads(event)
@@ -108,8 +115,12 @@ class ChatStreamClient:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise StreamError(f"{type(exc).__name__}: {exc}", connection=True) from exc
         finally:
-            # An unfinished response is not reusable: closing drops the connection.
-            response.close()
+            if complete:
+                response.release()
+            else:
+                # Unfinished (an interruption, an error): dropping the connection is what
+                # tells the server to stop generating.
+                response.close()
 
     async def close(self) -> None:
         if self._session is not None:

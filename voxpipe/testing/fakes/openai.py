@@ -141,6 +141,8 @@ class OpenAIRequest:
     # (a non-streaming answer: was handed to aiohttp): the fake's own first-token latency.
     received_at: float = 0.0
     first_sent_at: float | None = None
+    # The client's (host, port): requests with the same one came over the same connection.
+    peer: tuple[str, int] | None = None
 
 
 def _tokens(text: str) -> list[str]:
@@ -260,6 +262,7 @@ class FakeOpenAI(FakeServer):
             headers={k.lower(): v for k, v in request.headers.items()},
             json=body if isinstance(body, dict) else {},
             received_at=timing.now(),
+            peer=_peer(request),
         )
         self.requests.append(record)
         self._notify()
@@ -493,3 +496,8 @@ def _abort(request: web.Request, response: web.StreamResponse) -> web.StreamResp
     if request.transport is not None:
         request.transport.abort()
     return response
+
+
+def _peer(request: web.Request) -> tuple[str, int] | None:
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    return (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) and len(peer) >= 2 else None
