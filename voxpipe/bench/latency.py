@@ -555,9 +555,13 @@ async def _call(
         feed: asyncio.Task[None] | None = None
         late_ms: list[float] = []
         try:
-            async with asyncio.timeout(10.0):  # guard: the call starts in milliseconds
-                while not inp.started and not runner.done():
-                    await asyncio.sleep(0.005)
+            # The call starts in milliseconds; if it fails instead, the runner ends first.
+            started = loop.create_task(task.wait_started())
+            await asyncio.wait({started, runner}, timeout=10.0, return_when=asyncio.FIRST_COMPLETED)
+            if not started.done():
+                started.cancel()
+                if not runner.done():
+                    raise RuntimeError("the call did not start within 10 s")
             # Deepgram's socket and the TTS's warm socket are up before the caller speaks.
             await dg.wait_for(lambda: dg.connection_count >= 1, timeout=10.0)
             await el.wait_for(lambda: len(el.connections) >= 1, timeout=10.0)
