@@ -100,3 +100,24 @@ async def test_embedded_stack_end_to_end(tmp_path: Path, encrypted: bool) -> Non
         await sessions.close()
     # With TRANSCRIPT_KEY the words are not on disk; without it they are (the control).
     assert (b"hello caller words" in at_rest(tmp_path)) is not encrypted
+
+
+async def test_a_workers_transcripts_and_consent_choices_share_one_database(
+    tmp_path: Path,
+) -> None:
+    from voxpipe.state.shared import close_shared_stores, shared_stores
+
+    s = settings(tmp_path)
+    stores = await shared_stores(s)
+    try:
+        transcripts = stores.transcripts
+        assert isinstance(transcripts, SpoolingTranscriptStore)
+        assert isinstance(transcripts.inner, SqliteTranscriptStore)
+        assert stores.consents.db is transcripts.inner.db  # type: ignore[attr-defined]
+        # Both work over the one connection.
+        assert await stores.consents.record("+14155550100", True, call_id="CA1")
+        assert (await stores.consents.get("+1 415 555 0100")) is not None
+        assert await transcripts.write(Transcript("CA1", 0.0, 1.0, caller="+14155550100"))
+        assert await transcripts.read("CA1", reader="test") is not None
+    finally:
+        await close_shared_stores()

@@ -18,6 +18,8 @@ from voxpipe.state.transcripts import ReadRecord, Transcript, TranscriptStore
 if TYPE_CHECKING:
     from voxpipe.config.settings import VoxpipeSettings
     from voxpipe.state.crypto import TranscriptCipher
+    from voxpipe.state.postgres_store import PostgresDatabase
+    from voxpipe.state.sqlite_store import SqliteDatabase
     from voxpipe.state.sweeper import OrphanSweeper
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "TranscriptStore",
     "Turn",
     "default_worker_id",
+    "make_database",
     "make_session_store",
     "make_sweeper",
     "make_transcript_cipher",
@@ -76,23 +79,41 @@ def sqlite_path_from_url(url: str) -> str:
     return url
 
 
-def make_transcript_store(settings: VoxpipeSettings) -> TranscriptStore:
-    """Postgres when DATABASE_URL is a postgres:// URL, else SQLite; always behind a spool."""
+def make_database(settings: VoxpipeSettings) -> PostgresDatabase | SqliteDatabase:
+    """The worker's database: Postgres when DATABASE_URL is a postgres:// URL, else SQLite.
+
+    Stores given the same object share its pool (or connection) and its one migration.
+    """
     from voxpipe.state.postgres_url import is_postgres_url
+
+    url = settings.database_url
+    if is_postgres_url(url):
+        from voxpipe.state.postgres_store import PostgresDatabase
+
+        return PostgresDatabase(url or "", timeout_s=settings.db_timeout_s)
+    from voxpipe.state.sqlite_store import SqliteDatabase
+
+    path = sqlite_path_from_url(url) if url else settings.sqlite_path
+    return SqliteDatabase(path, timeout_s=settings.db_timeout_s)
+
+
+def make_transcript_store(
+    settings: VoxpipeSettings, db: PostgresDatabase | SqliteDatabase | None = None
+) -> TranscriptStore:
+    """Transcripts in ``db`` (default: ``make_database``); always behind a spool."""
     from voxpipe.state.spool import SpoolingTranscriptStore
 
     cipher = make_transcript_cipher(settings)
+    db = db if db is not None else make_database(settings)
     inner: TranscriptStore
-    url = settings.database_url
-    if is_postgres_url(url):
+    if db.dialect == "postgres":
         from voxpipe.state.postgres_store import PostgresTranscriptStore
 
-        inner = PostgresTranscriptStore(url or "", cipher=cipher, timeout_s=settings.db_timeout_s)
+        inner = PostgresTranscriptStore(db, cipher=cipher)  # type: ignore[arg-type]
     else:
         from voxpipe.state.sqlite_store import SqliteTranscriptStore
 
-        path = sqlite_path_from_url(url) if url else settings.sqlite_path
-        inner = SqliteTranscriptStore(path, cipher=cipher, timeout_s=settings.db_timeout_s)
+        inner = SqliteTranscriptStore(db, cipher=cipher)  # type: ignore[arg-type]
     return SpoolingTranscriptStore(
         inner,
         settings.spool_dir,

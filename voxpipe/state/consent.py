@@ -248,20 +248,14 @@ class PostgresConsentStore(_KeyedStore):
         return True
 
 
-def make_consent_store(settings: VoxpipeSettings) -> ConsentStore:
-    """Postgres when DATABASE_URL is a postgres:// URL, else the SQLite file of the transcripts."""
-    from voxpipe.state import sqlite_path_from_url
-    from voxpipe.state.postgres_url import is_postgres_url
+def make_consent_store(
+    settings: VoxpipeSettings, db: PostgresDatabase | SqliteDatabase | None = None
+) -> ConsentStore:
+    """Choices in ``db`` (default: ``make_database``, where the transcripts are)."""
+    from voxpipe.state import make_database
 
     secret = consent_secret(settings)
-    url = settings.database_url
-    if is_postgres_url(url):
-        from voxpipe.state.postgres_store import PostgresDatabase
-
-        return PostgresConsentStore(
-            PostgresDatabase(url or "", timeout_s=settings.db_timeout_s), secret=secret
-        )
-    from voxpipe.state.sqlite_store import SqliteDatabase
-
-    path = sqlite_path_from_url(url) if url else settings.sqlite_path
-    return SqliteConsentStore(SqliteDatabase(path, timeout_s=settings.db_timeout_s), secret=secret)
+    db = db if db is not None else make_database(settings)
+    if db.dialect == "postgres":
+        return PostgresConsentStore(db, secret=secret)  # type: ignore[arg-type]
+    return SqliteConsentStore(db, secret=secret)  # type: ignore[arg-type]

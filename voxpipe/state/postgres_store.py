@@ -64,6 +64,8 @@ class PostgresDatabase:
     several deployments or test runs on one database.
     """
 
+    dialect = "postgres"  # which stores to build on it, without importing the other driver
+
     def __init__(
         self,
         dsn: str,

@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from voxpipe.state import make_session_store, make_transcript_store
+from voxpipe.state import make_database, make_session_store, make_transcript_store
 from voxpipe.state.consent import ConsentStore, make_consent_store
 from voxpipe.state.session import SessionStore
 from voxpipe.state.transcripts import TranscriptStore
@@ -48,11 +48,13 @@ async def shared_stores(settings: VoxpipeSettings) -> Stores:
     async with _locks.setdefault(loop_id, asyncio.Lock()):
         found = _stores.get(key)
         if found is None:
+            # Transcripts and consent choices share one pool (or SQLite connection).
+            db = make_database(settings)
             stores = Stores(
                 make_session_store(settings),
-                make_transcript_store(settings),
+                make_transcript_store(settings, db),
                 LocaleTable.from_settings(settings),
-                make_consent_store(settings),
+                make_consent_store(settings, db),
             )
             await stores.sessions.start()
             await stores.transcripts.start()

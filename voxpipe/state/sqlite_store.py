@@ -57,6 +57,8 @@ class SqliteDatabase:
     Shared by the transcript store and the locale table when both use the same file.
     """
 
+    dialect = "sqlite"  # which stores to build on it, without importing the other driver
+
     def __init__(self, path: str | Path, *, timeout_s: float = 5.0) -> None:
         self.path = str(path)
         self.timeout_s = timeout_s

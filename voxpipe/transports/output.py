@@ -425,14 +425,9 @@ class BaseOutputTransport(FrameProcessor):
                     return
                 if not queue.items:
                     continue  # taken by process_frame meanwhile
-                item = queue.items.popleft()
-                queue.task_done()
-                if isinstance(item, bytes):
-                    await self._send_chunk(item, epoch)
-                else:
-                    await self._hand_over(item)
-                    if type(item.frame) is EndFrame:
-                        return
+                item = await self._take_and_send(queue, epoch)
+                if isinstance(item, _Pending) and type(item.frame) is EndFrame:
+                    return
             if epoch != self._epoch:
                 return
 
@@ -447,15 +442,21 @@ class BaseOutputTransport(FrameProcessor):
         queue = self._queue
         async with self._send_lock:
             while queue.items and epoch == self._epoch:
-                item = queue.items[0]
-                if not isinstance(item, bytes) and type(item.frame) is EndFrame:
+                head = queue.items[0]
+                if isinstance(head, _Pending) and type(head.frame) is EndFrame:
                     return  # the end of the call stays with the sender
-                queue.items.popleft()
-                queue.task_done()
-                if isinstance(item, bytes):
-                    await self._send_chunk(item, epoch)
+                if isinstance(await self._take_and_send(queue, epoch), bytes):
                     return
-                await self._hand_over(item)
+
+    async def _take_and_send(self, queue: _Queue, epoch: int) -> bytes | _Pending:
+        """Take the queue's head and send it (a chunk) or hand it over (a frame); under the lock."""
+        item: bytes | _Pending = queue.items.popleft()
+        queue.task_done()
+        if isinstance(item, bytes):
+            await self._send_chunk(item, epoch)
+        else:
+            await self._hand_over(item)
+        return item
 
     async def _send_chunk(self, chunk: bytes, epoch: int) -> None:
         if self.closed:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -18,8 +18,10 @@ from voxpipe.testing.fakes import FakeOpenAI
 from voxpipe.testing.fakes._http import AppServer
 
 Handler = Callable[[web.Request], Any]
+_BODY = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
 
 
+@contextlib.asynccontextmanager
 async def _server(handler: Handler) -> AsyncIterator[str]:
     app = web.Application()
     app.router.add_post("/v1/chat/completions", handler)
@@ -59,7 +61,7 @@ async def test_events_with_crlf_comments_and_multiline_data_are_parsed() -> None
         b"data: [DONE]\n\n"
         b'data: {"choices": [{"delta": {"content": "after done"}}]}\n\n'
     )
-    async for url in _server(_sse(raw)):
+    async with _server(_sse(raw)) as url:
         events = await _collect(url)
     texts = [e["choices"][0]["delta"]["content"] for e in events]
     assert texts == ["Hi", " there"]
@@ -70,7 +72,7 @@ async def test_an_error_event_mid_stream_raises() -> None:
         b'data: {"choices": [{"delta": {"content": "Hi"}}]}\n\n'
         b'data: {"error": {"message": "overloaded", "type": "server_error"}}\n\n'
     )
-    async for url in _server(_sse(raw)):
+    async with _server(_sse(raw)) as url:
         with pytest.raises(StreamError, match="overloaded") as info:
             await _collect(url)
     assert not info.value.connection
@@ -84,7 +86,7 @@ async def test_http_error_carries_status_message_and_retry_after() -> None:
             headers={"retry-after": "3"},
         )
 
-    async for url in _server(handler):
+    async with _server(handler) as url:
         with pytest.raises(StreamHTTPError) as info:
             await _collect(url)
     assert (info.value.status, info.value.message, info.value.retry_after) == (
@@ -95,7 +97,7 @@ async def test_http_error_carries_status_message_and_retry_after() -> None:
 
 
 async def test_unreachable_endpoint_is_a_connection_error() -> None:
-    async for url in _server(_sse(b"")):
+    async with _server(_sse(b"")) as url:
         dead = url  # the server stops at the end of this block
     with pytest.raises(StreamError) as info:
         await _collect(dead)
@@ -118,7 +120,7 @@ async def test_requests_carry_the_sdk_clients_headers() -> None:
     assert headers["authorization"] == "Bearer k"
     assert headers["user-agent"] == sdk_headers["User-Agent"]
     assert headers["x-stainless-lang"] == "python"
-    assert json.loads(json.dumps(fake.requests[0].json))["stream"] is True
+    assert fake.requests[0].json["stream"] is True
 
 
 async def test_a_client_passed_in_streams_through_the_sdk_unless_asked() -> None:
@@ -135,9 +137,6 @@ async def test_a_client_passed_in_streams_through_the_sdk_unless_asked() -> None
         await client.close()
     assert not [f for f in out.upstream if isinstance(f, ErrorFrame)]
     assert "".join(f.text for f in out.downstream if isinstance(f, LLMTextFrame)) == "Hi."
-
-
-_BODY = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
 
 
 async def test_a_finished_reply_leaves_its_connection_for_the_next_one() -> None:

@@ -15,7 +15,7 @@ authentication is not a static key (token providers).
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -140,31 +140,8 @@ class OpenAILLMService(LLMService):
             raise _provider_error(exc) from exc
         try:
             async for chunk in stream:
-                usage = chunk.usage
-                if usage is not None:
-                    yield ChatChunk(
-                        prompt_tokens=usage.prompt_tokens,
-                        completion_tokens=usage.completion_tokens,
-                    )
-                if not chunk.choices:
-                    continue
-                choice = chunk.choices[0]
-                delta = choice.delta
-                calls = [
-                    ToolCallDelta(
-                        index=tc.index,
-                        id=tc.id,
-                        name=tc.function.name if tc.function else None,
-                        arguments=tc.function.arguments if tc.function else None,
-                    )
-                    for tc in delta.tool_calls or ()
-                ]
-                if delta.content or calls or choice.finish_reason:
-                    yield ChatChunk(
-                        text=delta.content or "",
-                        tool_calls=calls,
-                        finish_reason=choice.finish_reason,
-                    )
+                for item in _chat_chunks(chunk.to_dict()):
+                    yield item
         except openai.APIError as exc:
             raise _provider_error(exc) from exc
         finally:
@@ -230,42 +207,52 @@ async def _stream_fast(
     """Stream one reply over the lean path, as ``ChatChunk``s."""
     try:
         async for chunk in fast.stream(params):
-            usage = chunk.get("usage")
-            if isinstance(usage, dict):
-                yield ChatChunk(
-                    prompt_tokens=usage.get("prompt_tokens"),
-                    completion_tokens=usage.get("completion_tokens"),
-                )
-            choices = chunk.get("choices")
-            if not choices:
-                continue
-            choice = choices[0]
-            delta = choice.get("delta") or {}
-            calls = []
-            for tc in delta.get("tool_calls") or ():
-                function = tc.get("function") or {}
-                calls.append(
-                    ToolCallDelta(
-                        index=tc.get("index") or 0,
-                        id=tc.get("id"),
-                        name=function.get("name"),
-                        arguments=function.get("arguments"),
-                    )
-                )
-            text = delta.get("content") or ""
-            finish = choice.get("finish_reason")
-            if text or calls or finish:
-                yield ChatChunk(text=text, tool_calls=calls, finish_reason=finish)
+            for item in _chat_chunks(chunk):
+                yield item
     except StreamHTTPError as exc:
         raise _status_error(exc.status, exc.message, exc.retry_after) from exc
     except StreamError as exc:
         if exc.connection:
-            raise LLMProviderError(
-                f"OpenAI endpoint unreachable or the connection dropped ({exc}); check "
-                "OPENAI_BASE_URL and the network",
-                retryable=True,
-            ) from exc
+            raise _connection_error(exc) from exc
         raise LLMProviderError(f"OpenAI error: {exc}") from exc
+
+
+def _chat_chunks(chunk: dict[str, Any]) -> Iterator[ChatChunk]:
+    """The provider-neutral pieces of one streamed chat-completion chunk (its JSON)."""
+    usage = chunk.get("usage")
+    if isinstance(usage, dict):
+        yield ChatChunk(
+            prompt_tokens=usage.get("prompt_tokens"),
+            completion_tokens=usage.get("completion_tokens"),
+        )
+    choices = chunk.get("choices")
+    if not choices:
+        return
+    choice = choices[0]
+    delta = choice.get("delta") or {}
+    calls = []
+    for tc in delta.get("tool_calls") or ():
+        function = tc.get("function") or {}
+        calls.append(
+            ToolCallDelta(
+                index=tc.get("index") or 0,
+                id=tc.get("id"),
+                name=function.get("name"),
+                arguments=function.get("arguments"),
+            )
+        )
+    text = delta.get("content") or ""
+    finish = choice.get("finish_reason")
+    if text or calls or finish:
+        yield ChatChunk(text=text, tool_calls=calls, finish_reason=finish)
+
+
+def _connection_error(exc: Exception) -> LLMProviderError:
+    return LLMProviderError(
+        f"OpenAI endpoint unreachable or the connection dropped ({exc}); check "
+        "OPENAI_BASE_URL and the network",
+        retryable=True,
+    )
 
 
 _warmed = False
@@ -323,11 +310,7 @@ def _provider_error(exc: openai.APIError) -> LLMProviderError:
     if isinstance(exc, openai.APIStatusError):
         return _status_error(exc.status_code, exc.message, exc.response.headers.get("retry-after"))
     if isinstance(exc, openai.APIConnectionError):
-        return LLMProviderError(
-            f"OpenAI endpoint unreachable or the connection dropped ({exc}); check "
-            "OPENAI_BASE_URL and the network",
-            retryable=True,
-        )
+        return _connection_error(exc)
     return LLMProviderError(f"OpenAI error: {exc}")
 
 
