@@ -83,7 +83,7 @@ async def running_server(
     config = uvicorn_config(app, settings, host=host, port=port)
     server = uvicorn.Server(config)
     # The embedding program (a test, a benchmark) owns the process's signal handlers.
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
     task = asyncio.get_running_loop().create_task(server.serve())
     try:
         async with asyncio.timeout(30):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from voxpipe.frames import DataFrame, Frame, FrameDirection
 from voxpipe.processors.base import FrameProcessor
@@ -47,5 +48,5 @@ class Collect(FrameProcessor):
             self.frames.append(frame)
         await self.push_frame(frame, direction)
 
-    def of_type(self, cls: type) -> list:
+    def of_type(self, cls: type) -> list[Any]:
         return [f for f in self.frames if isinstance(f, cls)]

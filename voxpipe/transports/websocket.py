@@ -128,7 +128,7 @@ class WebSocketWireSink:
         self.sent_messages = 0
 
     @property
-    def audio_format(self) -> AudioFormat:  # type: ignore[override]
+    def audio_format(self) -> AudioFormat:
         return self._serializer.audio_format
 
     async def _send(self, message: str | bytes) -> None:

@@ -87,8 +87,12 @@ class WireStop(WireEvent):
 class WireSink(Protocol):
     """Where an output transport sends audio, flushes and marks for one call."""
 
-    audio_format: AudioFormat
     supports_marks: bool
+
+    @property
+    def audio_format(self) -> AudioFormat:
+        """The codec and rate the wire carries."""
+        ...
 
     async def send_audio(self, audio: bytes) -> None:
         """Send caller-bound audio already in ``audio_format``."""

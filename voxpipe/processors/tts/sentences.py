@@ -48,9 +48,9 @@ class SentenceSplitter:
                 out.append(sentence)
             start = end
         if self.eager:
-            match = _END_OF_TEXT.search(self._buf, start)
-            if match is not None and not (
-                match.group().startswith(".") and _is_abbreviation(self._buf[start : match.start()])
+            tail = _END_OF_TEXT.search(self._buf, start)
+            if tail is not None and not (
+                tail.group().startswith(".") and _is_abbreviation(self._buf[start : tail.start()])
             ):
                 sentence = self._buf[start:].strip()
                 if sentence:
