@@ -121,11 +121,12 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = _settings(public_url=args.public_url)
     record = args.record or settings.record_dir
-    app = create_app(_bot_path(args.bot), settings, record_dir=record)
-    config = uvicorn_config(
-        app, settings, host=args.host, port=args.port, log_level=args.log_level.lower()
-    )
-    host, port = config.host, config.port
+    host = args.host if args.host is not None else settings.host
+    # The app decides what is open (WebRTC, unsigned webhooks) from where it listens.
+    app = create_app(_bot_path(args.bot), settings, record_dir=record, host=host)
+    level, _ = _logging_choice(args)
+    config = uvicorn_config(app, settings, host=host, port=args.port, log_level=level.lower())
+    port = config.port
     print(f"voxpipe: serving {args.bot} on http://{host}:{port}", file=sys.stderr)
     print(
         f"  Twilio voice webhook: {settings.public_url or f'http://{host}:{port}'}/twilio/voice"
@@ -282,6 +283,33 @@ def _settings(**overrides: Any) -> Any:
     return settings
 
 
+def _logging_choice(args: argparse.Namespace) -> tuple[str, str]:
+    """(level, format): the flags win; else LOG_LEVEL / LOG_FORMAT.
+
+    A server logs its call lines at INFO by default; the one-shot commands (call, replay,
+    bench) print their own results and stay at WARNING unless LOG_LEVEL says otherwise.
+    """
+    level: str | None = args.log_level
+    fmt: str | None = args.log_format
+    if level is None or fmt is None:
+        from voxpipe.config.settings import get_settings
+
+        try:
+            settings = get_settings()
+        except Exception:  # reported by the command itself when it reads the settings
+            settings = None
+        if level is None:
+            if settings is None:
+                level = "INFO" if args.command == "serve" else "WARNING"
+            elif args.command == "serve" or "log_level" in settings.model_fields_set:
+                level = settings.log_level
+            else:
+                level = "WARNING"
+        if fmt is None:
+            fmt = settings.log_format if settings is not None else "text"
+    return level, fmt
+
+
 def _bot_path(spec: str) -> str:
     # A bare name finds the bot under bots/ ("echo" -> bots/echo.py).
     if not spec.endswith(".py") and ":" not in spec and "." not in spec:
@@ -293,7 +321,20 @@ def _bot_path(spec: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voxpipe", description=__doc__)
-    parser.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
+    parser.add_argument(
+        "--log-level",
+        default=None,
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+        help="logging level (default LOG_LEVEL: INFO for serve; WARNING for the other "
+        "commands unless LOG_LEVEL is set)",
+    )
+    parser.add_argument(
+        "--log-format",
+        default=None,
+        choices=("text", "json"),
+        help="log lines as text or one JSON object per line (default LOG_FORMAT, text)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_serve(sub)
     _add_call(sub)
@@ -313,9 +354,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from voxpipe.call import BotLoadError
-    from voxpipe.pipelines.logs import configure_logging
+    from voxpipe.logs import configure_logging
 
-    configure_logging(args.log_level.upper())
+    configure_logging(*_logging_choice(args))
     try:
         if args.command == "bench":
             title, fn = BENCHES[args.which]

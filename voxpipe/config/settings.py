@@ -228,6 +228,64 @@ class VoxpipeSettings(BaseSettings):
         120.0, gt=0, description="A payment pause ends after this many seconds at the latest."
     )
 
+    # --- security: the server's edge (issue 18) ---------------------------------------------
+    webrtc: Literal["auto", "off", "token", "open"] = Field(
+        "auto",
+        description="Browser calls (the page at /, /webrtc/config, /webrtc/offer): off = no "
+        "routes; token = every offer and config request must carry WEBRTC_TOKEN (Authorization: "
+        "Bearer); open = anyone who reaches the server may call. auto = open when the server "
+        "binds to a loopback address, token otherwise.",
+    )
+    webrtc_token: SecretStr | None = Field(
+        None,
+        description="WEBRTC=token: the bearer token itself, or the HS256 key of short-lived JWTs "
+        "(with an `exp` claim) minted by the operator's backend. Unset in token mode = browser "
+        "calls refused.",
+    )
+    webrtc_offer_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="A WebRTC offer whose peer connection is not up within this many seconds "
+        "expires and releases its resources; no bot runs before the connection is up.",
+    )
+    metrics_token: SecretStr | None = Field(
+        None, description="When set, GET /metrics requires `Authorization: Bearer <token>`."
+    )
+    turn_secret: SecretStr | None = Field(
+        None,
+        description="Shared secret of the TURN server (coturn `static-auth-secret`): "
+        "/webrtc/config hands browsers time-limited TURN REST API credentials for the turn: "
+        "URLs of WEBRTC_ICE_SERVERS; a static TURN password is never served.",
+    )
+    turn_ttl_s: int = Field(
+        3600, gt=0, le=86400, description="Lifetime of the TURN credentials /webrtc/config gives."
+    )
+    max_calls: int = Field(
+        200,
+        ge=0,
+        description="Concurrent calls (media streams and WebRTC offers) one worker accepts; "
+        "beyond it voice webhooks answer busy and streams/offers get 503. 0 = no limit.",
+    )
+    max_calls_per_carrier: str | None = Field(
+        None,
+        description="Per-carrier concurrent call limits within MAX_CALLS, e.g. "
+        "`twilio:100,telnyx:50,webrtc:10`; carriers not named share MAX_CALLS only.",
+    )
+    max_body_bytes: int = Field(
+        64 * 1024,
+        gt=0,
+        description="Largest HTTP request body accepted (webhooks, offers), checked before "
+        "parsing: beyond it 413.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines as text, or one JSON object per line (json)."
+    )
+
+    @field_validator("webrtc", "log_format", mode="before")
+    @classmethod
+    def _lower_choice(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
     @field_validator("transcript_key")
     @classmethod
     def _check_transcript_key(cls, value: SecretStr | None) -> SecretStr | None:
@@ -263,6 +321,10 @@ class VoxpipeSettings(BaseSettings):
         "webrtc_ice_servers",
         "stream_token_secret",
         "consent_prompt",
+        "webrtc_token",
+        "metrics_token",
+        "turn_secret",
+        "max_calls_per_carrier",
         mode="before",
     )
     @classmethod

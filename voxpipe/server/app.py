@@ -2,8 +2,9 @@
 
 Endpoints: ``POST /twilio/voice`` (TwiML), ``WS /twilio/stream``; ``POST /telnyx/voice`` (TeXML),
 ``WS /telnyx/stream[/{token}]``; ``GET|POST /vonage/answer`` (NCCO), ``WS /vonage/stream[/{token}]``;
-``GET /`` (browser page), ``POST /webrtc/offer`` (WebRTC); ``GET /healthz``;
-``GET /metrics`` (Prometheus text).
+``GET /`` (browser page), ``GET /webrtc/config``, ``POST /webrtc/offer`` (WebRTC, unless
+``WEBRTC=off``); ``GET /healthz``; ``GET /metrics`` (Prometheus text; ``METRICS_TOKEN``).
+Every request passes ``EdgeMiddleware`` first (body cap, JSON depth, call limits).
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ from starlette.responses import JSONResponse, Response
 
 from voxpipe.call import Bot, load_bot
 from voxpipe.config.settings import VoxpipeSettings, get_settings
+from voxpipe.logs import security_event
+from voxpipe.server.access import WebRTCAccess, bearer_token, client_address, tokens_equal
+from voxpipe.server.bind import is_loopback
+from voxpipe.server.limits import CallLimiter, EdgeMiddleware, parse_carrier_limits
 from voxpipe.server.media import media_stream
 from voxpipe.server.metrics import CONTENT_TYPE, ServerMetrics
 from voxpipe.server.sessions import SessionRegistry
@@ -75,6 +80,10 @@ class ServerState:
     call_control: TwilioCallControl | None
     require_stream_token: bool = True
     hangups: list[tuple[str, HangupResult]] = field(default_factory=list)
+    # --- the server's edge (issue 18) ---
+    bind_host: str = "127.0.0.1"  # the address the server listens on (HOST / --host)
+    webrtc_access: WebRTCAccess | None = None
+    call_limiter: CallLimiter = field(default_factory=CallLimiter)
 
 
 def _token_secret(settings: VoxpipeSettings, given: bytes | None) -> bytes | None:
@@ -104,8 +113,12 @@ def create_app(
     silence_timeout_s: float | None = None,
     limits: WireLimits | None = None,
     batched_vad: Any = True,
+    host: str | None = None,
 ) -> FastAPI:
     """The server app for ``bot`` (a bot file path, a ``module:function``, or the function).
+
+    ``host`` (default ``HOST``) is the address the server will listen on: what is open by
+    default (WebRTC) depends on whether it is a loopback address (``voxpipe.server.bind``).
 
     ``silence_timeout_s`` (default ``WS_PING_INTERVAL_S + WS_PING_TIMEOUT_S``): a call whose
     socket sent nothing for that long is ended. ``batched_vad``: True shares one batched Silero
@@ -135,6 +148,20 @@ def create_app(
         call_control = TwilioCallControl(
             settings.twilio_account_sid, auth_token, base_url=settings.twilio_api_base_url
         )
+    bind_host = host if host is not None else settings.host
+    webrtc_access = WebRTCAccess.resolve(
+        settings.webrtc,
+        settings.webrtc_token.get_secret_value() if settings.webrtc_token else None,
+        bind_host,
+    )
+    call_limiter = CallLimiter(
+        settings.max_calls, parse_carrier_limits(settings.max_calls_per_carrier)
+    )
+    metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+    if metrics_token is None and not is_loopback(bind_host):
+        logger.warning(
+            "METRICS_TOKEN is not set: GET /metrics is open to anyone who reaches %s", bind_host
+        )
     silence = silence_timeout_s or settings.ws_ping_interval_s + settings.ws_ping_timeout_s
     registry = SessionRegistry(silence_timeout_s=silence)
     metrics = ServerMetrics(active_calls=lambda: len(registry))
@@ -152,6 +179,9 @@ def create_app(
         twilio_auth_token=auth_token,
         call_control=call_control,
         require_stream_token=require_stream_token,
+        bind_host=bind_host,
+        webrtc_access=webrtc_access,
+        call_limiter=call_limiter,
     )
 
     @contextlib.asynccontextmanager
@@ -178,6 +208,16 @@ def create_app(
         title="voxpipe", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
     )
     app.state.voxpipe = state
+
+    def refused(carrier: str, reason: str) -> None:
+        metrics.calls_refused[carrier, reason] += 1
+
+    app.add_middleware(
+        EdgeMiddleware,
+        limiter=call_limiter,
+        max_body_bytes=settings.max_body_bytes,
+        on_refused=refused,
+    )
 
     app.add_api_route("/twilio/voice", twilio_voice, methods=["POST"], include_in_schema=False)
     app.add_api_route("/telnyx/voice", telnyx_voice, methods=["POST"], include_in_schema=False)
@@ -206,9 +246,11 @@ def create_app(
         await media_stream(websocket, "vonage", token)
 
     # Browser calls: the page at / and POST /webrtc/offer (aiortc is imported on first offer).
-    from voxpipe.server.webrtc import webrtc_router
+    if webrtc_access.mode != "off":
+        from voxpipe.server.webrtc import ice_server_setting, webrtc_router
 
-    app.include_router(webrtc_router())
+        _warn_about_turn(settings, ice_server_setting(settings))
+        app.include_router(webrtc_router())
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz(request: Request) -> Response:
@@ -216,6 +258,28 @@ def create_app(
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_route(request: Request) -> Response:
+        if metrics_token is not None and not tokens_equal(bearer_token(request), metrics_token):
+            security_event(
+                "metrics_token_refused",
+                client_address(request),
+                "GET /metrics without a valid METRICS_TOKEN bearer token",
+            )
+            return JSONResponse(
+                {"error": "GET /metrics needs Authorization: Bearer <METRICS_TOKEN>"},
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="voxpipe metrics"'},
+            )
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     return app
+
+
+def _warn_about_turn(settings: VoxpipeSettings, ice_servers: Any) -> None:
+    """Say at start which TURN credentials browsers will not get (aiortc may be absent)."""
+    try:
+        from voxpipe.server.turn import warn_about_turn
+        from voxpipe.transports.webrtc import ice_servers_from
+    except ImportError:
+        return
+    secret = settings.turn_secret.get_secret_value() if settings.turn_secret else None
+    warn_about_turn(ice_servers_from(ice_servers), secret)

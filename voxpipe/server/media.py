@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.websockets import WebSocket
 
 from voxpipe.call import Call, build_task, choose_call_locale
+from voxpipe.logs import call_ended, call_started
 from voxpipe.pipelines.task import PipelineTask
 from voxpipe.server.metrics import FrameCounter
 from voxpipe.server.sessions import CallSession
@@ -169,7 +170,7 @@ async def _run_call(
     )
     st.registry.add(session)
     st.metrics.calls_started[carrier] += 1
-    log.info("%s call from %s to %s started", carrier, start.caller, start.called)
+    call_started(session.call_id, carrier, receiver.client)
     close_code, close_reason, how = CLOSE_NORMAL, "call ended", "bot-ended"
     try:
         # Audio fed before the StartFrame went through would be dropped: wait for it.
@@ -203,12 +204,15 @@ async def _run_call(
         await sink.close(close_code, close_reason)
         st.registry.remove(session)
         st.metrics.calls_ended[carrier, how] += 1
-        log.info(
-            "call ended (%s): %s; %d messages in, %d bad",
+        call_ended(
+            session.call_id,
+            carrier,
             how,
+            loop.time() - session.started_at,
             task.end_reason or receiver.end_reason,
-            receiver.messages,
-            receiver.bad_messages,
+            messages=receiver.messages,
+            bad_messages=receiver.bad_messages,
+            audio_s=round(receiver.audio_seconds, 2),
         )
     if how in ("bot-ended", "bot-error") and carrier == "twilio" and st.call_control is not None:
         result = await st.call_control.hangup(start.call_id)

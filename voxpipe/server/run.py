@@ -39,6 +39,9 @@ def uvicorn_config(
         # Behind a TLS proxy (ngrok, a load balancer) X-Forwarded-Proto makes request URLs https.
         proxy_headers=True,
         log_level=log_level,
+        # uvicorn's own loggers go through the root handler voxpipe.logs sets up (one format,
+        # JSON included) instead of the handlers uvicorn would install.
+        log_config=None,
         access_log=False,
         lifespan="on",
     )

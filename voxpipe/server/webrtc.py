@@ -3,8 +3,16 @@
 The page (``static/``) asks for the microphone, opens an ``events`` data channel, gathers
 its ICE candidates and posts the SDP offer ``{"sdp": ..., "type": "offer"}`` (optionally
 ``"parameters": {...}``, handed to the bot as custom parameters). The answer comes back as
-``{"sdp": ..., "type": "answer", "call_id": ...}`` and the bot's call starts at once; it
-ends when the browser hangs up, the connection fails, or the bot ends it.
+``{"sdp": ..., "type": "answer", "call_id": ...}``. The bot's call starts only once the peer
+connection is up: an offer whose browser does not connect within ``WEBRTC_OFFER_TIMEOUT_S``
+expires and releases its connection and its place under ``MAX_CALLS``, having started no
+pipeline, opened no provider socket and written nothing. The call ends when the browser hangs
+up, the connection fails, or the bot ends it.
+
+Access (``WEBRTC=off|token|open``, see ``voxpipe.server.access``): with ``token`` the config
+and offer requests carry ``Authorization: Bearer <WEBRTC_TOKEN or a JWT signed with it>``;
+the page takes the token from its URL fragment (``/#token=...``). ``/webrtc/config`` gives
+browsers STUN servers and expiring TURN credentials (``voxpipe.server.turn``).
 """
 
 from __future__ import annotations
@@ -21,9 +29,13 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from voxpipe.call import Call, build_task, choose_call_locale
+from voxpipe.logs import call_ended, call_started, security_event
 from voxpipe.pipelines.task import PipelineTask
+from voxpipe.server.access import WebRTCAccess, client_address
+from voxpipe.server.limits import CallSlot
 from voxpipe.server.metrics import FrameCounter
 from voxpipe.server.sessions import CallSession
+from voxpipe.server.turn import browser_ice_servers, with_server_credentials
 
 if TYPE_CHECKING:
     from voxpipe.server.app import ServerState
@@ -54,47 +66,72 @@ def ice_server_setting(settings: Any) -> Any:
     return getattr(settings, "webrtc_ice_servers", None)
 
 
+def _access(st: ServerState) -> WebRTCAccess:
+    if st.webrtc_access is None:  # a ServerState built by hand: decide as create_app would
+        token = st.settings.webrtc_token
+        st.webrtc_access = WebRTCAccess.resolve(
+            st.settings.webrtc, token.get_secret_value() if token else None, st.bind_host
+        )
+    return st.webrtc_access
+
+
+def _refused(st: ServerState, request: Request, what: str) -> JSONResponse | None:
+    """A 404 (WEBRTC=off) or 401 (no or bad token) for ``request``, or None when admitted."""
+    access = _access(st)
+    if access.mode == "off":
+        return _error(404, "browser calls are off on this server (WEBRTC=off)")
+    why = access.refusal(request)
+    if why is None:
+        return None
+    st.metrics.calls_refused[CARRIER, "unauthorized"] += 1
+    security_event(
+        "webrtc_token_refused", client_address(request), f"{what} refused: {why}", path=what
+    )
+    response = _error(401, f"browser calls need a token: {why}")
+    response.headers["WWW-Authenticate"] = 'Bearer realm="voxpipe webrtc"'
+    return response
+
+
 def webrtc_router() -> APIRouter:
     """Routes for browser calls; the app must carry ``app.state.voxpipe`` (``create_app`` does)."""
     router = APIRouter()
-    running: set[asyncio.Task[None]] = set()  # call tasks, kept referenced until they finish
+    running: set[asyncio.Task[None]] = set()  # offer and call tasks, referenced until done
 
     @router.get("/", include_in_schema=False)
-    async def index() -> Response:
+    async def index(request: Request) -> Response:
+        if _access(_state(request)).mode == "off":
+            return _error(404, "browser calls are off on this server (WEBRTC=off)")
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html; charset=utf-8")
 
     @router.get("/static/{name}", include_in_schema=False)
-    async def static(name: str) -> Response:
+    async def static(request: Request, name: str) -> Response:
         media_type = _STATIC_FILES.get(name)
-        if media_type is None:
+        if media_type is None or _access(_state(request)).mode == "off":
             return _error(404, f"no static file {name!r}")
         return FileResponse(STATIC_DIR / name, media_type=media_type)
 
     @router.get("/webrtc/config", include_in_schema=False)
     async def config(request: Request) -> Response:
+        st = _state(request)
+        refused = _refused(st, request, "/webrtc/config")
+        if refused is not None:
+            return refused
         from voxpipe.transports.webrtc import ice_servers_from
 
-        servers = ice_servers_from(ice_server_setting(_state(request).settings))
-        return JSONResponse(
-            {
-                "iceServers": [
-                    {
-                        k: v
-                        for k, v in (
-                            ("urls", s.urls),
-                            ("username", s.username),
-                            ("credential", s.credential),
-                        )
-                        if v is not None
-                    }
-                    for s in servers
-                ]
-            }
+        settings = st.settings
+        secret = settings.turn_secret.get_secret_value() if settings.turn_secret else None
+        servers = browser_ice_servers(
+            ice_servers_from(ice_server_setting(settings)), secret, settings.turn_ttl_s
         )
+        # Credentials expire: no cache may keep them past their lifetime, or share them.
+        return JSONResponse({"iceServers": servers}, headers={"Cache-Control": "no-store"})
 
     @router.post("/webrtc/offer", include_in_schema=False)
     async def offer(request: Request) -> Response:
         st = _state(request)
+        refused = _refused(st, request, "/webrtc/offer")
+        if refused is not None:
+            return refused
         body = await request.body()
         if len(body) > MAX_OFFER_BYTES:
             return _error(413, f"offer of {len(body)} bytes exceeds {MAX_OFFER_BYTES}")
@@ -111,42 +148,96 @@ def webrtc_router() -> APIRouter:
         except ImportError as exc:
             st.metrics.calls_refused[CARRIER, "no-webrtc"] += 1
             return _error(501, str(exc))
+        slot = st.call_limiter.acquire(CARRIER)
+        if slot is None:
+            st.metrics.calls_refused[CARRIER, "busy"] += 1
+            why = st.call_limiter.describe(CARRIER)
+            logger.warning("browser offer refused: %s", why)
+            return JSONResponse(
+                {"error": f"busy: {why}"}, status_code=503, headers={"Retry-After": "5"}
+            )
         call_id = f"{CARRIER}-{secrets.token_hex(6)}"
         log = logging.LoggerAdapter(logger, {"call_id": call_id})
+        settings = st.settings
+        secret = settings.turn_secret.get_secret_value() if settings.turn_secret else None
         try:
             transport = WebRTCTransport(
-                webrtc_params(allow_interruptions=st.settings.allow_interruptions),
-                ice_servers=ice_servers_from(ice_server_setting(st.settings)),
+                webrtc_params(allow_interruptions=settings.allow_interruptions),
+                ice_servers=with_server_credentials(
+                    ice_servers_from(ice_server_setting(settings)), secret, settings.turn_ttl_s
+                ),
                 batched_vad=st.batched_vad,
+                connect_timeout_s=settings.webrtc_offer_timeout_s,
                 name=CARRIER,
                 call_id=call_id,
             )
         except Exception as exc:
+            slot.release()
             log.exception("[%s] could not set up the WebRTC transport", call_id)
             return _error(500, f"could not set up WebRTC: {type(exc).__name__}: {exc}")
         try:
             answer = await transport.accept_offer(sdp, "offer")
         except Exception as exc:
+            slot.release()
             await transport.close("bad offer")
             st.metrics.calls_refused[CARRIER, "bad-offer"] += 1
             log.warning("[%s] offer refused: %s", call_id, exc)
             return _error(400, f"cannot answer this offer: {exc}")
-        try:
-            call = _make_call(st, transport, call_id, parameters)
-            task = build_task(call, await st.bot(call))
-        except Exception as exc:
-            await transport.close("bot failed to start")
-            st.metrics.calls_refused[CARRIER, "bot-error"] += 1
-            log.exception("[%s] the bot failed to build its pipeline", call_id)
-            return _error(500, f"the bot failed to start: {type(exc).__name__}")
         runner = asyncio.get_running_loop().create_task(
-            _run_call(st, transport, call, task), name=f"webrtc-call:{call_id}"
+            _answered_offer(st, transport, call_id, parameters, slot, client_address(request)),
+            name=f"webrtc-offer:{call_id}",
         )
         running.add(runner)
         runner.add_done_callback(running.discard)
         return JSONResponse({"sdp": answer.sdp, "type": answer.type, "call_id": call_id})
 
     return router
+
+
+async def _answered_offer(
+    st: ServerState,
+    transport: WebRTCTransport,
+    call_id: str,
+    parameters: dict[str, str],
+    slot: CallSlot,
+    client: str | None,
+) -> None:
+    """Wait for the browser's connection; only then build the bot and run the call."""
+    log = logging.LoggerAdapter(logger, {"call_id": call_id})
+    try:
+        connected = asyncio.ensure_future(transport.connected.wait())
+        gone = asyncio.ensure_future(transport.wire_closed.wait())
+        try:
+            # The transport's own watchdog closes the wire at the offer timeout; the extra
+            # second only guards against a watchdog that never fires.
+            await asyncio.wait(
+                {connected, gone},
+                timeout=st.settings.webrtc_offer_timeout_s + 1.0,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            connected.cancel()
+            gone.cancel()
+        if not transport.connected.is_set() or transport.wire_closed.is_set():
+            reason = transport.closed_reason or (
+                f"browser did not connect within {st.settings.webrtc_offer_timeout_s:g} s"
+            )
+            st.metrics.calls_refused[CARRIER, "not-connected"] += 1
+            log.info("[%s] offer expired: %s", call_id, reason)
+            await transport.close(f"offer expired: {reason}")
+            return
+        try:
+            call = _make_call(st, transport, call_id, parameters)
+            task = build_task(call, await st.bot(call))
+        except Exception as exc:
+            await transport.close("bot failed to start")
+            st.metrics.calls_refused[CARRIER, "bot-error"] += 1
+            log.exception("[%s] the bot failed to build its pipeline: %s", call_id, exc)
+            return
+        await _run_call(st, transport, call, task, client)
+    finally:
+        slot.release()
+        await transport.close("call ended")  # idempotent: a no-op when already closed
 
 
 def _parse_offer(body: bytes) -> tuple[str, dict[str, str]] | JSONResponse:
@@ -190,7 +281,11 @@ def _make_call(
 
 
 async def _run_call(
-    st: ServerState, transport: WebRTCTransport, call: Call, task: PipelineTask
+    st: ServerState,
+    transport: WebRTCTransport,
+    call: Call,
+    task: PipelineTask,
+    client: str | None = None,
 ) -> None:
     """Run one browser call to its end, registered, counted, and always cleaned up."""
     call_id = call.call_id
@@ -216,7 +311,7 @@ async def _run_call(
     )
     st.registry.add(session)
     st.metrics.calls_started[CARRIER] += 1
-    log.info("[%s] browser call started", call_id)
+    call_started(call_id, CARRIER, client)
     how = "bot-ended"
     gone = loop.create_task(transport.wire_closed.wait())
     try:
@@ -248,11 +343,12 @@ async def _run_call(
         await transport.close("call ended")
         st.registry.remove(session)
         st.metrics.calls_ended[CARRIER, how] += 1
-        log.info(
-            "[%s] browser call ended (%s): %s; %d audio frames in, %d out",
-            call_id,
+        call_ended(
+            session.call_id,
+            CARRIER,
             how,
+            loop.time() - session.started_at,
             task.end_reason or transport.closed_reason,
-            transport.frames_in,
-            transport.track.audio_frames_out,
+            frames_in=transport.frames_in,
+            frames_out=transport.track.audio_frames_out,
         )

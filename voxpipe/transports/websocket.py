@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from voxpipe.logs import security_event
 from voxpipe.transports.wire import (
     AudioFormat,
     Serializer,
@@ -78,6 +79,12 @@ class WireLimits:
     rate_per_s: float = 1000.0
     burst_messages: int = 6000
     start_timeout_s: float = 10.0
+    # Caller audio, in audio seconds, may arrive at most ``audio_rate`` times as fast as the
+    # wall clock since the start, plus ``audio_burst_s`` (a carrier catching up after a network
+    # stall; a test caller sending its first utterance at once): providers bill audio seconds,
+    # and a stream sending 20 minutes in 20 seconds is abuse, not a phone call.
+    audio_rate: float = 1.5
+    audio_burst_s: float = 5.0
 
 
 class WireRefused(Exception):
@@ -214,9 +221,16 @@ class WireReceiver:
         self._tokens = float(self.limits.burst_messages)
         self._tokens_at = self.last_message_at
         self.start: WireStart | None = None
+        self.started_at = self.last_message_at
+        self.audio_seconds = 0.0  # caller audio received since the start
         self.stopped = False
         self.end_reason = ""
         self._pending: list[WireEvent] = []
+
+    @property
+    def client(self) -> str | None:
+        """The peer's address (for log lines), when the websocket knows it."""
+        return getattr(getattr(self._ws, "client", None), "host", None)
 
     # ------------------------------------------------------------------ policing
 
@@ -311,6 +325,7 @@ class WireReceiver:
             for i, event in enumerate(events):
                 if isinstance(event, WireStart):
                     self.start = event
+                    self.started_at = self._clock()
                     self.label = event.call_id or event.stream_id or "-"
                     # Events after the start in the same message (none today) are kept.
                     self._pending = events[i + 1 :]
@@ -350,9 +365,33 @@ class WireReceiver:
         await target.on_wire_closed(self.end_reason or "disconnected")
         return self.end_reason
 
+    def _admit_audio(self, audio: bytes) -> None:
+        """Audio seconds against the wall clock: faster than ``audio_rate`` closes the stream."""
+        fmt = self.start.audio_format if self.start is not None else self.serializer.audio_format
+        self.audio_seconds += len(audio) / (fmt.bytes_per_20ms * 50)
+        lim = self.limits
+        elapsed = self._clock() - self.started_at
+        if self.audio_seconds <= lim.audio_burst_s + lim.audio_rate * elapsed:
+            return
+        reason = (
+            f"audio faster than {lim.audio_rate:g}x real time: {self.audio_seconds:.1f} s of "
+            f"audio in {elapsed:.1f} s"
+        )
+        security_event(
+            "audio_rate_exceeded",
+            self.client,
+            f"{self.carrier} stream closed: {reason}",
+            call_id=self.label,
+            carrier=self.carrier,
+        )
+        raise WireRefused(CLOSE_POLICY, reason)
+
     async def _dispatch(self, event: WireEvent, target: WireTarget) -> None:
         kind = type(event)
-        if kind is WireAudio or kind is WireMark or kind is WireDTMF or kind is WireCleared:
+        if kind is WireAudio:
+            self._admit_audio(event.audio)  # type: ignore[attr-defined]
+            await target.handle_wire_event(event)
+        elif kind is WireMark or kind is WireDTMF or kind is WireCleared:
             await target.handle_wire_event(event)
         elif kind is WireStop:
             self.stopped = True

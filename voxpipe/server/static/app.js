@@ -23,6 +23,11 @@
     remoteLevel: 0,
   };
 
+  // With WEBRTC=token the server wants a bearer token: the operator's site links to the page
+  // as /#token=<WEBRTC_TOKEN or a short-lived JWT>; a fragment never reaches server logs.
+  const token = new URLSearchParams(location.hash.slice(1)).get("token");
+  const authHeaders = () => (token ? { authorization: "Bearer " + token } : {});
+
   let pc = null;
   let micStream = null;
   let audioCtx = null;
@@ -158,7 +163,7 @@
     audioCtx = new AudioContext();
     let iceServers = [];
     try {
-      const cfg = await fetch("webrtc/config");
+      const cfg = await fetch("webrtc/config", { headers: authHeaders() });
       if (cfg.ok) iceServers = (await cfg.json()).iceServers || [];
     } catch (_) {
       // No config endpoint: host candidates only, fine on a LAN or loopback.
@@ -191,7 +196,7 @@
       await iceGatheringDone(pc, 3000);
       const resp = await fetch("webrtc/offer", {
         method: "POST",
-        headers: { "content-type": "application/json" },
+        headers: { "content-type": "application/json", ...authHeaders() },
         body: JSON.stringify({ sdp: pc.localDescription.sdp, type: pc.localDescription.type }),
       });
       if (!resp.ok) throw new Error("server answered " + resp.status + ": " + (await resp.text()));
