@@ -76,7 +76,9 @@ async def test_flood_is_refused_and_the_call_ends_gracefully() -> None:
         return Pipeline([call.transport.input(), Seen(seen), call.transport.output()])
 
     s = make_settings()
-    app = create_app(bot, s, limits=WireLimits(rate_per_s=100, burst_messages=300))
+    # The message-count limit alone (the audio-seconds limit is tested in test_edge_limits).
+    limits = WireLimits(rate_per_s=100, burst_messages=300, audio_burst_s=1e9)
+    app = create_app(bot, s, limits=limits)
     state = app.state.voxpipe
     async with serve(app, s) as srv:
         async with connect(f"{srv.ws_url}/twilio/stream") as ws:

@@ -95,16 +95,20 @@ class WebRTCAccess:
         else:
             raise ValueError(f"WEBRTC must be auto, off, token or open, not {setting!r}")
         access = cls(mode, token or None)
-        access.log_startup(bind_host)
+        access.log_startup(bind_host, setting)
         return access
 
-    def log_startup(self, bind_host: str) -> None:
+    def log_startup(self, bind_host: str, setting: str) -> None:
         if self.mode == "token" and self.token is None:
+            why = (
+                "WEBRTC=token"
+                if setting == "token"
+                else f"the default when listening on {bind_host}, not a loopback address"
+            )
             logger.warning(
-                "browser calls need a token (WEBRTC=token, or the default on %s, a non-loopback "
-                "address) but WEBRTC_TOKEN is not set: every offer is refused. Set WEBRTC_TOKEN, "
-                "or WEBRTC=off to remove the routes.",
-                bind_host,
+                "browser calls need a token (%s) but WEBRTC_TOKEN is not set: every offer is "
+                "refused. Set WEBRTC_TOKEN, or WEBRTC=off to remove the routes.",
+                why,
             )
         elif self.mode == "open" and not is_loopback(bind_host):
             logger.warning(
