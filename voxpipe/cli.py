@@ -124,15 +124,19 @@ def _serve(args: argparse.Namespace) -> int:
     host = args.host if args.host is not None else settings.host
     # The app decides what is open (WebRTC, unsigned webhooks) from where it listens.
     app = create_app(_bot_path(args.bot), settings, record_dir=record, host=host)
-    level, _ = _logging_choice(args)
+    level, fmt = _logging_choice(args)
     config = uvicorn_config(app, settings, host=host, port=args.port, log_level=level.lower())
     port = config.port
-    print(f"voxpipe: serving {args.bot} on http://{host}:{port}", file=sys.stderr)
-    print(
+    banner = (
+        f"voxpipe: serving {args.bot} on http://{host}:{port}",
         f"  Twilio voice webhook: {settings.public_url or f'http://{host}:{port}'}/twilio/voice"
         + (f"; recording calls to {record}" if record else ""),
-        file=sys.stderr,
     )
+    if fmt == "json":  # every line on stderr is then a JSON object, the banner too
+        for line in banner:
+            logger.warning(line.strip())
+    else:
+        print("\n".join(banner), file=sys.stderr)
     tune_gc()
     uvicorn.Server(config).run()
     return 0
