@@ -98,7 +98,8 @@ class VoxpipeSettings(BaseSettings):
         None,
         description="ICE (STUN/TURN) servers for browser calls: comma-separated URLs or a JSON "
         "list of {urls, username, credential}; unset = host candidates only, nothing leaves the "
-        "machine.",
+        "machine. Browsers get TURN credentials from TURN_SECRET only: a static credential here "
+        "is used by the server's own peer and never served.",
     )
     host: str = Field("127.0.0.1", description="Interface `voxpipe serve` binds to.")
     port: int = Field(8000, ge=0, le=65535, description="Port `voxpipe serve` listens on.")
