@@ -18,10 +18,19 @@ from dataclasses import dataclass
 from typing import Literal
 
 from starlette.requests import HTTPConnection
+from starlette.responses import JSONResponse
 
+from voxpipe.logs import security_event
 from voxpipe.server.bind import is_loopback
 
-__all__ = ["WebRTCAccess", "bearer_token", "client_address", "tokens_equal", "verify_webrtc_token"]
+__all__ = [
+    "WebRTCAccess",
+    "bearer_token",
+    "client_address",
+    "metrics_refusal",
+    "tokens_equal",
+    "verify_webrtc_token",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +58,22 @@ def tokens_equal(given: str | None, expected: str) -> bool:
     if given is None:
         return False
     return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def metrics_refusal(conn: HTTPConnection, token: str | None) -> JSONResponse | None:
+    """A 401 for a ``/metrics`` request without ``Bearer <token>``; None when admitted."""
+    if token is None or tokens_equal(bearer_token(conn), token):
+        return None
+    security_event(
+        "metrics_token_refused",
+        client_address(conn),
+        "GET /metrics without a valid METRICS_TOKEN bearer token",
+    )
+    return JSONResponse(
+        {"error": "GET /metrics needs Authorization: Bearer <METRICS_TOKEN>"},
+        status_code=401,
+        headers={"WWW-Authenticate": 'Bearer realm="voxpipe metrics"'},
+    )
 
 
 def verify_webrtc_token(given: str | None, secret: str) -> str | None:

@@ -24,14 +24,14 @@ from starlette.responses import JSONResponse, Response
 
 from voxpipe.call import Bot, load_bot
 from voxpipe.config.settings import VoxpipeSettings, get_settings
-from voxpipe.logs import security_event
-from voxpipe.server.access import WebRTCAccess, bearer_token, client_address, tokens_equal
+from voxpipe.server.access import WebRTCAccess, metrics_refusal
 from voxpipe.server.bind import is_loopback
 from voxpipe.server.limits import CallLimiter, EdgeMiddleware, parse_carrier_limits
 from voxpipe.server.media import media_stream
 from voxpipe.server.metrics import CONTENT_TYPE, ServerMetrics
 from voxpipe.server.sessions import SessionRegistry
 from voxpipe.server.tokens import StreamTokens
+from voxpipe.server.turn import warn_about_configured_turn
 from voxpipe.server.twilio_rest import HangupResult, TwilioCallControl
 from voxpipe.server.webhooks import telnyx_voice, twilio_voice, vonage_answer
 from voxpipe.transports.websocket import WireLimits
@@ -249,7 +249,7 @@ def create_app(
     if webrtc_access.mode != "off":
         from voxpipe.server.webrtc import ice_server_setting, webrtc_router
 
-        _warn_about_turn(settings, ice_server_setting(settings))
+        warn_about_configured_turn(ice_server_setting(settings), settings.turn_secret)
         app.include_router(webrtc_router())
 
     @app.get("/healthz", include_in_schema=False)
@@ -258,28 +258,9 @@ def create_app(
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_route(request: Request) -> Response:
-        if metrics_token is not None and not tokens_equal(bearer_token(request), metrics_token):
-            security_event(
-                "metrics_token_refused",
-                client_address(request),
-                "GET /metrics without a valid METRICS_TOKEN bearer token",
-            )
-            return JSONResponse(
-                {"error": "GET /metrics needs Authorization: Bearer <METRICS_TOKEN>"},
-                status_code=401,
-                headers={"WWW-Authenticate": 'Bearer realm="voxpipe metrics"'},
-            )
+        refused = metrics_refusal(request, metrics_token)
+        if refused is not None:
+            return refused
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     return app
-
-
-def _warn_about_turn(settings: VoxpipeSettings, ice_servers: Any) -> None:
-    """Say at start which TURN credentials browsers will not get (aiortc may be absent)."""
-    try:
-        from voxpipe.server.turn import warn_about_turn
-        from voxpipe.transports.webrtc import ice_servers_from
-    except ImportError:
-        return
-    secret = settings.turn_secret.get_secret_value() if settings.turn_secret else None
-    warn_about_turn(ice_servers_from(ice_servers), secret)

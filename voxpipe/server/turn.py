@@ -19,7 +19,13 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["browser_ice_servers", "is_turn_url", "turn_credentials"]
+__all__ = [
+    "browser_ice_servers",
+    "is_turn_url",
+    "turn_credentials",
+    "warn_about_configured_turn",
+    "with_server_credentials",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -99,3 +105,15 @@ def with_server_credentials(servers: list[Any], turn_secret: str | None, ttl_s: 
             s = RTCIceServer(urls=s.urls, username=username, credential=credential)
         out.append(s)
     return out
+
+
+def warn_about_configured_turn(ice_servers: Any, turn_secret: Any) -> None:
+    """``warn_about_turn`` for the settings' values (``WEBRTC_ICE_SERVERS``, ``TURN_SECRET``)."""
+    if ice_servers is None:  # nothing configured: leave aiortc unimported until an offer
+        return
+    try:
+        from voxpipe.transports.webrtc import ice_servers_from
+    except ImportError:  # no webrtc extra: offers say so
+        return
+    secret = turn_secret.get_secret_value() if turn_secret is not None else None
+    warn_about_turn(ice_servers_from(ice_servers), secret)
