@@ -117,11 +117,16 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from voxpipe.server.app import create_app
+    from voxpipe.server.carriers import UnsafeSettingsError
     from voxpipe.server.run import tune_gc, uvicorn_config
 
-    settings = _settings(public_url=args.public_url)
+    # The bind address is a setting so the app knows whether it is reachable from outside.
+    settings = _settings(public_url=args.public_url, host=args.host)
     record = args.record or settings.record_dir
-    app = create_app(_bot_path(args.bot), settings, record_dir=record)
+    try:
+        app = create_app(_bot_path(args.bot), settings, record_dir=record)
+    except UnsafeSettingsError as exc:
+        raise CommandError(str(exc)) from exc
     config = uvicorn_config(
         app, settings, host=args.host, port=args.port, log_level=args.log_level.lower()
     )

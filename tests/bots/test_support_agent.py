@@ -79,6 +79,7 @@ async def test_a_whole_call_leaves_a_transcript_row_with_every_turn(tmp_path: Pa
             database_url=PG,
             redis_url=REDIS,
             spool_dir=str(tmp_path / "spool"),
+            allow_unsigned_webhooks=True,  # the simulated caller dials unsigned, on loopback
         )
         app = create_app(BOT, settings)
         speech = read_caller_wav(ROOT / "tests" / "data" / "speech_16k.wav")

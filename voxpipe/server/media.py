@@ -19,9 +19,10 @@ from starlette.websockets import WebSocket
 
 from voxpipe.call import Call, build_task, choose_call_locale
 from voxpipe.pipelines.task import PipelineTask
+from voxpipe.server.call_start import StreamRefused, authenticate_start
 from voxpipe.server.metrics import FrameCounter
+from voxpipe.server.security_events import client_address
 from voxpipe.server.sessions import CallSession
-from voxpipe.server.tokens import StreamTokenError
 from voxpipe.server.webhooks import TOKEN_PARAM
 from voxpipe.transports.base import Transport
 from voxpipe.transports.params import TransportParams
@@ -32,7 +33,6 @@ from voxpipe.transports.websocket import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL_ERROR,
     CLOSE_NORMAL,
-    CLOSE_POLICY,
     WebSocketWireSink,
     WireClosed,
     WireReceiver,
@@ -41,7 +41,7 @@ from voxpipe.transports.websocket import (
 from voxpipe.transports.wire import Serializer, WireStart
 
 if TYPE_CHECKING:
-    from voxpipe.server.app import ServerState
+    from voxpipe.server.state import ServerState
 
 __all__ = ["SERIALIZERS", "media_stream"]
 
@@ -80,19 +80,14 @@ async def media_stream(websocket: WebSocket, carrier: str, path_token: str | Non
     token = path_token or params.get(TOKEN_PARAM)
     params.pop(TOKEN_PARAM, None)
     start.custom_parameters = params
-    if st.require_stream_token:
-        # Twilio tokens are bound to the CallSid they were issued for; the others to the carrier.
-        call_ref = start.call_id if carrier == "twilio" else ""
-        try:
-            st.tokens.check(token, carrier, call_ref)
-        except StreamTokenError as exc:
-            st.metrics.calls_refused[carrier, "bad-token"] += 1
-            logger.warning(
-                "%s stream refused: %s", carrier, exc, extra={"call_id": start.call_id or "-"}
-            )
-            await sink.close(CLOSE_POLICY, f"stream refused: {exc}")
-            return
-    await _run_call(st, carrier, start, receiver, sink)
+    try:
+        # The call id and caller come from the token the signed webhook issued (issue 18).
+        identity = await authenticate_start(st, carrier, start, token, client_address(websocket))
+    except StreamRefused as exc:
+        st.metrics.calls_refused[carrier, exc.metric] += 1
+        await sink.close(exc.code, exc.reason)
+        return
+    await _run_call(st, carrier, start, receiver, sink, owner=identity.owner)
 
 
 async def _run_call(
@@ -101,6 +96,8 @@ async def _run_call(
     start: WireStart,
     receiver: WireReceiver,
     sink: WebSocketWireSink,
+    *,
+    owner: str = "",
 ) -> None:
     call_id = start.call_id or start.stream_id or f"{carrier}-{secrets.token_hex(6)}"
     log = logging.LoggerAdapter(logger, {"call_id": call_id})
@@ -136,6 +133,7 @@ async def _run_call(
             audio_in=fmt,
             audio_out=fmt,
             allow_interruptions=st.settings.allow_interruptions,
+            owner=owner,
         )
         task = build_task(call, await st.bot(call))
     except Exception as exc:
