@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_vonage_call_is_echoed_in_whole_20ms_frames() -> None:
-    secret = "vonage-signature-secret"
+    secret = "vonage-signature-secret-of-32-chars"
     settings = VoxpipeSettings(_env_file=None, vonage_signature_secret=secret)  # type: ignore[call-arg]
     app = create_app(ROOT / "bots" / "echo.py", settings)
     pcm = read_wav(ROOT / "tests" / "data" / "speech_16k.wav").pcm[: 3 * 32000]
