@@ -122,3 +122,49 @@ async def test_redis_down_falls_back_to_this_worker_and_says_so(
     with pytest.raises(StreamTokenError, match="already used"):
         await tokens.redeem(token, "twilio")
     await tokens.close()
+
+
+@pytest.mark.slow
+async def test_a_stream_token_used_on_one_worker_is_refused_by_another(
+    redis_client: Any, redis_prefix: str, tmp_path: Any
+) -> None:
+    """Two servers (workers) behind one load balancer share Redis: a replayed stream is refused."""
+    from tests.server.conftest import ECHO_BOT, make_settings, serve, servers
+    from voxpipe.server.app import create_app
+    from voxpipe.testing.twilio_caller import TwilioCaller
+
+    def worker_settings(name: str) -> Any:
+        return make_settings(
+            stream_token_secret="shared-secret",
+            redis_url=servers.REDIS_URL,
+            redis_key_prefix=redis_prefix,
+            sqlite_path=str(tmp_path / f"{name}.sqlite3"),
+            spool_dir=str(tmp_path / f"{name}-spool"),
+        )
+
+    sa, sb = worker_settings("a"), worker_settings("b")
+    a = create_app(ECHO_BOT, sa, batched_vad=None)
+    b = create_app(ECHO_BOT, sb, batched_vad=None)
+    async with serve(a, sa) as srv_a, serve(b, sb) as srv_b:
+        dialled = await TwilioCaller.dial(srv_a.url, audio=b"\xff" * 800)
+        params, sid = dialled.custom_parameters, dialled.call_sid
+        started_b = b.state.voxpipe.metrics.calls_started
+        # The carrier's stream lands on worker b (the webhook was answered by a).
+        first = TwilioCaller(
+            f"{srv_b.ws_url}/twilio/stream",
+            audio=b"\xff" * 800,
+            custom_parameters=params,
+            call_sid=sid,
+        )
+        log = await first.run(until=lambda _: started_b["twilio"] == 1, timeout=15)
+        assert started_b["twilio"] == 1 and not log.closed_by_server
+        # Someone replays the same start to worker a: the token was used, on the other worker.
+        replay = TwilioCaller(
+            f"{srv_a.ws_url}/twilio/stream",
+            audio=b"\xff" * 800,
+            custom_parameters=params,
+            call_sid=sid,
+        )
+        log = await replay.run(timeout=15)
+        assert log.close_code == 1008 and "already used" in log.close_reason
+    assert a.state.voxpipe.metrics.calls_started["twilio"] == 0

@@ -1,7 +1,8 @@
 """The media websockets: one handler per carrier stream, running one bot call per connection.
 
-A stream is accepted, its start message read and its stream token checked (a websocket
-nobody was told about is closed with 1008 and the reason); then the bot builds the pipeline
+A stream is accepted, its start message read, its stream token redeemed and its call id
+checked against the token (``voxpipe.server.call_start``: a websocket nobody was told about, or
+one claiming another call's id, is closed with 1008 and the reason); then the bot builds the pipeline
 for the call and the receive loop feeds the transport until the caller hangs up, the bot ends
 the call, the socket goes silent, or the stream is refused for bad input.
 """
@@ -239,6 +240,7 @@ def call_recorder(st: ServerState, call: Call, task: PipelineTask) -> Any:
         n += 1
         path = Path(st.record_dir) / f"{name}-{n}.jsonl"
     meta = dict(call.metadata())
+    meta.pop("owner", None)  # a replay of this recording is another call start, not this one
     meta["bot"] = st.bot_name
     meta["audio_format"] = {
         "encoding": call.audio_in.encoding,
