@@ -171,7 +171,7 @@ CONSENT_PROMPTS = {
 }
 
 # Carriers whose calls are telephone calls (CONSENT_MODE=phone asks on these).
-PHONE_CARRIERS = frozenset({"twilio", "telnyx", "vonage", "plivo"})
+PHONE_CARRIERS = frozenset({"twilio", "telnyx", "vonage"})
 
 ORDERS = {"default": "out for delivery and arrives tomorrow"}
 

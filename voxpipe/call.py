@@ -49,6 +49,10 @@ class Call:
     audio_in: AudioFormat = field(default_factory=AudioFormat)  # the wire's formats
     audio_out: AudioFormat = field(default_factory=AudioFormat)
     allow_interruptions: bool = True
+    # Set by the server per authenticated call start: the transcript stores accept this call
+    # id's records only from this owner (a stream claiming the id of another call cannot
+    # overwrite them). Empty outside the server.
+    owner: str = ""
 
     def metadata(self) -> dict[str, Any]:
         """The StartFrame metadata every processor sees (see CONVENTIONS)."""
@@ -62,6 +66,7 @@ class Call:
             "custom_parameters": dict(self.custom_parameters),
             "audio_in_encoding": self.audio_in.encoding,
             "audio_out_encoding": self.audio_out.encoding,
+            "owner": self.owner or None,
         }
 
     def task_params(self) -> TaskParams:

@@ -117,13 +117,18 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from voxpipe.server.app import create_app
+    from voxpipe.server.carriers import UnsafeSettingsError
     from voxpipe.server.run import tune_gc, uvicorn_config
 
-    settings = _settings(public_url=args.public_url)
+    # The bind address is a setting so the app knows whether it is reachable from outside.
+    settings = _settings(public_url=args.public_url, host=args.host)
     record = args.record or settings.record_dir
     host = args.host if args.host is not None else settings.host
     # The app decides what is open (WebRTC, unsigned webhooks) from where it listens.
-    app = create_app(_bot_path(args.bot), settings, record_dir=record, host=host)
+    try:
+        app = create_app(_bot_path(args.bot), settings, record_dir=record, host=host)
+    except UnsafeSettingsError as exc:
+        raise CommandError(str(exc)) from exc
     level, fmt = _logging_choice(args)
     config = uvicorn_config(app, settings, host=host, port=args.port, log_level=level.lower())
     port = config.port

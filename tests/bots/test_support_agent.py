@@ -54,10 +54,12 @@ def bot_said_goodbye(log: CallerLog) -> bool:
     return log.closed_by_server
 
 
-async def test_a_whole_call_leaves_a_transcript_row_with_every_turn(tmp_path: Path) -> None:
+async def test_a_whole_call_leaves_a_transcript_row_with_every_turn(
+    tmp_path: Path, pg_schema: str
+) -> None:
     call_sid = "CA" + uuid.uuid4().hex
     # A caller who agreed to retention on an earlier call: not asked again, greeted at once.
-    consents = PostgresConsentStore(PG)
+    consents = PostgresConsentStore(PG, schema=pg_schema)
     await consents.start()
     try:
         await consents.record("+447700900123", True, call_id="CAearlier")
@@ -76,9 +78,11 @@ async def test_a_whole_call_leaves_a_transcript_row_with_every_turn(tmp_path: Pa
             openai_base_url=oa.base_url,
             elevenlabs_api_key="test-key",
             elevenlabs_base_url=el.url,
-            database_url=PG,
+            # A schema of its own (asyncpg passes search_path on as a server setting).
+            database_url=f"{PG}?search_path={pg_schema}",
             redis_url=REDIS,
             spool_dir=str(tmp_path / "spool"),
+            allow_unsigned_webhooks=True,  # the simulated caller dials unsigned, on loopback
         )
         app = create_app(BOT, settings)
         speech = read_caller_wav(ROOT / "tests" / "data" / "speech_16k.wav")
@@ -100,7 +104,7 @@ async def test_a_whole_call_leaves_a_transcript_row_with_every_turn(tmp_path: Pa
                 while len(st.registry):
                     await st.registry.sessions[0].ended.wait()
 
-    store = PostgresTranscriptStore(PG)
+    store = PostgresTranscriptStore(PG, schema=pg_schema)
     await store.start()
     try:
         transcript = await store.read(call_sid, reader="test_support_agent")

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -19,7 +22,30 @@ ECHO_BOT = ROOT / "bots" / "echo.py"
 DATA = ROOT / "tests" / "data"
 
 
+def _load_servers() -> ModuleType:
+    # Real Redis / Postgres helpers shared with tests/state (loaded by path, one module).
+    name = "voxpipe_tests_vp_servers"
+    if name not in sys.modules:
+        path = Path(__file__).parent.parent / "state" / "vp_servers.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+servers = _load_servers()
+redis_client = servers.redis_client
+redis_prefix = servers.redis_prefix
+pg_schema = servers.pg_schema
+pg_dsn = servers.pg_dsn
+
+
 def make_settings(**kwargs: Any) -> VoxpipeSettings:
+    # Tests call carriers unsigned unless they set a carrier's secret: the development switch,
+    # as on a developer's loopback server (tests of the switch itself pass it explicitly).
+    kwargs.setdefault("allow_unsigned_webhooks", True)
     return VoxpipeSettings(_env_file=None, **kwargs)  # type: ignore[call-arg]
 
 

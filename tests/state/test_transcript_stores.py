@@ -219,3 +219,31 @@ async def test_a_newer_schema_is_refused(db: DB) -> None:
     with pytest.raises(SchemaTooNewError, match="upgrade voxpipe"):
         await s.start()
     await s.close()
+
+
+async def test_a_second_owner_cannot_replace_a_call_id(
+    store: TranscriptStore, db: DB, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 18: a call id is written by the call start that owns it; another one is refused."""
+    mine = make_transcript(n_turns=2)
+    mine.owner = "owner-of-the-real-call"
+    assert await store.write(mine) is True
+    claimed = make_transcript(n_turns=6)  # more turns: the old rule let it replace the row
+    claimed.owner = "someone-else"
+    claimed.caller = "+19995550000"
+    with caplog.at_level(logging.WARNING, logger="voxpipe.security"):
+        assert await store.write(claimed) is False
+    refusals = [r for r in caplog.records if r.name == "voxpipe.security"]
+    assert [getattr(r, "event", None) for r in refusals] == ["claimed_call_id"]
+    back = await store.read("CA0001", reader="test")
+    assert back is not None and back.caller == "+447700900123" and len(back.turns) == 2
+    assert back.owner == "owner-of-the-real-call"
+    # An ownerless write (code outside the server) cannot replace an owned row either.
+    assert await store.write(make_transcript(n_turns=8)) is False
+    # The owner's own fuller write (after a sweeper's partial one) still replaces it.
+    final = make_transcript(n_turns=4)
+    final.owner = "owner-of-the-real-call"
+    assert await store.write(final) is True
+    back = await store.read("CA0001", reader="test")
+    assert back is not None and len(back.turns) == 4
+    assert await db.fetch("SELECT count(*) FROM transcripts") == [(1,)]

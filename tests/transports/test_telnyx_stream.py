@@ -14,6 +14,7 @@ from websockets.asyncio.client import connect
 from voxpipe.config.settings import VoxpipeSettings
 from voxpipe.server.app import create_app
 from voxpipe.server.run import running_server
+from voxpipe.testing.carrier_signing import TelnyxSigner
 from voxpipe.testing.twilio_caller import parse_twiml_stream, read_caller_wav
 
 pytestmark = pytest.mark.slow
@@ -21,13 +22,22 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_telnyx_call_is_echoed_and_a_bad_token_refused() -> None:
-    settings = VoxpipeSettings(_env_file=None)  # type: ignore[call-arg]
+    signer = TelnyxSigner()
+    settings = VoxpipeSettings(_env_file=None, telnyx_public_key=signer.public_key_b64)  # type: ignore[call-arg]
     app = create_app(ROOT / "bots" / "echo.py", settings)
     caller = read_caller_wav(ROOT / "tests" / "data" / "speech_16k.wav")[: 3 * 8000]
     sent = caller + b"\xff" * 8000 * 3
     async with running_server(app, settings) as srv:
         async with httpx.AsyncClient() as c:
-            texml = await c.post(f"{srv.url}/telnyx/voice", data={"CallSid": "v3:1"})
+            body = b"CallSid=v3%3Aabc&From=%2B15550001&To=%2B15550002"
+            texml = await c.post(
+                f"{srv.url}/telnyx/voice",
+                content=body,
+                headers={
+                    "content-type": "application/x-www-form-urlencoded",
+                    **signer.headers(body),
+                },
+            )
         url, _ = parse_twiml_stream(texml.text)
         async with connect(url.rsplit("/", 1)[0] + "/forged.token.here") as ws:
             await ws.send(json.dumps(_start()))

@@ -14,22 +14,27 @@ from voxpipe.audio import read_wav
 from voxpipe.config.settings import VoxpipeSettings
 from voxpipe.server.app import create_app
 from voxpipe.server.run import running_server
+from voxpipe.testing.carrier_signing import vonage_jwt
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_vonage_call_is_echoed_in_whole_20ms_frames() -> None:
-    settings = VoxpipeSettings(_env_file=None)  # type: ignore[call-arg]
+    secret = "vonage-signature-secret-of-32-chars"
+    settings = VoxpipeSettings(_env_file=None, vonage_signature_secret=secret)  # type: ignore[call-arg]
     app = create_app(ROOT / "bots" / "echo.py", settings)
     pcm = read_wav(ROOT / "tests" / "data" / "speech_16k.wav").pcm[: 3 * 32000]
     sent = pcm + bytes(32000 * 3)
     async with running_server(app, settings) as srv:
         async with httpx.AsyncClient() as c:
+            query = {"from": "447700900001", "to": "447700900002", "uuid": "u-1"}
+            token = vonage_jwt(secret, method="GET", query=query.items())
             ncco = (
                 await c.get(
                     f"{srv.url}/vonage/answer",
-                    params={"from": "447700900001", "to": "447700900002", "uuid": "u-1"},
+                    params=query,
+                    headers={"Authorization": f"Bearer {token}"},
                 )
             ).json()
         endpoint = ncco[0]["endpoint"][0]

@@ -230,7 +230,8 @@ def _serve(bot: str) -> None:
 
     configure_logging("ERROR")
     _exit_with_parent()
-    settings = VoxpipeSettings(_env_file=None)  # type: ignore[call-arg]
+    # Simulated callers dial unsigned, on loopback: the development switch (issue 18).
+    settings = VoxpipeSettings(_env_file=None, allow_unsigned_webhooks=True)  # type: ignore[call-arg]
     app = create_app(bot, settings)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

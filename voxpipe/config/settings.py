@@ -30,6 +30,9 @@ from pydantic_settings import (
 CONFIG_FILE_ENV = "VOXPIPE_CONFIG"
 MASK = "**********"
 
+# Carriers voxpipe can serve (CARRIERS); "sip" has no transport yet and serves no route.
+KNOWN_CARRIERS = ("twilio", "telnyx", "vonage", "sip")
+
 # Fields holding URLs that may carry a password (redis://:pw@host, postgres://user:pw@host):
 # their password is masked whenever settings are shown.
 _URL_FIELDS = ("redis_url", "database_url")
@@ -115,6 +118,71 @@ class VoxpipeSettings(BaseSettings):
     record_dir: str | None = Field(
         None, description="Directory to record every call's frame stream to; unset = off."
     )
+
+    # --- security: carriers (issue 18) -----------------------------------------------------
+    carriers: str = Field(
+        "twilio,telnyx,vonage,sip",
+        description="Carriers offered, comma-separated (twilio, telnyx, vonage, sip). A listed "
+        "carrier's webhook and stream routes are served only when its verification secret is "
+        "set (TWILIO_AUTH_TOKEN, TELNYX_PUBLIC_KEY, VONAGE_SIGNATURE_SECRET) or "
+        "ALLOW_UNSIGNED_WEBHOOKS=1 on a loopback address; otherwise they answer 404.",
+    )
+    telnyx_public_key: str | None = Field(
+        None,
+        description="Telnyx account public key (base64 Ed25519, Mission Control > Keys & "
+        "Credentials): checks telnyx-signature-ed25519 on Telnyx webhooks.",
+    )
+    vonage_signature_secret: SecretStr | None = Field(
+        None,
+        description="Vonage signature secret: checks the signed-webhook JWT (HS256, "
+        "Authorization: Bearer) on Vonage answer webhooks.",
+    )
+    allow_unsigned_webhooks: bool = Field(
+        False,
+        description="Development only: serve carriers that have no verification secret, "
+        "unsigned. Refused when the server binds to a non-loopback address.",
+    )
+    webhook_replay_window_s: float = Field(
+        300.0,
+        gt=0,
+        description="A signed webhook whose timestamp (Telnyx) or iat (Vonage) is further "
+        "than this from now is refused as a replay.",
+    )
+
+    @field_validator("carriers", mode="before")
+    @classmethod
+    def _check_carriers(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        names = [n.strip().lower() for n in value.split(",") if n.strip()]
+        unknown = sorted(set(names) - set(KNOWN_CARRIERS))
+        if unknown:
+            raise ValueError(
+                f"CARRIERS: unknown carrier(s) {', '.join(unknown)}; choose from "
+                f"{', '.join(KNOWN_CARRIERS)}"
+            )
+        return ",".join(dict.fromkeys(names))
+
+    @field_validator("telnyx_public_key", "vonage_signature_secret", mode="before")
+    @classmethod
+    def _carrier_secret_empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip() == "" else value
+
+    @field_validator("telnyx_public_key")
+    @classmethod
+    def _check_telnyx_public_key(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            raw = base64.b64decode(value.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) != 32:
+            raise ValueError(
+                "TELNYX_PUBLIC_KEY must be the base64 Ed25519 public key (32 bytes) shown in "
+                "Telnyx Mission Control under Keys & Credentials"
+            )
+        return value.strip()
 
     # --- Voice loop --------------------------------------------------------------------------
     stt_confidence_threshold: float = Field(

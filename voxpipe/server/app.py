@@ -1,7 +1,8 @@
 """The voxpipe server: a FastAPI app that answers carrier webhooks and runs a bot per call.
 
 Endpoints: ``POST /twilio/voice`` (TwiML), ``WS /twilio/stream``; ``POST /telnyx/voice`` (TeXML),
-``WS /telnyx/stream[/{token}]``; ``GET|POST /vonage/answer`` (NCCO), ``WS /vonage/stream[/{token}]``;
+``WS /telnyx/stream/{token}``; ``GET|POST /vonage/answer`` (NCCO), ``WS /vonage/stream/{token}``
+(each carrier's only when it is served, see ``voxpipe.server.carriers``);
 ``GET /`` (browser page), ``GET /webrtc/config``, ``POST /webrtc/offer`` (WebRTC, unless
 ``WEBRTC=off``); ``GET /healthz``; ``GET /metrics`` (Prometheus text; ``METRICS_TOKEN``).
 Every request passes ``EdgeMiddleware`` first (body cap, JSON depth, call limits).
@@ -13,8 +14,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,64 +26,22 @@ from voxpipe.call import Bot, load_bot
 from voxpipe.config.settings import VoxpipeSettings, get_settings
 from voxpipe.server.access import WebRTCAccess, metrics_refusal
 from voxpipe.server.bind import is_loopback
+from voxpipe.server.carriers import UnsafeSettingsError, carrier_access
 from voxpipe.server.limits import CallLimiter, EdgeMiddleware, parse_carrier_limits
 from voxpipe.server.media import media_stream
 from voxpipe.server.metrics import CONTENT_TYPE, ServerMetrics
 from voxpipe.server.sessions import SessionRegistry
+from voxpipe.server.state import MetricsSink, ServerState
 from voxpipe.server.tokens import StreamTokens
 from voxpipe.server.turn import warn_about_configured_turn
-from voxpipe.server.twilio_rest import HangupResult, TwilioCallControl
+from voxpipe.server.twilio_rest import TwilioCallControl
+from voxpipe.server.used_tokens import MemoryUsedTokens, RedisUsedTokens, UsedTokens
 from voxpipe.server.webhooks import telnyx_voice, twilio_voice, vonage_answer
 from voxpipe.transports.websocket import WireLimits
 
-__all__ = ["ServerState", "create_app"]
+__all__ = ["ServerState", "UnsafeSettingsError", "create_app"]
 
 logger = logging.getLogger(__name__)
-
-
-class MetricsSink:
-    """Adapts ServerMetrics to the counters the websocket receive loop and sink bump."""
-
-    def __init__(self, metrics: ServerMetrics) -> None:
-        self._m = metrics
-
-    def wire_message(self, carrier: str, inbound: bool) -> None:
-        (self._m.wire_in if inbound else self._m.wire_out)[carrier] += 1
-
-    def wire_error(self, carrier: str) -> None:
-        self._m.wire_errors[carrier] += 1
-
-    def sent(self, carrier: str) -> Callable[[], None]:
-        out = self._m.wire_out
-
-        def bump() -> None:
-            out[carrier] += 1
-
-        return bump
-
-
-@dataclass(slots=True, eq=False)
-class ServerState:
-    """Everything the handlers share (``app.state.voxpipe``)."""
-
-    settings: VoxpipeSettings
-    bot: Bot
-    bot_name: str
-    tokens: StreamTokens
-    metrics: ServerMetrics
-    metrics_sink: MetricsSink
-    registry: SessionRegistry
-    limits: WireLimits
-    batched_vad: Any  # BatchedVAD | None
-    record_dir: Path | None
-    twilio_auth_token: str | None
-    call_control: TwilioCallControl | None
-    require_stream_token: bool = True
-    hangups: list[tuple[str, HangupResult]] = field(default_factory=list)
-    # --- the server's edge (issue 18) ---
-    bind_host: str = "127.0.0.1"  # the address the server listens on (HOST / --host)
-    webrtc_access: WebRTCAccess | None = None
-    call_limiter: CallLimiter = field(default_factory=CallLimiter)
 
 
 def _token_secret(settings: VoxpipeSettings, given: bytes | None) -> bytes | None:
@@ -100,6 +58,17 @@ def _token_secret(settings: VoxpipeSettings, given: bytes | None) -> bytes | Non
         "per-process secret, which only works with a single worker"
     )
     return None
+
+
+def _used_tokens(settings: VoxpipeSettings) -> UsedTokens:
+    """Where used stream tokens are remembered: Redis (all workers) when configured."""
+    if settings.redis_url:
+        return RedisUsedTokens.from_url(
+            settings.redis_url,
+            prefix=settings.redis_key_prefix,
+            socket_timeout_s=settings.redis_socket_timeout_s,
+        )
+    return MemoryUsedTokens()
 
 
 def create_app(
@@ -123,8 +92,12 @@ def create_app(
     ``silence_timeout_s`` (default ``WS_PING_INTERVAL_S + WS_PING_TIMEOUT_S``): a call whose
     socket sent nothing for that long is ended. ``batched_vad``: True shares one batched Silero
     VAD across all calls (the default), None gives each call its own, or pass a ``BatchedVAD``.
+    The carriers served follow CARRIERS, their secrets and HOST (the address the server binds);
+    raises UnsafeSettingsError for ALLOW_UNSIGNED_WEBHOOKS on a non-loopback HOST.
     """
     settings = settings or get_settings()
+    bind_host = host if host is not None else settings.host
+    carriers = carrier_access(settings, bind_host)
     if callable(bot) and not isinstance(bot, str | Path):
         bot_fn: Bot = bot
         bot_name = getattr(bot, "__module__", "bot")
@@ -138,17 +111,11 @@ def create_app(
     auth_token = (
         settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None
     )
-    if auth_token is None:
-        logger.warning(
-            "TWILIO_AUTH_TOKEN is not set: Twilio webhook signatures are NOT checked. Set it in "
-            "production so only Twilio can start calls."
-        )
     call_control = None
     if auth_token and settings.twilio_account_sid:
         call_control = TwilioCallControl(
             settings.twilio_account_sid, auth_token, base_url=settings.twilio_api_base_url
         )
-    bind_host = host if host is not None else settings.host
     webrtc_access = WebRTCAccess.resolve(
         settings.webrtc,
         settings.webrtc_token.get_secret_value() if settings.webrtc_token else None,
@@ -169,7 +136,11 @@ def create_app(
         settings=settings,
         bot=bot_fn,
         bot_name=bot_name,
-        tokens=StreamTokens(_token_secret(settings, stream_token_secret), ttl_s=stream_token_ttl_s),
+        tokens=StreamTokens(
+            _token_secret(settings, stream_token_secret),
+            ttl_s=stream_token_ttl_s,
+            used=_used_tokens(settings),
+        ),
         metrics=metrics,
         metrics_sink=MetricsSink(metrics),
         registry=registry,
@@ -182,6 +153,7 @@ def create_app(
         bind_host=bind_host,
         webrtc_access=webrtc_access,
         call_limiter=call_limiter,
+        carriers=carriers,
     )
 
     @contextlib.asynccontextmanager
@@ -200,6 +172,7 @@ def create_app(
             yield
         finally:
             await registry.close_all()
+            await state.tokens.close()
             if orphans is not None:
                 await orphans.stop()
             await close_shared_stores()
@@ -219,31 +192,30 @@ def create_app(
         on_refused=refused,
     )
 
-    app.add_api_route("/twilio/voice", twilio_voice, methods=["POST"], include_in_schema=False)
-    app.add_api_route("/telnyx/voice", telnyx_voice, methods=["POST"], include_in_schema=False)
-    app.add_api_route(
-        "/vonage/answer", vonage_answer, methods=["GET", "POST"], include_in_schema=False
-    )
+    # --- routes: carriers (issue 18) --- only carriers served (see voxpipe.server.carriers)
+    # have routes; the others' URLs answer 404 and start nothing.
+    if carriers.serves("twilio"):
+        app.add_api_route("/twilio/voice", twilio_voice, methods=["POST"], include_in_schema=False)
 
-    @app.websocket("/twilio/stream")
-    async def twilio_stream(websocket: WebSocket) -> None:
-        await media_stream(websocket, "twilio")
+        @app.websocket("/twilio/stream")
+        async def twilio_stream(websocket: WebSocket) -> None:
+            await media_stream(websocket, "twilio")
 
-    @app.websocket("/telnyx/stream")
-    async def telnyx_stream(websocket: WebSocket) -> None:
-        await media_stream(websocket, "telnyx")
+    if carriers.serves("telnyx"):
+        app.add_api_route("/telnyx/voice", telnyx_voice, methods=["POST"], include_in_schema=False)
 
-    @app.websocket("/telnyx/stream/{token}")
-    async def telnyx_stream_token(websocket: WebSocket, token: str) -> None:
-        await media_stream(websocket, "telnyx", token)
+        @app.websocket("/telnyx/stream/{token}")
+        async def telnyx_stream(websocket: WebSocket, token: str) -> None:
+            await media_stream(websocket, "telnyx", token)
 
-    @app.websocket("/vonage/stream")
-    async def vonage_stream(websocket: WebSocket) -> None:
-        await media_stream(websocket, "vonage")
+    if carriers.serves("vonage"):
+        app.add_api_route(
+            "/vonage/answer", vonage_answer, methods=["GET", "POST"], include_in_schema=False
+        )
 
-    @app.websocket("/vonage/stream/{token}")
-    async def vonage_stream_token(websocket: WebSocket, token: str) -> None:
-        await media_stream(websocket, "vonage", token)
+        @app.websocket("/vonage/stream/{token}")
+        async def vonage_stream(websocket: WebSocket, token: str) -> None:
+            await media_stream(websocket, "vonage", token)
 
     # Browser calls: the page at / and POST /webrtc/offer (aiortc is imported on first offer).
     if webrtc_access.mode != "off":

@@ -1,7 +1,8 @@
 """The media websockets: one handler per carrier stream, running one bot call per connection.
 
-A stream is accepted, its start message read and its stream token checked (a websocket
-nobody was told about is closed with 1008 and the reason); then the bot builds the pipeline
+A stream is accepted, its start message read, its stream token redeemed and its call id
+checked against the token (``voxpipe.server.call_start``: a websocket nobody was told about, or
+one claiming another call's id, is closed with 1008 and the reason); then the bot builds the pipeline
 for the call and the receive loop feeds the transport until the caller hangs up, the bot ends
 the call, the socket goes silent, or the stream is refused for bad input.
 """
@@ -20,9 +21,10 @@ from starlette.websockets import WebSocket
 from voxpipe.call import Call, build_task, choose_call_locale
 from voxpipe.logs import call_ended, call_started
 from voxpipe.pipelines.task import PipelineTask
+from voxpipe.server.call_start import StreamRefused, authenticate_start
 from voxpipe.server.metrics import FrameCounter
+from voxpipe.server.security_events import client_address
 from voxpipe.server.sessions import CallSession
-from voxpipe.server.tokens import StreamTokenError
 from voxpipe.server.webhooks import TOKEN_PARAM
 from voxpipe.transports.base import Transport
 from voxpipe.transports.params import TransportParams
@@ -33,7 +35,6 @@ from voxpipe.transports.websocket import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL_ERROR,
     CLOSE_NORMAL,
-    CLOSE_POLICY,
     WebSocketWireSink,
     WireClosed,
     WireReceiver,
@@ -42,7 +43,7 @@ from voxpipe.transports.websocket import (
 from voxpipe.transports.wire import Serializer, WireStart
 
 if TYPE_CHECKING:
-    from voxpipe.server.app import ServerState
+    from voxpipe.server.state import ServerState
 
 __all__ = ["SERIALIZERS", "media_stream"]
 
@@ -81,19 +82,14 @@ async def media_stream(websocket: WebSocket, carrier: str, path_token: str | Non
     token = path_token or params.get(TOKEN_PARAM)
     params.pop(TOKEN_PARAM, None)
     start.custom_parameters = params
-    if st.require_stream_token:
-        # Twilio tokens are bound to the CallSid they were issued for; the others to the carrier.
-        call_ref = start.call_id if carrier == "twilio" else ""
-        try:
-            st.tokens.check(token, carrier, call_ref)
-        except StreamTokenError as exc:
-            st.metrics.calls_refused[carrier, "bad-token"] += 1
-            logger.warning(
-                "%s stream refused: %s", carrier, exc, extra={"call_id": start.call_id or "-"}
-            )
-            await sink.close(CLOSE_POLICY, f"stream refused: {exc}")
-            return
-    await _run_call(st, carrier, start, receiver, sink)
+    try:
+        # The call id and caller come from the token the signed webhook issued (issue 18).
+        identity = await authenticate_start(st, carrier, start, token, client_address(websocket))
+    except StreamRefused as exc:
+        st.metrics.calls_refused[carrier, exc.metric] += 1
+        await sink.close(exc.code, exc.reason)
+        return
+    await _run_call(st, carrier, start, receiver, sink, owner=identity.owner)
 
 
 async def _run_call(
@@ -102,6 +98,8 @@ async def _run_call(
     start: WireStart,
     receiver: WireReceiver,
     sink: WebSocketWireSink,
+    *,
+    owner: str = "",
 ) -> None:
     call_id = start.call_id or start.stream_id or f"{carrier}-{secrets.token_hex(6)}"
     log = logging.LoggerAdapter(logger, {"call_id": call_id})
@@ -137,6 +135,7 @@ async def _run_call(
             audio_in=fmt,
             audio_out=fmt,
             allow_interruptions=st.settings.allow_interruptions,
+            owner=owner,
         )
         task = build_task(call, await st.bot(call))
     except Exception as exc:
@@ -245,6 +244,7 @@ def call_recorder(st: ServerState, call: Call, task: PipelineTask) -> Any:
         n += 1
         path = Path(st.record_dir) / f"{name}-{n}.jsonl"
     meta = dict(call.metadata())
+    meta.pop("owner", None)  # a replay of this recording is another call start, not this one
     meta["bot"] = st.bot_name
     meta["audio_format"] = {
         "encoding": call.audio_in.encoding,

@@ -3,6 +3,9 @@
 The signature is base64(HMAC-SHA1(auth token, URL + each POST parameter sorted by name, as
 name + value; a repeated name contributes each of its values, sorted)). Twilio is not
 consistent about the port in the URL it signs, so a URL is accepted with or without it.
+
+JSON bodies are signed differently: Twilio adds ``bodySHA256=<hex SHA-256 of the body>`` to the
+URL's query and signs the URL alone (no parameters); the body must then hash to that value.
 """
 
 from __future__ import annotations
@@ -11,11 +14,19 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping, Sequence
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-__all__ = ["SIGNATURE_HEADER", "compute_signature", "signature_matches", "url_variants"]
+__all__ = [
+    "BODY_HASH_PARAM",
+    "SIGNATURE_HEADER",
+    "body_signature_matches",
+    "compute_signature",
+    "signature_matches",
+    "url_variants",
+]
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
+BODY_HASH_PARAM = "bodySHA256"
 
 Params = Mapping[str, str | Sequence[str]] | Iterable[tuple[str, str]]
 
@@ -70,3 +81,18 @@ def signature_matches(auth_token: str, url: str, params: Params, signature: str 
         # Every variant is compared so the time taken does not depend on which one matched.
         ok |= hmac.compare_digest(expected, given)
     return ok
+
+
+def body_signature_matches(auth_token: str, url: str, body: bytes, signature: str | None) -> bool:
+    """True when ``signature`` signs ``url`` (carrying ``bodySHA256``) and ``body`` hashes to it.
+
+    The form Twilio uses for JSON bodies: the signature covers the URL with no parameters.
+    """
+    query = parse_qs(urlsplit(url).query, keep_blank_values=True)
+    declared = query.get(BODY_HASH_PARAM, [""])[0]
+    if not declared:
+        return False
+    actual = hashlib.sha256(body).hexdigest()
+    body_ok = hmac.compare_digest(actual.encode(), declared.lower().encode("ascii", "replace"))
+    signed_ok = signature_matches(auth_token, url, (), signature)
+    return body_ok and signed_ok

@@ -91,6 +91,12 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        4,
+        "transcript owner",
+        # The call start that owns a call id: writes from another owner are refused.
+        ("ALTER TABLE transcripts ADD COLUMN owner TEXT",),
+    ),
 )
 
 SQLITE_MIGRATIONS: tuple[Migration, ...] = (
@@ -158,6 +164,11 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
                 decided_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
             )""",
         ),
+    ),
+    Migration(
+        4,
+        "transcript owner",
+        ("ALTER TABLE transcripts ADD COLUMN owner TEXT",),
     ),
 )
 

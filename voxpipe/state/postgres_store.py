@@ -22,7 +22,7 @@ from voxpipe.config.settings import mask_url_password
 from voxpipe.state.errors import StoreUnavailableError
 from voxpipe.state.migrations import migrate_postgres
 from voxpipe.state.rows import open_turns, seal_turns
-from voxpipe.state.transcripts import ReadRecord, Transcript
+from voxpipe.state.transcripts import ReadRecord, Transcript, log_refused_owner
 
 if TYPE_CHECKING:
     from voxpipe.state.crypto import TranscriptCipher
@@ -43,8 +43,8 @@ _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 _UPSERT = """
 INSERT INTO transcripts (call_id, caller, called, locale, started_at, ended_at, duration_s,
-    escalated, escalation_reason, turn_count, encrypted, key_id, turns, metadata)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::jsonb)
+    escalated, escalation_reason, turn_count, encrypted, key_id, turns, metadata, owner)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::jsonb, $15)
 ON CONFLICT (call_id) DO UPDATE SET
     caller = EXCLUDED.caller, called = EXCLUDED.called, locale = EXCLUDED.locale,
     started_at = EXCLUDED.started_at, ended_at = EXCLUDED.ended_at,
@@ -53,6 +53,7 @@ ON CONFLICT (call_id) DO UPDATE SET
     encrypted = EXCLUDED.encrypted, key_id = EXCLUDED.key_id, turns = EXCLUDED.turns,
     metadata = EXCLUDED.metadata, written_at = now()
 WHERE transcripts.turn_count < EXCLUDED.turn_count
+    AND transcripts.owner IS NOT DISTINCT FROM EXCLUDED.owner
 RETURNING call_id
 """
 
@@ -196,8 +197,17 @@ class PostgresTranscriptStore:
                 key_id,
                 payload,
                 json.dumps(transcript.metadata),
+                transcript.owner,
             )
-        stored = row is not None
+            stored = row is not None
+            stored_owner = None
+            if not stored:
+                stored_owner = await conn.fetchval(
+                    "SELECT owner FROM transcripts WHERE call_id = $1", transcript.call_id
+                )
+        if not stored and stored_owner != transcript.owner:
+            log_refused_owner(transcript.call_id, stored_owner, transcript.owner)
+            return False
         logger.info(
             "transcript %s %s (%d turns)",
             transcript.call_id,
@@ -213,7 +223,7 @@ class PostgresTranscriptStore:
         async with self.db.connection("read") as conn, conn.transaction():
             row = await conn.fetchrow(
                 "SELECT call_id, caller, called, locale, started_at, ended_at, escalated, "
-                "escalation_reason, encrypted, key_id, turns, metadata "
+                "escalation_reason, encrypted, key_id, turns, metadata, owner "
                 "FROM transcripts WHERE call_id = $1",
                 call_id,
             )
@@ -248,6 +258,7 @@ class PostgresTranscriptStore:
             escalated=row["escalated"],
             escalation_reason=row["escalation_reason"],
             metadata=json.loads(row["metadata"]),
+            owner=row["owner"],
         )
 
     async def reads(self, call_id: str) -> list[ReadRecord]:

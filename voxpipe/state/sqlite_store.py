@@ -22,7 +22,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from voxpipe.state.errors import StoreUnavailableError
 from voxpipe.state.migrations import migrate_sqlite
 from voxpipe.state.rows import open_turns, seal_turns
-from voxpipe.state.transcripts import ReadRecord, Transcript
+from voxpipe.state.transcripts import ReadRecord, Transcript, log_refused_owner
 
 if TYPE_CHECKING:
     from voxpipe.state.crypto import TranscriptCipher
@@ -31,8 +31,8 @@ logger = logging.getLogger(__name__)
 
 _UPSERT = """
 INSERT INTO transcripts (call_id, caller, called, locale, started_at, ended_at, duration_s,
-    escalated, escalation_reason, turn_count, encrypted, key_id, turns, metadata)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    escalated, escalation_reason, turn_count, encrypted, key_id, turns, metadata, owner)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (call_id) DO UPDATE SET
     caller = excluded.caller, called = excluded.called, locale = excluded.locale,
     started_at = excluded.started_at, ended_at = excluded.ended_at,
@@ -41,12 +41,12 @@ ON CONFLICT (call_id) DO UPDATE SET
     encrypted = excluded.encrypted, key_id = excluded.key_id, turns = excluded.turns,
     metadata = excluded.metadata,
     written_at = (julianday('now') - 2440587.5) * 86400.0
-WHERE transcripts.turn_count < excluded.turn_count
+WHERE transcripts.turn_count < excluded.turn_count AND transcripts.owner IS excluded.owner
 """
 
 _SELECT = """
 SELECT call_id, caller, called, locale, started_at, ended_at, escalated, escalation_reason,
-    encrypted, key_id, turns, metadata
+    encrypted, key_id, turns, metadata, owner
 FROM transcripts WHERE call_id = ?
 """
 
@@ -173,10 +173,22 @@ class SqliteTranscriptStore:
             key_id,
             payload,
             json.dumps(transcript.metadata),
+            transcript.owner,
         )
+        refused = False
         async with self.db.transaction() as conn:
             cursor = await conn.execute(_UPSERT, params)
             stored = cursor.rowcount > 0
+            if not stored:
+                async with conn.execute(
+                    "SELECT owner FROM transcripts WHERE call_id = ?", (transcript.call_id,)
+                ) as cur:
+                    row = await cur.fetchone()
+                stored_owner = row[0] if row else None
+                refused = stored_owner != transcript.owner
+        if refused:
+            log_refused_owner(transcript.call_id, stored_owner, transcript.owner)
+            return False
         logger.info(
             "transcript %s %s (%d turns)",
             transcript.call_id,
@@ -220,6 +232,7 @@ class SqliteTranscriptStore:
             key_id,
             turns,
             meta,
+            owner,
         ) = tuple(row)
         return Transcript(
             call_id=cid,
@@ -232,6 +245,7 @@ class SqliteTranscriptStore:
             escalated=bool(escalated),
             escalation_reason=reason,
             metadata=json.loads(meta),
+            owner=owner,
         )
 
     async def reads(self, call_id: str) -> list[ReadRecord]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,6 +27,9 @@ class Transcript:
     # Anything else worth keeping (bot name, transport, swept=True ...). Stored in clear:
     # never put conversation content here, it belongs in `turns` (encrypted at rest).
     metadata: dict[str, Any] = field(default_factory=dict)
+    # The call start that owns this call id (set by the server, random per call): a stored
+    # transcript is replaced only by a write from the same owner. None outside the server.
+    owner: str | None = None
 
     @property
     def duration_s(self) -> float:
@@ -45,6 +49,7 @@ class Transcript:
             "escalated": self.escalated,
             "escalation_reason": self.escalation_reason,
             "metadata": dict(self.metadata),
+            "owner": self.owner,
         }
 
     @classmethod
@@ -61,6 +66,7 @@ class Transcript:
             escalated=bool(data.get("escalated", False)),
             escalation_reason=data.get("escalation_reason"),
             metadata=dict(data.get("metadata") or {}),
+            owner=data.get("owner"),
         )
 
     @classmethod
@@ -97,6 +103,9 @@ class Transcript:
             escalated=bool(meta.get("escalated", False)),
             escalation_reason=meta.get("escalation_reason"),
             metadata=extra,
+            # The sweeper writes a dead worker's call as that call's owner: once, and the
+            # worker's own final write (same owner, more turns) may still replace it.
+            owner=meta.get("owner"),
         )
 
 
@@ -108,6 +117,7 @@ _SESSION_FIELDS = {
     "started_at",
     "escalated",
     "escalation_reason",
+    "owner",
 }
 
 
@@ -133,11 +143,13 @@ class TranscriptStore(Protocol):
         """Release connections and background tasks."""
 
     async def write(self, transcript: Transcript) -> bool:
-        """Store the transcript; idempotent on call id.
+        """Store the transcript; idempotent on call id, written once per call by its owner.
 
-        A second write of the same call replaces the first only if it has more turns (the
-        worker's own end-of-call write beats a sweeper's earlier one); returns True if this
-        write was stored, False if the stored copy was kept.
+        A second write of the same call id replaces the first only if it comes from the same
+        ``owner`` and has more turns (the worker's own end-of-call write beats a sweeper's
+        earlier one for that call). A write from another owner (a stream that claimed the id
+        of another call) is refused and logged as a security event. Returns True if this write
+        was stored, False if the stored copy was kept.
         """
 
     async def read(
@@ -150,3 +162,16 @@ class TranscriptStore(Protocol):
 
     async def call_ids(self, limit: int = 100) -> list[str]:
         """Ids of the most recently started calls (metadata only, not an audited read)."""
+
+
+def log_refused_owner(call_id: str, stored_owner: str | None, owner: str | None) -> None:
+    """Log a write refused because another call start owns ``call_id`` (a security event)."""
+    logging.getLogger("voxpipe.security").warning(
+        "claimed_call_id from %s: transcript write for call %s refused: the id is stored for "
+        "another call start (owner %s, this write's owner %s)",
+        "-",
+        call_id,
+        (stored_owner or "none")[:8],
+        (owner or "none")[:8],
+        extra={"client": "-", "event": "claimed_call_id", "call_id": call_id},
+    )

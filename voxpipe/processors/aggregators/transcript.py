@@ -96,6 +96,11 @@ class TranscriptRecorder(FrameProcessor):
         self._started_at = time.time()
         self.meta.setdefault("call_id", self.session_id)
         self.meta.setdefault("started_at", self._started_at)
+        # The server's owner of this call start: only it may write this call id's transcript
+        # (kept in the session so the sweeper writes a dead worker's call as its owner).
+        owner = frame.metadata.get("owner")
+        if owner and "owner" not in self.meta:
+            self.meta["owner"] = owner
         if self.retaining:
             await self.sessions.set_meta(self.session_id, self.meta)
         self._writer = self.create_task(
@@ -267,6 +272,7 @@ class TranscriptRecorder(FrameProcessor):
             escalated=self.escalated,
             escalation_reason=self.escalation_reason,
             metadata={k: v for k, v in self.meta.items() if k in ("carrier", "bot", "country")},
+            owner=self.meta.get("owner"),
         )
         try:
             await self.transcripts.write(transcript)
