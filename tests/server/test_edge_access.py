@@ -64,7 +64,9 @@ async def test_offer_without_token_is_refused_when_not_on_loopback(
     caplog.set_level(logging.INFO)
     # Listening on every interface (HOST=0.0.0.0): WEBRTC defaults to token. The test's socket
     # itself stays on loopback.
-    settings = make_settings(host="0.0.0.0", webrtc_token="operator-secret")
+    settings = make_settings(
+        host="0.0.0.0", webrtc_token="operator-secret", allow_unsigned_webhooks=False
+    )
     app = create_app(ECHO_BOT, settings, batched_vad=None)
     st = app.state.voxpipe
     assert st.webrtc_access.mode == "token"

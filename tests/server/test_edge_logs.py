@@ -25,7 +25,15 @@ from voxpipe.testing.twilio_caller import TwilioCaller
 pytestmark = pytest.mark.slow
 
 # Settings the test's environment might carry that would change what the server does.
-_CLEAN = ("LOG_LEVEL", "LOG_FORMAT", "TWILIO_AUTH_TOKEN", "VOXPIPE_CONFIG", "HOST", "PORT")
+_CLEAN = (
+    "ALLOW_UNSIGNED_WEBHOOKS",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+    "TWILIO_AUTH_TOKEN",
+    "VOXPIPE_CONFIG",
+    "HOST",
+    "PORT",
+)
 
 
 def _free_port() -> int:
@@ -41,7 +49,8 @@ async def voxpipe_serve(
     """`voxpipe [flags] serve bots/echo.py` in a subprocess; yields (url, stderr lines so far)."""
     port = _free_port()
     full_env = {k: v for k, v in os.environ.items() if k not in _CLEAN}
-    full_env.update(env, PYTHONPATH=str(ROOT))
+    # The simulated caller dials unsigned, on loopback: the development switch.
+    full_env.update(env, PYTHONPATH=str(ROOT), ALLOW_UNSIGNED_WEBHOOKS="1")
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

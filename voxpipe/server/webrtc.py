@@ -277,6 +277,8 @@ def _make_call(
         audio_in=transport.params.audio_in,
         audio_out=transport.params.audio_out,
         allow_interruptions=st.settings.allow_interruptions,
+        # The server made the id, so this call start owns its records (see Call.owner).
+        owner=secrets.token_hex(16),
     )
 
 
