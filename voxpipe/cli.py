@@ -132,9 +132,16 @@ def _serve(args: argparse.Namespace) -> int:
     level, fmt = _logging_choice(args)
     config = uvicorn_config(app, settings, host=host, port=args.port, log_level=level.lower())
     port = config.port
+    base = settings.public_url or f"http://{host}:{port}"
+    served = app.state.voxpipe.carriers
     banner = (
         f"voxpipe: serving {args.bot} on http://{host}:{port}",
-        f"  Twilio voice webhook: {settings.public_url or f'http://{host}:{port}'}/twilio/voice"
+        (
+            f"  Twilio voice webhook: {base}/twilio/voice"
+            if served.serves("twilio")
+            else "  Twilio: not served (set TWILIO_AUTH_TOKEN)"
+        )
+        + (f"; browser calls at {base}/" if app.state.voxpipe.webrtc_access.mode != "off" else "")
         + (f"; recording calls to {record}" if record else ""),
     )
     if fmt == "json":  # every line on stderr is then a JSON object, the banner too
