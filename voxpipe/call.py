@@ -51,7 +51,7 @@ class Call:
     allow_interruptions: bool = True
 
     def metadata(self) -> dict[str, Any]:
-        """The StartFrame metadata every processor sees (see CONVENTIONS)."""
+        """The metadata every processor sees in ``StartFrame.metadata`` (``voxpipe/frames.py``)."""
         return {
             "call_id": self.call_id,
             "carrier": self.carrier,
