@@ -55,7 +55,7 @@ class Call:
     owner: str = ""
 
     def metadata(self) -> dict[str, Any]:
-        """The StartFrame metadata every processor sees (see CONVENTIONS)."""
+        """The metadata every processor sees in ``StartFrame.metadata`` (``voxpipe/frames.py``)."""
         return {
             "call_id": self.call_id,
             "carrier": self.carrier,

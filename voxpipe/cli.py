@@ -376,8 +376,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "bench":
             title, fn = BENCHES[args.which]
-            print_result(title, fn(args), as_json=args.json)
-            return 0
+            result = fn(args)
+            print_result(title, result, as_json=args.json)
+            return 1 if result.get("ok") is False else 0  # a bench that saw failures says so
         return COMMANDS[args.command](args)
     except (CommandError, BotLoadError) as exc:
         print(f"voxpipe: error: {exc}", file=sys.stderr)

@@ -20,7 +20,9 @@ def test_bench_calls_json(
     result = json.loads(capsys.readouterr().out)
     for key in ("calls", "p99_late_ms", "rss_mb_per_call", "cpu_pct_per_call"):
         assert key in result
-    assert result["calls"] == 2 and result["failed_calls"] == 0
+    assert result["calls"] == 2 and result["failed_calls"] == 0 and result["ok"] is True
+    assert result["voice"] == "recording" and result["never_connected"] == 0
+    assert result["calls_measured"] > 0
     assert result["chunks"] > 50  # the echo of the caller's first utterance came back
     assert result["echo_s_per_call"] > 1.0
     assert 0 < result["server_cpu_pct"] < 200

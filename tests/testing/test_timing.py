@@ -50,9 +50,30 @@ async def test_never_returns_early_on_the_default_loop() -> None:
     await _never_early()
 
 
-async def test_a_deadline_already_past_returns_at_once() -> None:
-    await timing.sleep_until(time.perf_counter() - 1.0)
-    await timing.sleep(-0.5)
+@pytest.mark.parametrize(
+    "wait",
+    [
+        lambda: timing.sleep_until(time.perf_counter() - 1.0),
+        lambda: timing.sleep(-0.5),
+        lambda: timing.sleep(0.0),
+    ],
+    ids=["past deadline", "negative delay", "zero delay"],
+)
+def test_a_deadline_already_past_returns_at_once(
+    monkeypatch: pytest.MonkeyPatch, wait: Callable[[], Coroutine[Any, Any, None]]
+) -> None:
+    def no_thread(*args: object) -> None:
+        raise AssertionError("a wait already due was handed to the timer thread")
+
+    monkeypatch.setattr(timing._TIMER, "add", no_thread)
+
+    async def main() -> None:
+        coro = wait()
+        # It finishes on its first step: no loop round trip (no sleep, no future awaited).
+        with pytest.raises(StopIteration):
+            coro.send(None)
+
+    asyncio.run(main())
 
 
 async def test_cancelled_waiters_raise_and_leave_nothing_behind(

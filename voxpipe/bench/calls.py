@@ -24,22 +24,28 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["run_calls_bench"]
+from voxpipe.testing.twilio_caller import CallerLog, chunk_lateness
+
+__all__ = ["CallOutcome", "run_calls_bench", "summarize_calls"]
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BOT = ROOT / "bots" / "echo.py"
 SPEECH = ROOT / "tests" / "data" / "speech_16k.wav"
 
 
-def _caller_audio() -> bytes:
+def _caller_audio(speech: Path | None = None) -> tuple[bytes, str]:
+    """The caller's voice as 8 kHz mu-law, and where it came from: "recording" or "synthetic"."""
     from voxpipe.testing.twilio_caller import read_caller_wav
 
-    if SPEECH.is_file():
-        return read_caller_wav(SPEECH)
-    # Installed without the test data: a synthetic "voice" (bursts of a warbling tone).
+    path = SPEECH if speech is None else speech
+    if path.is_file():
+        return read_caller_wav(path), "recording"
+    # Installed without the test data: a synthetic "voice" (bursts of a warbling tone). The
+    # VAD hears it differently from speech, so the report says it was used.
     import numpy as np
 
     from voxpipe.audio import pcm16_to_mulaw
@@ -47,7 +53,84 @@ def _caller_audio() -> bytes:
     t = np.arange(8000 * 9) / 8000
     voiced = (np.sin(2 * np.pi * 3 * t) > -0.2).astype(float)
     wave = 8000 * np.sin(2 * np.pi * (180 + 40 * np.sin(2 * np.pi * 5 * t)) * t) * voiced
-    return pcm16_to_mulaw(wave.astype("<i2").tobytes())
+    return pcm16_to_mulaw(wave.astype("<i2").tobytes()), "synthetic"
+
+
+@dataclass(slots=True)
+class CallOutcome:
+    """One simulated call: whether its media stream opened, what the caller saw, how it failed."""
+
+    connected: bool = False
+    log: CallerLog | None = None
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """Connected, ended without an error and heard the bot."""
+        return (
+            self.connected
+            and self.log is not None
+            and not self.error
+            and (self.log.media_seconds > 0)
+        )
+
+
+def summarize_calls(
+    outcomes: list[CallOutcome],
+    *,
+    seconds: float,
+    server_cpu_pct: float,
+    client_cpu_pct: float,
+    live_calls: float,
+    rss_peak: int,
+    rss_idle: int,
+    voice: str,
+    wall_s: float,
+) -> dict[str, Any]:
+    """The report: lateness over the calls that worked, cost per call over the calls that ran.
+
+    A call that never connected, raised, or heard nothing back is failed (``ok`` is then
+    false). CPU and memory are divided by ``live_calls``, the calls up while they were
+    sampled, never by the number dialled.
+    """
+    late: list[float] = []
+    echo_s = 0.0
+    worked = [o for o in outcomes if o.ok]
+    for o in worked:
+        log = o.log
+        assert log is not None
+        # Chunks still arriving after the caller hung up are heard by no one.
+        heard = [i for i, t in enumerate(log.media_times) if log.stop_t is None or t < log.stop_t]
+        late += chunk_lateness(
+            [log.media_times[i] for i in heard], [log.media_sizes[i] for i in heard]
+        )
+        echo_s += log.media_seconds
+    failed = len(outcomes) - len(worked)
+    never_connected = sum(1 for o in outcomes if not o.connected)
+    ran = live_calls if live_calls > 0 else None
+    errors = sorted({o.error for o in outcomes if o.error})
+    return {
+        "ok": failed == 0,
+        "calls": len(outcomes),
+        "seconds": seconds,
+        "voice": voice,
+        "failed_calls": failed,
+        "never_connected": never_connected,
+        "calls_measured": round(live_calls, 1),
+        "errors": errors[:5],
+        "chunks": len(late),
+        "p50_late_ms": round(_percentile(late, 50) * 1000, 2),
+        "p99_late_ms": round(_percentile(late, 99) * 1000, 2),
+        "p999_late_ms": round(_percentile(late, 99.9) * 1000, 2),
+        "max_late_ms": round(max(late, default=0.0) * 1000, 2),
+        "echo_s_per_call": round(echo_s / len(worked), 2) if worked else 0.0,
+        "server_cpu_pct": round(server_cpu_pct, 1),
+        "cpu_pct_per_call": round(server_cpu_pct / ran, 3) if ran else None,
+        "server_rss_mb": round(rss_peak / 2**20, 1),
+        "rss_mb_per_call": round((rss_peak - rss_idle) / 2**20 / ran, 3) if ran else None,
+        "client_cpu_pct": round(client_cpu_pct, 1),
+        "wall_s": round(wall_s, 1),
+    }
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -88,41 +171,68 @@ async def _bench(
     import httpx
     import psutil
 
-    from voxpipe.testing.twilio_caller import CallerLog, TwilioCaller, chunk_lateness
+    from voxpipe.testing.twilio_caller import TwilioCaller
 
     base = f"http://127.0.0.1:{port}"
-    speech = _caller_audio()
+    speech, voice = _caller_audio()
+    if voice != "recording" and progress:
+        progress(f"  {SPEECH} not found: the callers speak a synthetic voice (reported)")
     rng = random.Random(1234)
     server = psutil.Process(server_pid)
     me = psutil.Process()
     rss_idle = server.memory_info().rss
     loop = asyncio.get_running_loop()
-    all_up = asyncio.Event()
-    connected = 0
+    all_settled = asyncio.Event()  # every call connected or failed
+    outcomes = [CallOutcome() for _ in range(calls)]
+    settled = 0
+    live = 0  # calls whose media stream is open now
 
-    async def one_call(i: int) -> CallerLog:
-        nonlocal connected
+    def settle() -> None:
+        nonlocal settled
+        settled += 1
+        if settled == calls:
+            all_settled.set()
+
+    async def one_call(i: int) -> None:
+        nonlocal live
+        outcome = outcomes[i]
+
+        def on_progress(_log: CallerLog) -> bool:
+            # ``run`` calls this first right after the stream opened and ``start`` went out.
+            nonlocal live
+            if not outcome.connected:
+                outcome.connected = True
+                live += 1
+                settle()
+            return False
+
         await asyncio.sleep(ramp_s * i / max(1, calls))
         offset = rng.randrange(0, len(speech) // 160) * 160
         loops = int(seconds * 8000 / len(speech)) + 2
         audio = (speech[offset:] + speech * loops)[: int(seconds * 8000)]
-        caller = await TwilioCaller.dial(
-            base, audio=audio, keep_audio=False, tail_silence_s=1.5, http=http
-        )
-        run = loop.create_task(caller.run(hangup_after=seconds + 1.5, timeout=seconds + 30))
-        connected += 1
-        if connected == calls:
-            all_up.set()
-        return await run
+        try:
+            caller = await TwilioCaller.dial(
+                base, audio=audio, keep_audio=False, tail_silence_s=1.5, http=http
+            )
+            outcome.log = await caller.run(
+                until=on_progress, hangup_after=seconds + 1.5, timeout=seconds + 30
+            )
+        except Exception as exc:  # a failed call is counted, not fatal to the bench
+            outcome.error = f"{type(exc).__name__}: {exc}"[:200]
+        finally:
+            if outcome.connected:
+                live -= 1
+            else:
+                settle()
 
     t0 = time.perf_counter()
     # One HTTP client for every dial: building one per call would stall this loop.
     http = httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=20))
     runs = [loop.create_task(one_call(i)) for i in range(calls)]
-    # Sample CPU and memory once every call is up and talking, for most of a call's length.
+    # Sample CPU and memory once every call is up (or has failed), for most of a call's length.
     try:
         async with asyncio.timeout(ramp_s + 60):
-            await all_up.wait()
+            await all_settled.wait()
     except TimeoutError:
         pass
     await asyncio.sleep(min(2.0, seconds / 4))  # let the calls settle into speaking
@@ -130,50 +240,28 @@ async def _bench(
     cpu0, mine0, w0 = server.cpu_times(), me.cpu_times(), time.perf_counter()
     rss_peak = server.memory_info().rss
     if progress:
-        progress(f"  {calls} calls up; measuring for {window:.0f} s")
+        progress(f"  {live} of {calls} calls up; measuring for {window:.0f} s")
     steps = max(1, int(window))
+    live_samples = [live]
     for _ in range(steps):
         await asyncio.sleep(window / steps)
         rss_peak = max(rss_peak, server.memory_info().rss)
+        live_samples.append(live)
     cpu1, mine1, w1 = server.cpu_times(), me.cpu_times(), time.perf_counter()
-    logs = await asyncio.gather(*runs, return_exceptions=True)
+    await asyncio.gather(*runs)
     await http.aclose()
-    wall = time.perf_counter() - t0
-
-    late: list[float] = []
-    failed = 0
-    echo_s = 0.0
-    for log in logs:
-        if isinstance(log, BaseException) or log.media_seconds == 0:
-            failed += 1
-            continue
-        # Chunks still arriving after the caller hung up are heard by no one.
-        heard = [i for i, t in enumerate(log.media_times) if log.stop_t is None or t < log.stop_t]
-        late += chunk_lateness(
-            [log.media_times[i] for i in heard], [log.media_sizes[i] for i in heard]
-        )
-        echo_s += log.media_seconds
     elapsed = w1 - w0
-    server_cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / elapsed * 100
-    client_cpu = (mine1.user + mine1.system - mine0.user - mine0.system) / elapsed * 100
-    ok = max(1, calls - failed)
-    return {
-        "calls": calls,
-        "seconds": seconds,
-        "failed_calls": failed,
-        "chunks": len(late),
-        "p50_late_ms": round(_percentile(late, 50) * 1000, 2),
-        "p99_late_ms": round(_percentile(late, 99) * 1000, 2),
-        "p999_late_ms": round(_percentile(late, 99.9) * 1000, 2),
-        "max_late_ms": round(max(late, default=0.0) * 1000, 2),
-        "echo_s_per_call": round(echo_s / ok, 2),
-        "server_cpu_pct": round(server_cpu, 1),
-        "cpu_pct_per_call": round(server_cpu / calls, 3),
-        "server_rss_mb": round(rss_peak / 2**20, 1),
-        "rss_mb_per_call": round((rss_peak - rss_idle) / 2**20 / calls, 3),
-        "client_cpu_pct": round(client_cpu, 1),
-        "wall_s": round(wall, 1),
-    }
+    return summarize_calls(
+        outcomes,
+        seconds=seconds,
+        server_cpu_pct=(cpu1.user + cpu1.system - cpu0.user - cpu0.system) / elapsed * 100,
+        client_cpu_pct=(mine1.user + mine1.system - mine0.user - mine0.system) / elapsed * 100,
+        live_calls=sum(live_samples) / len(live_samples),
+        rss_peak=rss_peak,
+        rss_idle=rss_idle,
+        voice=voice,
+        wall_s=time.perf_counter() - t0,
+    )
 
 
 def run_calls_bench(

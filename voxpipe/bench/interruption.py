@@ -8,16 +8,21 @@ guard; the sweep goes through the pipeline to the output transport, which flushe
 
 Measured with ``time.perf_counter`` (wall time, whatever clock drives the call): from the
 moment the VAD window that decided the interruption has been processed to the clear
-reaching the wire sink. Every bot chunk carries its reply's number, so a chunk of an
-interrupted reply sent after that reply's clear is counted as stale (must be 0).
+reaching the wire sink. Each clear is paired with its interruption by id (the barge-in's
+number, the request frame, the sweep that answered it), never by position. A barge-in that
+does not interrupt is a failure: counted in the percentiles as infinitely late and flagged
+with ``ok: false`` (the CLI exits 1). Every bot chunk carries its reply's number, so a chunk
+of an interrupted reply sent after that reply's clear is counted as stale (must be 0).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +35,8 @@ from voxpipe.frames import (
     EndFrame,
     Frame,
     FrameDirection,
+    InterruptionFrame,
+    InterruptionRequestFrame,
     OutputAudioFrame,
     SystemFrame,
     TTSSpeakFrame,
@@ -41,14 +48,22 @@ from voxpipe.pipelines.clock import VirtualClock
 from voxpipe.pipelines.pipeline import Pipeline
 from voxpipe.pipelines.task import PipelineTask
 from voxpipe.processors.base import FrameProcessor
-from voxpipe.processors.vad.analyzer import VADAnalyzer, VADEvent
+from voxpipe.processors.vad.analyzer import VADAnalyzer, VADEvent, VADParams
 from voxpipe.processors.vad.batched import BatchedVAD
 from voxpipe.transports.input import BaseInputTransport
-from voxpipe.transports.memory import MemoryTransport
+from voxpipe.transports.memory import MemorySink, MemoryTransport
+from voxpipe.transports.output import BaseOutputTransport
 from voxpipe.transports.params import TransportParams
 from voxpipe.transports.wire import AudioFormat
 
-__all__ = ["ToneBot", "run_interruption_bench", "reply_tag"]
+__all__ = [
+    "BargeIn",
+    "ToneBot",
+    "order_statistic",
+    "pair_barge_ins",
+    "reply_tag",
+    "run_interruption_bench",
+]
 
 _DATA = Path(__file__).resolve().parents[2] / "tests" / "data"
 PHONE = AudioFormat("mulaw", 8000)
@@ -151,25 +166,133 @@ class ToneBot(FrameProcessor):
 
 
 class _TimedInput(BaseInputTransport):
-    """The input transport, stamping when each VAD call returns and when it interrupts."""
+    """The input transport, stamping each interruption it asks for and the sweep that answers it.
+
+    ``barge_in`` is set by the bench to the number of the barge-in being played. Each
+    request is recorded with that number, the request frame's id and the id of the
+    ``InterruptionFrame`` the task's source sent in answer (it arrives here while the
+    request is being pushed: the source sweeps before the push returns).
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.window_done = 0.0
-        self.stamps: list[tuple[float, float]] = []  # (perf_counter of the window, call clock)
+        self.barge_in = -1
+        self.requests: list[_Request] = []
+        self._asking: _Request | None = None
 
     async def _analyze(self, vad: VADAnalyzer, pcm: bytes) -> list[VADEvent]:
         events = await super()._analyze(vad, pcm)
         self.window_done = time.perf_counter()
         return events
 
-    async def _interrupt(self, reason: str) -> None:
-        self.stamps.append((self.window_done, self.clock.now()))
-        await super()._interrupt(reason)
+    async def request_interruption(self, reason: str = "") -> None:
+        frame = InterruptionRequestFrame(reason=reason)
+        req = _Request(self.barge_in, frame.id, self.window_done, self.clock.now())
+        self.requests.append(req)
+        self._asking = req
+        try:
+            await self.push_frame(frame, FrameDirection.UPSTREAM)
+        finally:
+            self._asking = None
+
+    async def _lifecycle(self, frame: Frame) -> None:
+        if type(frame) is InterruptionFrame and self._asking is not None:
+            self._asking.sweep_id = frame.id
+        await super()._lifecycle(frame)
+
+
+class _TimedOutput(BaseOutputTransport):
+    """The output transport, remembering which sweep it is handling when it flushes the wire."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sweep_id: int | None = None
+
+    async def _lifecycle(self, frame: Frame) -> None:
+        if type(frame) is InterruptionFrame:
+            self.sweep_id = frame.id
+        try:
+            await super()._lifecycle(frame)
+        finally:
+            self.sweep_id = None
+
+
+class _TaggingSink(MemorySink):
+    """A memory wire that tags each clear with the id of the sweep that sent it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.output: _TimedOutput | None = None
+        self.clear_perf: dict[int, float] = {}  # sweep id -> perf_counter of its clear
+        self.untagged_clears = 0
+
+    async def send_clear(self) -> None:
+        await super().send_clear()
+        sweep = self.output.sweep_id if self.output is not None else None
+        if sweep is None:
+            self.untagged_clears += 1
+        else:
+            self.clear_perf.setdefault(sweep, self.events[-1].perf)
 
 
 class _BenchTransport(MemoryTransport):
     input_class = _TimedInput
+    output_class = _TimedOutput
+
+
+@dataclass(slots=True)
+class _Request:
+    """One interruption the input transport asked for, and the sweep that answered it."""
+
+    barge_in: int
+    request_id: int
+    window_done: float  # perf_counter when the deciding VAD window had been processed
+    at: float  # call clock
+    sweep_id: int | None = None
+
+
+@dataclass(slots=True)
+class BargeIn:
+    """What became of one barge-in: the interruption it caused and the clear that followed."""
+
+    number: int
+    onset: float  # call clock, when the caller's speech began
+    request_id: int | None = None
+    sweep_id: int | None = None
+    detect_ms: float | None = None  # onset to interruption, call clock
+    latency_ms: float | None = None  # deciding VAD window to clear on the wire, wall time
+
+    @property
+    def missed(self) -> bool:
+        """No interruption: the bot talked on over a full utterance."""
+        return self.request_id is None
+
+    @property
+    def unflushed(self) -> bool:
+        """Interrupted, but no clear for that sweep reached the wire."""
+        return self.request_id is not None and self.latency_ms is None
+
+
+def pair_barge_ins(
+    onsets: list[float], requests: list[_Request], clear_perf: dict[int, float]
+) -> list[BargeIn]:
+    """Match every barge-in to its first interruption request, and that request's sweep to its clear.
+
+    Pairing goes by ids (barge-in number, request frame id, sweep frame id), never by
+    position: a barge-in that missed, or an extra interruption, cannot shift the others.
+    """
+    out = [BargeIn(i, onset) for i, onset in enumerate(onsets)]
+    for req in requests:
+        if not 0 <= req.barge_in < len(out) or out[req.barge_in].request_id is not None:
+            continue  # an interruption outside any barge-in, or a second one within it
+        b = out[req.barge_in]
+        b.request_id = req.request_id
+        b.sweep_id = req.sweep_id
+        b.detect_ms = (req.at - b.onset) * 1000.0
+        if req.sweep_id is not None and req.sweep_id in clear_perf:
+            b.latency_ms = (clear_perf[req.sweep_id] - req.window_done) * 1000.0
+    return out
 
 
 def _barge_in_clips(speech_wav: Path, lead: float, length: float) -> list[bytes]:
@@ -185,19 +308,29 @@ def _barge_in_clips(speech_wav: Path, lead: float, length: float) -> list[bytes]
     return clips
 
 
-def _percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+def order_statistic(values: list[float], q: float) -> float | None:
+    """The ``q``-th percentile as an order statistic (no interpolation); None if it is a miss.
+
+    Misses enter as ``inf``: with more than 1 % of barge-ins missed, the p99 is unbounded and
+    reported as None (JSON null), never computed over the barge-ins that happened to work.
+    """
+    if not values:
+        return None
+    v = float(np.percentile(np.asarray(values, dtype=float), q, method="inverted_cdf"))
+    return v if math.isfinite(v) else None
 
 
 async def _call(
-    n: int, clips: list[bytes], lead: float, seed: int, batched: bool
+    n: int, clips: list[bytes], lead: float, seed: int, batched: bool, vad_params: VADParams
 ) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
-    params = TransportParams(audio_in=PHONE, audio_out=PHONE)
-    transport = _BenchTransport(params, batched_vad=BatchedVAD() if batched else None)
+    params = TransportParams(audio_in=PHONE, audio_out=PHONE, vad_params=vad_params)
+    sink = _TaggingSink(PHONE)
+    transport = _BenchTransport(params, sink=sink, batched_vad=BatchedVAD() if batched else None)
     inp = transport.input()
     out = transport.output()
-    assert isinstance(inp, _TimedInput)
+    assert isinstance(inp, _TimedInput) and isinstance(out, _TimedOutput)
+    sink.output = out
     bot = ToneBot(PHONE)
     # Stand-ins for STT, filters and aggregators: the sweep crosses them as in a real bot.
     pipeline = Pipeline(
@@ -207,38 +340,34 @@ async def _call(
     runner = asyncio.get_running_loop().create_task(task.run())
     await task.wait_started()
     clock = task.clock
-    sink = transport.memory_sink
     onsets: list[float] = []  # call-clock instant each barge-in's speech begins
-    missed = 0
-    rounds = 0
-    # Until n interruptions were measured: a barge-in the VAD hears as shorter than the
-    # guard's minimum speech does not interrupt (counted as missed), as in a real call.
-    while len(inp.stamps) < n and rounds < 2 * n + 10:
+    # Exactly n barge-ins, each a one-second utterance over the bot: every one must
+    # interrupt. One that does not is a miss, reported as a failure, not replaced by another.
+    for number in range(n):
         await task.queue_frame(TTSSpeakFrame("long reply"))
         while not out.bot_speaking:
             await transport.play_silence(0.02)
         await transport.play_silence(float(rng.uniform(0.3, 1.5)))
-        before = len(inp.stamps)
+        inp.barge_in = number
         onsets.append(clock.now() + lead)
-        await transport.play_wire(clips[rounds % len(clips)])
-        rounds += 1
-        # Let the caller's turn end and the bot fall silent before the next round.
-        for _ in range(200):
+        await transport.play_wire(clips[number % len(clips)])
+        # Let the caller's turn end and the bot fall silent before the next round (after a
+        # miss the bot talks on to the end of its reply).
+        for _ in range(600):
             if not inp.user_speaking and not out.bot_speaking:
                 break
             await transport.play_silence(0.02)
-        if len(inp.stamps) == before:
-            missed += 1
-            onsets.pop()
+        inp.barge_in = -1
     await task.queue_frame(EndFrame())
     await runner
 
-    # Pair each interruption with the clear that followed it.
-    clears = sink.clears
-    latencies = [
-        (clear.perf - t0) * 1000.0 for (t0, _), clear in zip(inp.stamps, clears, strict=False)
-    ]
-    detect = [(t - onset) * 1000.0 for (_, t), onset in zip(inp.stamps, onsets, strict=False)]
+    barge_ins = pair_barge_ins(onsets, inp.requests, sink.clear_perf)
+    # A miss never flushed anything: it counts as infinitely late in the percentiles.
+    latencies = [b.latency_ms if b.latency_ms is not None else math.inf for b in barge_ins]
+    measured = [b.latency_ms for b in barge_ins if b.latency_ms is not None]
+    detect = [b.detect_ms for b in barge_ins if b.detect_ms is not None]
+    missed = [b.number for b in barge_ins if b.missed]
+    unflushed = [b.number for b in barge_ins if b.unflushed]
     stale = 0
     newest = 0
     cleared_upto = 0
@@ -251,14 +380,21 @@ async def _call(
                 stale += 1
             newest = max(newest, tag)
     return {
-        "n": len(latencies),
-        "interrupt_p50_ms": _percentile(latencies, 50),
-        "interrupt_p99_ms": _percentile(latencies, 99),
-        "interrupt_max_ms": max(latencies) if latencies else float("nan"),
+        "ok": not missed and not unflushed and stale == 0,
+        "n": n,
+        "barge_ins": n,
+        "interruptions": n - len(missed),
+        "missed_barge_ins": len(missed),
+        "missed_numbers": missed,
+        "unflushed_interruptions": len(unflushed),
+        "extra_interruptions": len(inp.requests) - (n - len(missed)),
+        "interrupt_p50_ms": order_statistic(latencies, 50),
+        "interrupt_p99_ms": order_statistic(latencies, 99),
+        "interrupt_max_ms": order_statistic(latencies, 100),
+        "measured_p50_ms": order_statistic(measured, 50),
         "stale_chunks": stale,
-        "missed_barge_ins": missed,
         "chunks_dropped": out.chunks_dropped,
-        "detect_p50_ms_call_time": statistics.median(detect) if detect else float("nan"),
+        "detect_p50_ms_call_time": statistics.median(detect) if detect else None,
         "call_seconds": clock.now(),
     }
 
@@ -269,15 +405,22 @@ def run_interruption_bench(
     seed: int = 3,
     batched: bool = False,
     speech_wav: str | Path | None = None,
+    vad_params: VADParams | None = None,
 ) -> dict[str, Any]:
-    """Run ``n`` barge-ins on a virtual-clock call and report interruption latency and stale chunks.
+    """Run ``n`` barge-ins on a virtual-clock call and report interruption latency and failures.
 
-    Keys: ``interrupt_p50_ms``/``interrupt_p99_ms`` (wall ms from the deciding VAD window to
-    the clear at the wire), ``stale_chunks`` (interrupted reply audio sent after its clear),
-    ``n`` (interruptions measured), plus ``missed_barge_ins``, ``chunks_dropped`` (queued
-    bot chunks the flushes discarded), ``detect_p50_ms_call_time`` (speech onset to
-    interruption on the call clock: the VAD's start and the guard's minimum speech) and
-    ``wall_seconds``. ``batched`` runs the VAD through a ``BatchedVAD`` as the server does.
+    Every barge-in is a one-second utterance over the bot and must interrupt it. Keys:
+    ``ok`` (no barge-in missed, every interruption flushed the wire, no stale chunk),
+    ``interrupt_p50_ms``/``interrupt_p99_ms``/``interrupt_max_ms`` (wall ms from the deciding
+    VAD window to the clear at the wire, over all ``n`` barge-ins: a miss counts as
+    infinitely late, so a percentile it reaches is None), ``missed_barge_ins`` (and their
+    numbers), ``unflushed_interruptions`` (no clear for the sweep), ``measured_p50_ms`` (over
+    the interruptions that flushed), ``stale_chunks`` (interrupted reply audio sent after its
+    clear), ``chunks_dropped`` (queued bot chunks the flushes discarded),
+    ``detect_p50_ms_call_time`` (speech onset to interruption on the call clock: the VAD's
+    start and the guard's minimum speech) and ``wall_seconds``. Clears are matched to
+    interruptions by the sweep's frame id. ``batched`` runs the VAD through a
+    ``BatchedVAD`` as the server does; ``vad_params`` replaces the VAD's defaults.
     """
     path = Path(speech_wav) if speech_wav is not None else _DATA / "speech_16k.wav"
     if not path.is_file():
@@ -288,7 +431,8 @@ def run_interruption_bench(
     lead = 0.1
     clips = _barge_in_clips(path, lead=lead, length=1.0)
     t0 = time.perf_counter()
-    result = VirtualClock().run(_call(n, clips, lead, seed, batched))
+    vad = vad_params if vad_params is not None else VADParams()
+    result = VirtualClock().run(_call(n, clips, lead, seed, batched, vad))
     result["wall_seconds"] = time.perf_counter() - t0
     return result
 

@@ -14,7 +14,6 @@ from typing import Any
 # 20 ms of 16 kHz mono PCM16: 320 samples * 2 bytes.
 _SAMPLE_RATE = 16000
 _AUDIO_20MS = bytes(640)
-_WARMUP_FRAMES = 300
 # Guards against a wedged pipeline; never reached on a healthy run.
 _GUARD_TIMEOUT_S = 120.0
 
@@ -47,7 +46,7 @@ def _pipecat_logging_silenced() -> Iterator[None]:
 
 
 def _processor_classes() -> tuple[type, type]:
-    """Build the pass-through and counting-sink processor classes (pipecat imported lazily)."""
+    """Build the pass-through and counting processor classes (pipecat imported lazily)."""
     from pipecat.frames.frames import Frame, InputAudioRawFrame, StartFrame
     from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
@@ -58,18 +57,22 @@ def _processor_classes() -> tuple[type, type]:
             await super().process_frame(frame, direction)
             await self.push_frame(frame, direction)
 
-    class CountingSink(FrameProcessor):
-        """Counts audio frames and signals when the StartFrame and an expected count arrive."""
+    class Counter(FrameProcessor):
+        """The last measured processor: counts audio frames and forwards every frame.
+
+        As voxpipe's counter does, it passes the frames on to the pipeline's own sink, so
+        both engines run the same processors and the same framework hops after them.
+        """
 
         def __init__(self) -> None:
             super().__init__()
             self.started = asyncio.Event()
             self.done = asyncio.Event()
-            self._count = 0
+            self.count = 0
             self._target = 0
 
         def expect(self, n: int) -> asyncio.Event:
-            self._count = 0
+            self.count = 0
             self._target = n
             self.done = asyncio.Event()
             return self.done
@@ -77,18 +80,14 @@ def _processor_classes() -> tuple[type, type]:
         async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
             await super().process_frame(frame, direction)
             if isinstance(frame, InputAudioRawFrame):
-                # Consumed here: the sink is the end of the measured path.
-                self._count += 1
-                if self._count == self._target:
+                self.count += 1
+                if self.count == self._target:
                     self.done.set()
-                return
-            # Lifecycle frames must reach the worker's own sink so it sees the
-            # pipeline start and end.
             await self.push_frame(frame, direction)
             if isinstance(frame, StartFrame):
                 self.started.set()
 
-    return PassThrough, CountingSink
+    return PassThrough, Counter
 
 
 class _Session:
@@ -100,11 +99,13 @@ class _Session:
         from pipecat.utils.asyncio.task_manager import TaskManager
         from pipecat.workers.base_worker import WorkerParams
 
-        pass_through, counting_sink = classes
-        self.sink = counting_sink()
-        procs = [pass_through() for _ in range(n_procs)]
+        pass_through, counter = classes
+        # n_procs processors in all, the last one counting: the workload of voxpipe's bench.
+        self.sink = counter()
+        procs = [pass_through() for _ in range(n_procs - 1)]
+        self.pipeline = Pipeline([*procs, self.sink])
         self.worker = PipelineWorker(
-            Pipeline([*procs, self.sink]),
+            self.pipeline,
             enable_rtvi=False,
             enable_turn_tracking=False,
             idle_timeout_secs=None,
@@ -142,30 +143,44 @@ async def _push_audio(session: _Session, n_frames: int) -> float:
         for _ in range(n_frames)
     ]
     done = session.sink.expect(n_frames)
+    gc.collect()
     t0 = time.perf_counter()
     await session.worker.queue_frames(frames)
     await asyncio.wait_for(done.wait(), _GUARD_TIMEOUT_S)
     return time.perf_counter() - t0
 
 
-async def pipecat_hop_bench(n_frames: int = 5000, n_procs: int = 10) -> dict[str, float]:
-    """Measure µs per hop and frames/s through n_procs Pipecat pass-through processors."""
+async def pipecat_hop_bench(
+    n_frames: int = 20000, n_procs: int = 10, warmup: int = 500
+) -> dict[str, float]:
+    """µs per hop and frames/s through ``n_procs`` Pipecat processors (the last one counting).
+
+    The workload of ``voxpipe.bench.engine.hop_bench``; the ``pipecat_frames`` (counted at
+    the last processor), ``pipecat_warmup_frames`` and ``pipecat_procs`` it returns say so.
+    """
     _require_pipecat()
+    if n_procs < 1 or n_frames < 1:
+        raise ValueError("pipecat_hop_bench needs n_procs >= 1 and n_frames >= 1")
     with _pipecat_logging_silenced():
-        return await _hop_bench(n_frames, n_procs)
+        return await _hop_bench(n_frames, n_procs, warmup)
 
 
-async def _hop_bench(n_frames: int, n_procs: int) -> dict[str, float]:
+async def _hop_bench(n_frames: int, n_procs: int, warmup: int) -> dict[str, float]:
     session = _Session(n_procs, _processor_classes())
     await session.start()
     try:
-        await _push_audio(session, _WARMUP_FRAMES)
+        if warmup:
+            await _push_audio(session, warmup)
         total_s = await _push_audio(session, n_frames)
+        counted = session.sink.count
     finally:
         await session.end()
     return {
         "pipecat_hop_us": total_s / (n_frames * n_procs) * 1e6,
         "pipecat_frames_per_s": n_frames / total_s,
+        "pipecat_frames": counted,
+        "pipecat_warmup_frames": warmup,
+        "pipecat_procs": len(session.pipeline.processors) - 2,  # less its own source and sink
     }
 
 

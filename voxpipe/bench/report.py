@@ -14,5 +14,10 @@ def print_result(title: str, result: dict[str, Any], *, as_json: bool) -> None:
     print(title)
     width = max((len(k) for k in result), default=0)
     for key, value in result.items():
-        shown = f"{value:,.3f}" if isinstance(value, float) else str(value)
+        if isinstance(value, float):
+            shown = f"{value:,.3f}"
+        elif value is None:
+            shown = "n/a"  # e.g. a p99 that misses made unbounded, a cost with no call up
+        else:
+            shown = str(value)
         print(f"  {key:<{width}}  {shown}")

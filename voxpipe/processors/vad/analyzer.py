@@ -28,22 +28,40 @@ class VADParams:
     ``min_volume``. Speech must last ``start_secs`` before "started" (so a click or a cough
     does not count) and silence ``stop_secs`` before "stopped" (so pauses between words and
     sentences do not end the turn). The defaults suit phone calls and browsers alike.
+
+    ``hysteresis``: once a run of speech has begun, a window stays speech down to
+    ``confidence - hysteresis`` (Silero's own iterator uses 0.15). Real speech often dips a
+    window or two just under the threshold (0.6-0.69 on a phone line); without it, one such
+    window restarts the ``start_secs`` count, and a short barge-in can end before "started".
+
+    ``start_gap_secs``: while speech is starting, a pause shorter than this (the gap between
+    two syllables, one or two windows) does not restart the ``start_secs`` count; only the
+    speech windows count towards it. Silero's own segmenter merges speech across pauses
+    under 0.1 s. Without it, a caller whose first words come in short syllables can talk
+    for a second over the bot before "started".
     """
 
     confidence: float = 0.7
     start_secs: float = 0.2
     stop_secs: float = 0.8
     min_volume: float = 0.6
+    hysteresis: float = 0.15
+    start_gap_secs: float = 0.1
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.confidence <= 1.0:
             raise ValueError(f"VADParams.confidence must be within 0..1, got {self.confidence}")
         if not 0.0 <= self.min_volume <= 1.0:
             raise ValueError(f"VADParams.min_volume must be within 0..1, got {self.min_volume}")
-        if self.start_secs < 0 or self.stop_secs < 0:
+        if not 0.0 <= self.hysteresis <= self.confidence:
             raise ValueError(
-                f"VADParams.start_secs and stop_secs must be >= 0, got {self.start_secs}, "
-                f"{self.stop_secs}"
+                f"VADParams.hysteresis must be within 0..confidence ({self.confidence}), "
+                f"got {self.hysteresis}"
+            )
+        if self.start_secs < 0 or self.stop_secs < 0 or self.start_gap_secs < 0:
+            raise ValueError(
+                "VADParams.start_secs, stop_secs and start_gap_secs must be >= 0, got "
+                f"{self.start_secs}, {self.stop_secs}, {self.start_gap_secs}"
             )
 
 
@@ -108,6 +126,7 @@ class VADAnalyzer:
         self.last_probability = 0.0
         self.last_volume = 0.0
         self._run = 0.0  # seconds of speech (STARTING) or silence (STOPPING) so far
+        self._gap = 0.0  # seconds of the current pause while STARTING
         self._run_start = 0.0  # stream time the current speech run began
         self._last_speech_end = 0.0
 
@@ -174,12 +193,16 @@ class VADAnalyzer:
         self.windows += 1
         end = start + self.window_secs
         self.last_probability = prob
+        state = self.state
+        # Starting a run, or ending a pause, takes the full threshold; inside a run (STARTING
+        # or SPEAKING) a window just under it still counts as speech (hysteresis).
+        inside = state is VADState.STARTING or state is VADState.SPEAKING
+        threshold = params.confidence - params.hysteresis if inside else params.confidence
         speech = False
-        if prob >= params.confidence:
+        if prob >= threshold:
             # Volume only matters for windows the model calls speech, so silence skips it.
             self.last_volume = _volume(self.stream.last_rms())
             speech = self.last_volume >= params.min_volume
-        state = self.state
         if speech:
             if state is VADState.QUIET:
                 self.state = VADState.STARTING
@@ -190,13 +213,17 @@ class VADAnalyzer:
                 self.state = VADState.SPEAKING
             self._last_speech_end = end
             if state is VADState.STARTING:
+                self._gap = 0.0
                 self._run += self.window_secs
                 if self._run >= params.start_secs - 1e-9:
                     self.state = VADState.SPEAKING
                     return VADEvent("started", end, self._run_start)
             return None
         if state is VADState.STARTING:
-            self.state = VADState.QUIET
+            # A pause between syllables keeps the run; a longer one ends it (a click, a cough).
+            self._gap += self.window_secs
+            if self._gap >= params.start_gap_secs - 1e-9:
+                self.state = VADState.QUIET
         elif state is VADState.SPEAKING:
             self.state = VADState.STOPPING
             self._run = self.window_secs
