@@ -228,6 +228,14 @@ class VoxpipeSettings(BaseSettings):
         120.0, gt=0, description="A payment pause ends after this many seconds at the latest."
     )
 
+    # --- outages: providers (issue 18) ---
+    provider_outage_grace_s: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a provider (STT, LLM, TTS) may stay unreachable while the call "
+        "goes on (apology said, reconnecting with backoff) before the call is ended politely.",
+    )
+
     @field_validator("transcript_key")
     @classmethod
     def _check_transcript_key(cls, value: SecretStr | None) -> SecretStr | None:
