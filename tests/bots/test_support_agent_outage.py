@@ -229,7 +229,7 @@ def reply_heard(log: CallerLog, oa: FakeOpenAI, out: dict[str, Any]) -> bool:
 async def test_a_15_second_outage_mid_call(tmp_path: Path) -> None:
     """The issue's scenario: 15 s of Deepgram outage while the caller asks a question."""
     r = await outage_call(
-        tmp_path, down_after_s=1.0, outage_s=15.0, listen_s=1.5, total_s=25.0, until=reply_heard
+        tmp_path, down_after_s=0.5, outage_s=15.0, listen_s=1.0, total_s=25.0, until=reply_heard
     )
     log: CallerLog = r["log"]
     assert log.errors == [] and not log.closed_by_server  # the call stayed up
