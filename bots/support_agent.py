@@ -12,6 +12,10 @@ answer; without a "yes" nothing of the call is stored. Card numbers are redacted
 STT and recording and transcription pause around payment details (``start_payment`` /
 ``end_payment`` tools, or a card number detected).
 
+Provider outages: while the STT cannot hear the caller (or the TTS cannot speak) the bot says
+a pre-rendered apology in the caller's language, and says goodbye and ends the call if the
+provider stays down past PROVIDER_OUTAGE_GRACE_S (``OutagePolicy``, ``OUTAGE_LINES``).
+
 With DEEPGRAM_API_KEY / OPENAI_API_KEY / ELEVENLABS_API_KEY set it uses those services;
 without them it runs fully offline (PocketSphinx, a scripted dialog, espeak-ng) and says so
 in the log. Conversation state goes to the session store as each turn completes (Redis with

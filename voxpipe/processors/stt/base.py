@@ -7,7 +7,8 @@ and ``TranscriptionFrame``, drops final transcripts under the confidence thresho
 (no caller audio reaches the provider meanwhile, e.g. while card numbers are spoken) and
 measures time to first byte: from the caller's end of speech (``UserStoppedSpeakingFrame``)
 to the final transcript. Word times are seconds of the audio transcribed since the call
-started (audio not sent while paused does not count).
+started (audio not sent while paused does not count). A service that talks to a provider over
+the network tracks its outages with ``self.outage`` (``processors/outage.py``).
 """
 
 from __future__ import annotations

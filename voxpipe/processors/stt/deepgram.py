@@ -4,6 +4,9 @@ Caller audio goes to Deepgram in the wire's own format (phone calls: 8 kHz mu-la
 The processor keeps the audio Deepgram has not yet finalized: if the socket drops, it
 reconnects and sends that audio again, with what arrived during the gap, so no transcript is
 lost (a final result's ``start + duration`` marks how far Deepgram will not change its mind).
+A socket that cannot be reopened at once is an outage: reported (``ProviderOutageFrame``
+downstream, where an outage policy apologizes), retried with jittered backoff for
+``outage_grace_s`` (``PROVIDER_OUTAGE_GRACE_S``), then the call is ended gracefully.
 ``KeepAlive`` goes out whenever no audio was sent for ``keepalive_interval`` (the caller's
 audio stops while transcription is paused, e.g. around card numbers), ``Finalize`` when the
 VAD hears the caller stop, and ``CloseStream`` at the end of the call so the last words
