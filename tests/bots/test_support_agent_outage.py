@@ -82,9 +82,13 @@ def settings_for(
     )
 
 
-def cached(text: str) -> bytes:
-    """The pre-rendered audio of ``text`` in this worker's cache."""
-    found = [s for k, s in SPEECH_CACHE._done.items() if k.text == text and k.encoding == "mulaw"]
+def cached(text: str, r: dict[str, Any]) -> bytes:
+    """The pre-rendered audio of ``text`` in this worker's cache, rendered by this test's fake."""
+    found = [
+        s
+        for k, s in SPEECH_CACHE._done.items()
+        if k.text == text and k.encoding == "mulaw" and r["tts_url"] in k.voice
+    ]
     assert found, f"{text!r} was not pre-rendered"
     return found[-1].audio
 
@@ -120,6 +124,7 @@ async def outage_call(
         FakeOpenAI(replies=replies, first_token_delay=0.05) as oa,
         FakeElevenLabs(ms_per_char=12.0, first_audio_latency=0.05) as el,
     ):
+        out["tts_url"] = el.url
         st = settings_for(dg, oa, el, tmp_path, **settings)
         app = create_app(BOT, st)
         async with running_server(app, st) as srv:
@@ -171,7 +176,7 @@ async def test_a_deepgram_outage_keeps_the_call_apologizes_and_answers_after(
     log: CallerLog = r["log"]
     assert log.errors == [] and log.closed_by_server  # the bot hung up after its answer
     # The apology, heard while Deepgram was down (straight from the pre-rendered cache).
-    apology = cached(LINES.apology)
+    apology = cached(LINES.apology, r)
     assert apology[:1600] in log.audio(since=r["down_t"], until=r["back_t"])  # began then
     assert apology in log.audio(since=r["down_t"])
     # The question asked during the outage was answered promptly once Deepgram was back.
@@ -206,7 +211,7 @@ async def test_an_outage_past_the_grace_ends_the_call_politely_with_a_transcript
     log: CallerLog = r["log"]
     assert log.errors == [] and log.closed_by_server
     # The goodbye was heard whole, then the call ended through its ordinary path.
-    assert cached(LINES.goodbye) in log.audio(since=r["down_t"])
+    assert cached(LINES.goodbye, r) in log.audio(since=r["down_t"])
     assert r["llm_requests"] == []
     turns = await read_transcript(tmp_path, r["call_sid"])
     assert turns[0] == ("assistant", GREETING)
@@ -233,7 +238,7 @@ async def test_a_15_second_outage_mid_call(tmp_path: Path) -> None:
     )
     log: CallerLog = r["log"]
     assert log.errors == [] and not log.closed_by_server  # the call stayed up
-    apology = cached(LINES.apology)
+    apology = cached(LINES.apology, r)
     assert apology in log.audio(since=r["down_t"], until=r["back_t"])
     (request,) = r["llm_requests"]
     assert request.json["messages"][-1]["content"] == QUESTION_TEXT

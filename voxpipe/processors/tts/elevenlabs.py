@@ -234,7 +234,11 @@ class ElevenLabsTTSService(TTSService):
 
     def voice_key(self) -> str:
         settings = json.dumps(self.voice_settings, sort_keys=True)
-        return f"elevenlabs/{self.voice_id}/{self.model_name}/{self.language}/{settings}"
+        # The endpoint too: a self-hosted or test server renders differently from the cloud.
+        return (
+            f"elevenlabs/{self._http_base}/{self.voice_id}/{self.model_name}/"
+            f"{self.language}/{settings}"
+        )
 
     async def render_line(self, text: str) -> CachedSpeech:
         reply = TTSReply(0, self.clock)
