@@ -112,10 +112,12 @@ async def outage_call(
     listen_s: float,
     total_s: float,
     until: Any,
+    services: tuple[str, ...] = ("stt",),
     **settings: Any,
 ) -> dict[str, Any]:
-    """One call with Deepgram down from ``down_after_s`` of the caller's audio for
-    ``outage_s`` (None: for good). Returns what the test asserts on."""
+    """One call with the providers of ``services`` (Deepgram by default) down from
+    ``down_after_s`` of the caller's audio for ``outage_s`` (None: for good). Returns what the
+    test asserts on."""
     call_sid = "CA" + uuid.uuid4().hex
     question = DeepgramUtterance(QUESTION_TEXT, start=listen_s + 0.6, end=listen_s + QUESTION_LEN_S)
     out: dict[str, Any] = {"call_sid": call_sid}
@@ -138,13 +140,16 @@ async def outage_call(
 
             async def outage() -> None:
                 await dg.wait_for(lambda: dg.total_audio_bytes >= 8000 * down_after_s, timeout=30)
-                await dg.go_down()
+                fakes = {"stt": dg, "llm": oa, "tts": el}
+                for service in services:
+                    await fakes[service].go_down()
                 out["down_perf"] = time.perf_counter()
                 out["down_t"] = asyncio.get_running_loop().time() - caller._t0
                 if outage_s is None:
                     return
                 await asyncio.sleep(outage_s)  # the outage's length is the scenario
-                await dg.come_back()
+                for service in services:
+                    await fakes[service].come_back()
                 out["back_perf"] = time.perf_counter()
                 out["back_t"] = asyncio.get_running_loop().time() - caller._t0
 
@@ -243,3 +248,33 @@ async def test_a_15_second_outage_mid_call(tmp_path: Path) -> None:
     (request,) = r["llm_requests"]
     assert request.json["messages"][-1]["content"] == QUESTION_TEXT
     assert 0 < request.received_at - r["back_perf"] < 3.0
+
+
+async def test_with_the_llm_and_the_tts_down_the_fallback_line_plays_from_the_cache(
+    tmp_path: Path,
+) -> None:
+    """The issue's other case: both LLM attempts fail and the TTS is down too."""
+    fallback = VoxpipeSettings(_env_file=None).llm_fallback_text  # type: ignore[call-arg]
+
+    def heard_fallback(log: CallerLog, oa: FakeOpenAI, out: dict[str, Any]) -> bool:
+        found = [
+            s
+            for k, s in SPEECH_CACHE._done.items()
+            if k.text == fallback and out["tts_url"] in k.voice
+        ]
+        return bool(found) and found[-1].audio in log.audio()
+
+    r = await outage_call(
+        tmp_path,
+        down_after_s=2.5,
+        outage_s=None,
+        listen_s=3.0,
+        total_s=20.0,
+        until=heard_fallback,
+        services=("llm", "tts"),
+    )
+    log: CallerLog = r["log"]
+    assert log.errors == [] and not log.closed_by_server  # the call goes on
+    assert cached(fallback, r) in log.audio(since=r["down_t"])
+    metrics = r["metrics"]
+    assert 'voxpipe_provider_outages_total{provider="openai"} 1.0' in metrics
