@@ -12,6 +12,10 @@ answer; without a "yes" nothing of the call is stored. Card numbers are redacted
 STT and recording and transcription pause around payment details (``start_payment`` /
 ``end_payment`` tools, or a card number detected).
 
+Provider outages: while the STT cannot hear the caller (or the TTS cannot speak) the bot says
+a pre-rendered apology in the caller's language, and says goodbye and ends the call if the
+provider stays down past PROVIDER_OUTAGE_GRACE_S (``OutagePolicy``, ``OUTAGE_LINES``).
+
 With DEEPGRAM_API_KEY / OPENAI_API_KEY / ELEVENLABS_API_KEY set it uses those services;
 without them it runs fully offline (PocketSphinx, a scripted dialog, espeak-ng) and says so
 in the log. Conversation state goes to the session store as each turn completes (Redis with
@@ -47,6 +51,7 @@ from voxpipe.processors.llm.factory import llm_from_settings
 from voxpipe.processors.llm.scripted import Intent
 from voxpipe.processors.policy.consent import ConsentGate, ConsentPrompts
 from voxpipe.processors.policy.escalation import ESCALATE_TOOL, Escalation, EscalationPolicy
+from voxpipe.processors.policy.outage import OutageLines, OutagePolicy
 from voxpipe.processors.policy.payment import (
     END_PAYMENT_TOOL,
     START_PAYMENT_TOOL,
@@ -170,6 +175,38 @@ CONSENT_PROMPTS = {
     ),
 }
 
+# What the bot says while a provider is down, by language (the locale's first part). Rendered
+# at call start (once per worker) so they are heard even while the TTS is down.
+# TODO(lead): move to the locale data once its accessor API (issue 18, h4) is merged.
+OUTAGE_LINES = {
+    "en": OutageLines(
+        apology="I'm having trouble hearing you, one moment.",
+        goodbye="I'm sorry, we're having technical problems. Please call us back later. Goodbye.",
+    ),
+    "de": OutageLines(
+        apology="Ich habe gerade Schwierigkeiten, Sie zu verstehen, einen Moment bitte.",
+        goodbye="Es tut mir leid, wir haben technische Probleme. Bitte rufen Sie später "
+        "wieder an. Auf Wiederhören.",
+    ),
+    "fr": OutageLines(
+        apology="J'ai du mal à vous entendre, un instant s'il vous plaît.",
+        goodbye="Désolé, nous avons un problème technique. Merci de rappeler plus tard. Au revoir.",
+    ),
+    "es": OutageLines(
+        apology="Tengo problemas para oírle, un momento por favor.",
+        goodbye="Lo siento, tenemos problemas técnicos. Por favor, llame más tarde. Adiós.",
+    ),
+    "it": OutageLines(
+        apology="Ho difficoltà a sentirla, un momento per favore.",
+        goodbye="Mi dispiace, abbiamo problemi tecnici. La preghiamo di richiamare più tardi. "
+        "Arrivederci.",
+    ),
+    "pt": OutageLines(
+        apology="Estou com dificuldade para ouvi-lo, um momento por favor.",
+        goodbye="Desculpe, estamos com problemas técnicos. Por favor, ligue mais tarde. Adeus.",
+    ),
+}
+
 # Carriers whose calls are telephone calls (CONSENT_MODE=phone asks on these).
 PHONE_CARRIERS = frozenset({"twilio", "telnyx", "vonage"})
 
@@ -281,6 +318,10 @@ async def bot(call: Call) -> Pipeline:
     stt = stt_from_settings(settings, locale, phrases=OFFLINE_PHRASES)
     llm = llm_from_settings(settings, intents=INTENTS)
     tts = tts_from_settings(settings, locale)
+    language = (locale.locale if locale else call.locale).split("-")[0].lower()
+    outage_lines = OUTAGE_LINES.get(language, OUTAGE_LINES["en"])
+    # Said from the cache when a provider is down (the LLM's fallback line too).
+    tts.prerender(*outage_lines.all(), llm.fallback_text)
 
     # Tools come from the functions registered on the LLM below.
     context = LLMContext(
@@ -348,6 +389,7 @@ async def bot(call: Call) -> Pipeline:
             EscalationPolicy(escalation, context),
             user,
             *opening,
+            OutagePolicy(outage_lines),
             llm,
             tts,
             call.transport.output(),

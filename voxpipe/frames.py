@@ -358,6 +358,22 @@ class RetentionConsentFrame(ControlFrame):
     source: str = ""
 
 
+# ---------------------------------------------------------------------------- provider outages
+
+
+@dataclass(slots=True)
+class ProviderOutageFrame(SystemFrame):
+    """A provider service's reachability changed: ``state`` is ``down`` (unreachable, retrying),
+    ``up`` (working again after ``duration_s``) or ``gave_up`` (down longer than the grace: the
+    call is being ended). ``service`` is ``stt``, ``llm`` or ``tts``; ``provider`` its vendor."""
+
+    service: str
+    provider: str
+    state: str
+    duration_s: float = 0.0
+    reason: str = ""
+
+
 # ---------------------------------------------------------------------------- metrics
 
 

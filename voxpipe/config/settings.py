@@ -355,6 +355,14 @@ class VoxpipeSettings(BaseSettings):
     def _lower_choice(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
+    # --- outages: providers (issue 18) ---
+    provider_outage_grace_s: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a provider (STT, LLM, TTS) may stay unreachable while the call "
+        "goes on (apology said, reconnecting with backoff) before the call is ended politely.",
+    )
+
     @field_validator("transcript_key")
     @classmethod
     def _check_transcript_key(cls, value: SecretStr | None) -> SecretStr | None:

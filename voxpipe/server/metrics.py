@@ -2,7 +2,9 @@
 
 Hot-path counts (frames, wire messages) are plain integers bumped by the calls and read by a
 collector when ``/metrics`` is scraped, so a call pays an integer increment per frame, not a
-lock. Latencies come from the MetricsFrames processors push (TTFB, processing time).
+lock. Latencies come from the MetricsFrames processors push (TTFB, processing time); provider
+outages from the ProviderOutageFrames the provider services push (they leave the pipeline at
+one of its ends, where the call's FrameCounter sees them).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from voxpipe.frames import Frame, FrameDirection, MetricsFrame
+from voxpipe.frames import Frame, FrameDirection, MetricsFrame, ProviderOutageFrame
 from voxpipe.pipelines.observer import Observer
 
 __all__ = ["CONTENT_TYPE", "FrameCounter", "ServerMetrics"]
@@ -25,6 +27,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Processor names carry an instance number ("DeepgramSTT#12"): one label value per class.
 _INSTANCE = re.compile(r"#\d+$")
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0)
+_OUTAGE_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 120.0)
 
 
 def stage_name(processor: str) -> str:
@@ -60,7 +63,38 @@ class ServerMetrics:
             ["stage", "kind"],
             registry=self.registry,
         )
+        # --- provider outages (issue 18) ---
+        self.provider_outages = Counter(
+            "voxpipe_provider_outages",
+            "Provider outages calls went through (the provider unreachable after a retry).",
+            ["provider"],
+            registry=self.registry,
+        )
+        self.provider_outage_seconds = Histogram(
+            "voxpipe_provider_outage_seconds",
+            "How long provider outages lasted, from the loss to the recovery or the give-up.",
+            ["provider"],
+            buckets=_OUTAGE_BUCKETS,
+            registry=self.registry,
+        )
+        self.outage_calls_ended = Counter(
+            "voxpipe_outage_calls_ended",
+            "Calls ended because a provider stayed down past PROVIDER_OUTAGE_GRACE_S.",
+            ["provider"],
+            registry=self.registry,
+        )
         self.registry.register(_LiveCollector(self))
+
+    def outage(self, frame: ProviderOutageFrame) -> None:
+        """Count one outage report (down: an outage; up / gave_up: its length)."""
+        provider = stage_name(frame.provider)
+        if frame.state == "down":
+            self.provider_outages.labels(provider).inc()
+            return
+        if frame.state in ("up", "gave_up"):
+            self.provider_outage_seconds.labels(provider).observe(max(frame.duration_s, 0.0))
+        if frame.state == "gave_up":
+            self.outage_calls_ended.labels(provider).inc()
 
     def observe(self, frame: MetricsFrame) -> None:
         """Feed one MetricsFrame into the latency histogram (token counts into their counter)."""
@@ -157,3 +191,5 @@ class FrameCounter(Observer):
         self._metrics.frames_out += 1
         if type(frame) is MetricsFrame:
             self._metrics.observe(frame)
+        elif type(frame) is ProviderOutageFrame:
+            self._metrics.outage(frame)

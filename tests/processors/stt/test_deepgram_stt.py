@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from voxpipe.frames import (
+    EndTaskFrame,
     ErrorFrame,
     FrameDirection,
     InputAudioFrame,
@@ -13,6 +14,7 @@ from voxpipe.frames import (
     InterruptionFrame,
     MetricsFrame,
     PauseRecordingFrame,
+    ProviderOutageFrame,
     ResumeRecordingFrame,
     TranscriptionFrame,
     UserStartedSpeakingFrame,
@@ -20,6 +22,7 @@ from voxpipe.frames import (
 )
 from voxpipe.pipelines.clock import Clock
 from voxpipe.pipelines.task import TaskParams
+from voxpipe.processors.outage import Backoff
 from voxpipe.processors.stt.deepgram import DeepgramSTTService, deepgram_urls
 from voxpipe.testing import Sleep, run_frames
 from voxpipe.testing.fakes import DeepgramFault, DeepgramUtterance, FakeDeepgram
@@ -284,15 +287,27 @@ def test_base_url_forms() -> None:
         deepgram_urls("api.deepgram.com")
 
 
-async def test_unreachable_server_becomes_a_fatal_error_after_the_retries() -> None:
+async def test_unreachable_server_ends_the_call_gracefully_after_the_grace() -> None:
     import socket
 
     with socket.socket() as s:  # a port with nothing listening on it
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    stt = DeepgramSTTService(api_key="k", base_url=f"ws://127.0.0.1:{port}", reconnect_attempts=2)
+    stt = DeepgramSTTService(
+        api_key="k",
+        base_url=f"ws://127.0.0.1:{port}",
+        outage_grace_s=0.6,
+        reconnect_backoff=Backoff(base_s=0.05, cap_s=0.1),
+    )
     r = await run_frames([stt], frames_of(noise(0.2)), clock=Clock(), params=PHONE, send_end=False)
+    # No fatal error (which would cancel the call with nothing said): a report, then an end.
     errors = r.of_type(ErrorFrame, direction=_UP)
-    assert errors and errors[-1].fatal and "unreachable" in errors[-1].error
-    assert "DEEPGRAM_BASE_URL" in errors[-1].error
-    assert stt.connects == 0 and stt.reconnects == 2
+    assert errors and not any(e.fatal for e in errors)
+    assert "unreachable" in errors[-1].error and "DEEPGRAM_BASE_URL" in errors[-1].error
+    reports = [(f.state, f.provider) for f in r.of_type(ProviderOutageFrame)]
+    assert reports == [("down", "deepgram"), ("gave_up", "deepgram")]
+    assert r.of_type(EndTaskFrame, direction=_UP)
+    assert r.end_reason == "deepgram unreachable"
+    # Retried with backoff for the whole grace, not a fixed number of attempts.
+    assert stt.connects == 0 and stt.reconnects >= 4
+    assert r.of_type(ProviderOutageFrame)[-1].duration_s >= 0.6

@@ -5,7 +5,11 @@ one request. This class turns an ``LLMMessagesFrame`` into ``LLMResponseStartFra
 ``LLMTextFrame`` fragments (as they arrive, no sentence splitting: the TTS does that) and
 ``LLMResponseEndFrame``; runs the tool calls the model asks for and re-runs the model with
 their results; gives up on a slow first token after ``first_token_timeout`` with a retry and
-then a spoken fallback line (a ``TTSSpeakFrame``).
+then a spoken fallback line (a ``TTSSpeakFrame``). The retry waits a jittered backoff on the
+call's clock (``retry_backoff``; longer when the provider asked with ``retry-after``), so the
+calls of a worker do not hit a failing provider in the same millisecond. Replies that fail
+every attempt are a provider outage (``ProviderOutageFrame`` upstream, ended by the next
+reply that works); one still failing after ``outage_grace_s`` ends the call gracefully.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from voxpipe.frames import (
     TTSSpeakFrame,
 )
 from voxpipe.processors.base import FrameProcessor
+from voxpipe.processors.outage import DEFAULT_OUTAGE_GRACE_S, Backoff, OutageTracker
 
 DOWNSTREAM = FrameDirection.DOWNSTREAM
 
@@ -69,10 +74,18 @@ class ChatChunk:
 class LLMProviderError(Exception):
     """A request the provider refused or failed; ``retryable`` errors get the one retry."""
 
-    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.retryable = retryable
+        self.retry_after = retry_after  # seconds the provider asked to wait, if it said
 
 
 # ---------------------------------------------------------------------------- tools
@@ -169,6 +182,8 @@ class LLMService(FrameProcessor):
     ``LLM_RETRIES``, ``LLM_FALLBACK_TEXT``).
     """
 
+    provider_name = "llm"  # the vendor, as outage reports and metrics name it
+
     def __init__(
         self,
         *,
@@ -180,6 +195,8 @@ class LLMService(FrameProcessor):
         stall_timeout: float = 5.0,
         max_tool_rounds: int = 4,
         tool_timeout_s: float | None = 10.0,
+        retry_backoff: Backoff | None = None,
+        outage_grace_s: float = DEFAULT_OUTAGE_GRACE_S,
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
@@ -202,6 +219,12 @@ class LLMService(FrameProcessor):
         self.stall_timeout = stall_timeout
         self.max_tool_rounds = max_tool_rounds
         self.tool_timeout_s = tool_timeout_s
+        # Short: the caller is waiting; the jitter is what spreads a worker's calls apart.
+        self.retry_backoff = retry_backoff or Backoff(base_s=0.2, cap_s=1.0)
+        self.outage = OutageTracker(
+            self, service="llm", provider=self.provider_name, grace_s=outage_grace_s
+        )
+        self._retry_after: float | None = None  # from the last failed attempt
         self._functions: dict[str, FunctionSpec] = {}
         self._queue: asyncio.Queue[Frame] = asyncio.Queue()
         self._pending = 0  # frames queued or being handled by the worker
@@ -353,7 +376,7 @@ class LLMService(FrameProcessor):
             for _round in range(self.max_tool_rounds + 1):
                 result = await self._complete(messages, tools)
                 if result is None:  # nothing came: say the fallback line instead
-                    if not spoke:
+                    if not spoke and not self.outage.gave_up:  # (giving up says goodbye)
                         await self._emit(TTSSpeakFrame(self.fallback_text))
                     break
                 spoke = spoke or bool(result.text.strip())
@@ -401,17 +424,35 @@ class LLMService(FrameProcessor):
         attempts = self.retries + 1
         failure = ""
         for attempt in range(1, attempts + 1):
+            if attempt > 1:
+                await self.clock.sleep(self._retry_delay(attempt - 2))
+            self._retry_after = None
             outcome, result, failure = await self._attempt(messages, tools)
             if outcome == "ok":
+                await self.outage.recovered()
                 return result
             if outcome == "fail":
                 return None
+            self.outage.lost()
             self.logger.warning("%s: %s (attempt %d of %d)", self.name, failure, attempt, attempts)
         await self.push_error(
             f"{self.name}: the model failed {attempts} time(s) ({failure}); "
             "spoke the fallback line. Check the provider's status and LLM_TIMEOUT_S."
         )
+        await self.outage.failed(failure)
+        if self.outage.expired:
+            await self.outage.give_up(
+                f"the model has failed every request for {self.outage.elapsed:.0f} s ({failure})"
+            )
         return None
+
+    def _retry_delay(self, retry: int) -> float:
+        """Seconds before retry number ``retry``: jittered backoff, or the provider's
+        ``retry-after`` when it asked for longer (capped: the caller is waiting)."""
+        delay = self.retry_backoff.delay(retry)
+        if self._retry_after is not None:
+            delay = max(delay, min(self._retry_after, self.retry_backoff.cap_s * 2))
+        return delay
 
     async def _attempt(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
@@ -449,6 +490,7 @@ class LLMService(FrameProcessor):
                 # Part of the reply is out already: keep it, report the cut.
                 await self.push_error(f"{self.name}: reply cut off: {exc}", exc=exc)
             elif exc.retryable:
+                self._retry_after = exc.retry_after
                 return "retry", result, str(exc)
             else:
                 await self.push_error(f"{self.name}: {exc}", exc=exc)

@@ -35,6 +35,7 @@ def llm_from_settings(
     options.setdefault("first_token_timeout", settings.llm_timeout_s)
     options.setdefault("retries", settings.llm_retries)
     options.setdefault("fallback_text", settings.llm_fallback_text)
+    options.setdefault("outage_grace_s", settings.provider_outage_grace_s)
     if uses_cloud_llm(settings):
         from voxpipe.processors.llm.openai import OpenAILLMService
 

@@ -43,6 +43,8 @@ _HINTS = {
 class OpenAILLMService(LLMService):
     """LLM processor for OpenAI-compatible chat completions (streaming, tools, usage)."""
 
+    provider_name = "openai"
+
     def __init__(
         self,
         *,
@@ -303,7 +305,17 @@ def _status_error(status: int, message: str, retry_after: str | None) -> LLMProv
         # A server error may be transient; client errors (bad key, rate limit) will not
         # clear within a caller's patience.
         retryable=status >= 500,
+        retry_after=_seconds(retry_after),
     )
+
+
+def _seconds(value: str | None) -> float | None:
+    """A ``retry-after`` header in seconds (an HTTP date is not worth a caller's wait)."""
+    try:
+        seconds = float(value) if value else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and seconds >= 0 else None
 
 
 def _provider_error(exc: openai.APIError) -> LLMProviderError:

@@ -7,7 +7,8 @@ and ``TranscriptionFrame``, drops final transcripts under the confidence thresho
 (no caller audio reaches the provider meanwhile, e.g. while card numbers are spoken) and
 measures time to first byte: from the caller's end of speech (``UserStoppedSpeakingFrame``)
 to the final transcript. Word times are seconds of the audio transcribed since the call
-started (audio not sent while paused does not count).
+started (audio not sent while paused does not count). A service that talks to a provider over
+the network tracks its outages with ``self.outage`` (``processors/outage.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from voxpipe.frames import (
     Word,
 )
 from voxpipe.processors.base import FrameProcessor
+from voxpipe.processors.outage import DEFAULT_OUTAGE_GRACE_S, OutageTracker
 
 T = TypeVar("T")
 
@@ -45,6 +47,7 @@ class STTService(FrameProcessor):
     """
 
     model_name: str | None = None
+    provider_name = "stt"  # the vendor, as outage reports and metrics name it
 
     def __init__(
         self,
@@ -52,6 +55,7 @@ class STTService(FrameProcessor):
         confidence_threshold: float = DEFAULT_CONFIDENCE_THRESHOLD,
         language: str | None = None,
         audio_passthrough: bool = False,
+        outage_grace_s: float = DEFAULT_OUTAGE_GRACE_S,
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
@@ -65,6 +69,15 @@ class STTService(FrameProcessor):
         self.audio_in_encoding = "pcm16"
         self.paused = False
         self.dropped_low_confidence = 0  # final transcripts dropped by the threshold
+        # A provider reached over the network reports its outages downstream, where an outage
+        # policy (apology, goodbye) sits, and gives up after the grace (PROVIDER_OUTAGE_GRACE_S).
+        self.outage = OutageTracker(
+            self,
+            service="stt",
+            provider=self.provider_name,
+            grace_s=outage_grace_s,
+            direction=FrameDirection.DOWNSTREAM,
+        )
 
     # ------------------------------------------------------------------ for subclasses
 

@@ -4,6 +4,9 @@ Caller audio goes to Deepgram in the wire's own format (phone calls: 8 kHz mu-la
 The processor keeps the audio Deepgram has not yet finalized: if the socket drops, it
 reconnects and sends that audio again, with what arrived during the gap, so no transcript is
 lost (a final result's ``start + duration`` marks how far Deepgram will not change its mind).
+A socket that cannot be reopened at once is an outage: reported (``ProviderOutageFrame``
+downstream, where an outage policy apologizes), retried with jittered backoff for
+``outage_grace_s`` (``PROVIDER_OUTAGE_GRACE_S``), then the call is ended gracefully.
 ``KeepAlive`` goes out whenever no audio was sent for ``keepalive_interval`` (the caller's
 audio stops while transcription is paused, e.g. around card numbers), ``Finalize`` when the
 VAD hears the caller stop, and ``CloseStream`` at the end of the call so the last words
@@ -22,6 +25,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from voxpipe.frames import CancelFrame, EndFrame, InputAudioFrame, StartFrame, Word
+from voxpipe.processors.outage import DEFAULT_OUTAGE_GRACE_S, Backoff
 from voxpipe.processors.stt.base import DEFAULT_CONFIDENCE_THRESHOLD, STTService
 from voxpipe.processors.stt.convert import AudioConverter
 
@@ -39,6 +43,7 @@ __all__ = ["DeepgramSTTService", "deepgram_urls"]
 
 _WIRE_TO_DEEPGRAM = {"mulaw": "mulaw", "pcm16": "linear16"}
 _SEND_CHUNK_SECONDS = 0.5  # largest piece of a resend after a reconnect
+_STABLE_SECONDS = 1.0  # a socket open this long (or answered) counts as a recovery
 
 
 def deepgram_urls(base_url: str) -> tuple[str, str]:
@@ -62,10 +67,16 @@ def deepgram_urls(base_url: str) -> tuple[str, str]:
 class DeepgramSTTService(STTService):
     """Streams caller audio to Deepgram and pushes its interim and final transcripts.
 
+    A lost socket is reopened at once, then with jittered backoff (``reconnect_backoff``)
+    for up to ``outage_grace_s``; the outage is reported in ``ProviderOutageFrame``s and the
+    caller's audio meanwhile (up to ``max_buffer_seconds``) is sent once the socket is back.
+
     Model, language and options come from the arguments; the audio encoding and sample rate
     from the call's ``StartFrame`` (the wire's format) unless given. The API key and endpoint
     default to the ``DEEPGRAM_API_KEY`` and ``DEEPGRAM_BASE_URL`` settings.
     """
+
+    provider_name = "deepgram"
 
     def __init__(
         self,
@@ -86,7 +97,8 @@ class DeepgramSTTService(STTService):
         extra_params: dict[str, str] | None = None,
         keepalive_interval: float = 5.0,
         max_buffer_seconds: float = 30.0,
-        reconnect_attempts: int = 5,
+        outage_grace_s: float = DEFAULT_OUTAGE_GRACE_S,
+        reconnect_backoff: Backoff | None = None,
         close_timeout: float = 3.0,
         confidence_threshold: float = DEFAULT_CONFIDENCE_THRESHOLD,
         audio_passthrough: bool = False,
@@ -97,6 +109,7 @@ class DeepgramSTTService(STTService):
             confidence_threshold=confidence_threshold,
             language=language,
             audio_passthrough=audio_passthrough,
+            outage_grace_s=outage_grace_s,
             name=name,
         )
         if api_key is None or base_url is None:
@@ -129,7 +142,8 @@ class DeepgramSTTService(STTService):
         self.extra_params = dict(extra_params or {})
         self.keepalive_interval = keepalive_interval
         self.max_buffer_seconds = max_buffer_seconds
-        self.reconnect_attempts = reconnect_attempts
+        # Capped low: the first attempt after the provider comes back is at most this late.
+        self.reconnect_backoff = reconnect_backoff or Backoff(base_s=0.25, cap_s=2.0)
         self.close_timeout = close_timeout
         self.raw_messages = raw_messages  # decode messages here, not as the SDK's models
 
@@ -160,6 +174,7 @@ class DeepgramSTTService(STTService):
         self._closed_cleanly = False
         self._conn_task: asyncio.Task[None] | None = None
         self._answered = False  # Deepgram sent something other than an error on this socket
+        self._stable = False  # this socket works (answered, or open for _STABLE_SECONDS)
 
     # ------------------------------------------------------------------ life cycle
 
@@ -267,18 +282,21 @@ class DeepgramSTTService(STTService):
 
     async def _connection_loop(self) -> None:
         assert self._client is not None
-        failures = 0
+        failures = 0  # failed attempts since the provider last worked
         # At the end of the call a socket lost before Deepgram's clean close is reopened too:
         # the audio it had not finalized is sent again, so the last words still arrive.
         while not (self._closing and self._closed_cleanly):
             self._answered = False
+            self._stable = False
+            why = ""
             try:
                 async with self._client.listen.v1.connect(**self._connect_options()) as sock:
                     await self._run_socket(sock)
                 if self._closing and self._close_sent:
                     self._closed_cleanly = True
                     return
-                self.logger.warning("Deepgram closed the connection: reconnecting")
+                why = "Deepgram closed the connection"
+                self.logger.warning("%s: reconnecting", why)
             except ApiError as exc:
                 status = exc.status_code or 0
                 if status in (401, 403):
@@ -299,22 +317,31 @@ class DeepgramSTTService(STTService):
                         exc=exc,
                     )
                     return
+                why = f"HTTP {status}"
                 self.logger.warning("Deepgram connection failed (HTTP %s): %s", status, exc.body)
             except Exception as exc:
+                why = repr(exc)
                 self.logger.warning("Deepgram connection lost: %r", exc)
-            # A socket Deepgram answered on was working: its loss starts a fresh count. One
-            # that only carried an error counts as a failure, so repeated errors back off.
-            failures = 0 if self._answered else failures + 1
-            if failures > self.reconnect_attempts:
-                await self.push_error(
-                    f"Deepgram unreachable at {self._ws_url} after {failures} attempts: "
-                    "check the network and DEEPGRAM_BASE_URL.",
-                    fatal=True,
+            # A socket that worked (answered, or open a while) starts a fresh count and is
+            # retried at once; one that failed at once is an outage, retried with backoff
+            # until the grace (PROVIDER_OUTAGE_GRACE_S) runs out. The caller's audio is kept
+            # meanwhile and sent when the socket is back.
+            if self._stable:
+                failures = 0
+            self.outage.lost()
+            if failures:
+                await self.outage.failed(f"Deepgram unreachable at {self._ws_url} ({why})")
+            if self.outage.expired:
+                await self.outage.give_up(
+                    f"Deepgram unreachable at {self._ws_url} for {self.outage.elapsed:.0f} s "
+                    f"({why}): check the network and DEEPGRAM_BASE_URL."
                 )
                 return
             self.reconnects += 1
-            # First retry at once (a dropped socket mid-call), then back off.
-            await self.clock.sleep(min(0.25 * (2 ** (failures - 1)), 4.0) if failures else 0.0)
+            delay = self.reconnect_backoff.delay(failures - 1) if failures else 0.0
+            failures += 1
+            # Never past the grace: the last attempt is made as it runs out.
+            await self.clock.sleep(min(delay, max(self.outage.grace_s - self.outage.elapsed, 0)))
 
     async def _run_socket(self, sock: Any) -> None:
         """Serve one connection until it closes."""
@@ -331,14 +358,31 @@ class DeepgramSTTService(STTService):
             len(self._buf) / (self._rate * self._width),
         )
         sender = self.create_task(self._send_loop(sock), name="deepgram-send", interruptible=False)
+        stable = self.create_task(self._stable_after(), name="deepgram-up", interruptible=False)
         try:
             async for message in self._messages(sock):
                 if message.get("type") != "Error":
                     self._answered = True
+                    if not self._stable:
+                        await self._mark_stable()
                 await self._on_message(message)
         finally:
             self._sock = None
             await self.cancel_task(sender)
+            await self.cancel_task(stable)
+
+    async def _stable_after(self) -> None:
+        await self.clock.sleep(_STABLE_SECONDS)
+        if not self._stable:
+            await self._mark_stable()
+
+    async def _mark_stable(self) -> None:
+        """This socket works: an outage is over."""
+        self._stable = True
+        if self.outage.reported:
+            # A time to first transcript measured across the outage says nothing of latency.
+            self._ttfb_start = None
+        await self.outage.recovered()
 
     async def _messages(self, sock: Any) -> AsyncIterator[dict[str, Any]]:
         """Deepgram's messages as plain dicts.

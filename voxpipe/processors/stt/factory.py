@@ -38,6 +38,7 @@ def stt_from_settings(
 
         model = options.pop("model", None) or (locale.stt_model if locale else "nova-2")
         language = options.pop("language", None) or (locale.stt_language if locale else "en-US")
+        options.setdefault("outage_grace_s", settings.provider_outage_grace_s)
         return DeepgramSTTService(
             api_key=settings.deepgram_api_key.get_secret_value(),
             base_url=settings.deepgram_base_url,

@@ -9,7 +9,11 @@ not wait for a websocket handshake. An interruption closes the reply's socket.
 
 If a socket fails (refused, dropped, an error message), the reply is not lost: a stream that
 failed before any audio is retried once on a new socket, otherwise the words not yet heard
-and the rest of the reply are spoken through the HTTP streaming endpoint.
+and the rest of the reply are spoken through the HTTP streaming endpoint. When that fails too
+the provider is down: the outage is reported (an outage policy says its pre-rendered apology),
+replies are skipped (nothing unspoken enters the context) and a socket is opened now and then
+(``probe``) until ElevenLabs answers again or the outage grace runs out. Lines for the cache
+are rendered over HTTP (one request each, off the reply sockets).
 
 The SDK's realtime helper is synchronous and always uses ``wss``, so the socket is driven with
 the ``websockets`` asyncio client; the HTTP fallback uses ``httpx`` (as the SDK itself does).
@@ -29,7 +33,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 from voxpipe.frames import CancelFrame, EndFrame, StartFrame
-from voxpipe.processors.tts.base import TTSService
+from voxpipe.processors.outage import DEFAULT_OUTAGE_GRACE_S
+from voxpipe.processors.tts.base import TTSService, speech_of
+from voxpipe.processors.tts.cache import CachedSpeech
 from voxpipe.processors.tts.reply import CharAlignment, TTSReply
 
 try:
@@ -130,6 +136,8 @@ class ElevenLabsTTSService(TTSService):
     wire's (``ulaw_8000`` for phone calls).
     """
 
+    provider_name = "elevenlabs"
+
     def __init__(
         self,
         *,
@@ -146,9 +154,10 @@ class ElevenLabsTTSService(TTSService):
         http_fallback: bool = True,
         connect_timeout: float = 5.0,
         stall_timeout: float = 5.0,
+        outage_grace_s: float = DEFAULT_OUTAGE_GRACE_S,
         name: str | None = None,
     ) -> None:
-        super().__init__(name=name)
+        super().__init__(outage_grace_s=outage_grace_s, name=name)
         if api_key is None or voice_id is None or base_url is None:
             from voxpipe.config.settings import get_settings
 
@@ -172,6 +181,8 @@ class ElevenLabsTTSService(TTSService):
         self._format_override = output_format
         self.output_format = output_format or "pcm_16000"
         self.language = language
+        if language:
+            self.offline_voice = language.lower()
         self.voice_settings = dict(voice_settings) if voice_settings is not None else None
         self.chunk_length_schedule = list(chunk_length_schedule)
         self.inactivity_timeout = inactivity_timeout
@@ -218,6 +229,26 @@ class ElevenLabsTTSService(TTSService):
         stream = self._streams.pop(reply, None)
         if stream is not None:
             self._close_later(stream.ws)
+
+    # ------------------------------------------------------------------ outages and lines
+
+    def voice_key(self) -> str:
+        settings = json.dumps(self.voice_settings, sort_keys=True)
+        # The endpoint too: a self-hosted or test server renders differently from the cloud.
+        return (
+            f"elevenlabs/{self._http_base}/{self.voice_id}/{self.model_name}/"
+            f"{self.language}/{settings}"
+        )
+
+    async def render_line(self, text: str) -> CachedSpeech:
+        reply = TTSReply(0, self.clock)
+        await self._speak_http(text, reply)
+        reply.finish()
+        return speech_of(reply)
+
+    async def probe(self) -> None:
+        # A stream-input socket that opens is ElevenLabs answering again.
+        await self._close(await self._connect())
 
     # ------------------------------------------------------------------ sockets
 
@@ -325,6 +356,11 @@ class ElevenLabsTTSService(TTSService):
             return  # a reply with nothing to say (e.g. only a tool call)
         if self._auth_failed:
             return
+        if self.outage.reported:
+            # Down: the probe notices its return; this reply is not spoken (nor recorded).
+            while await reply.next_text() is not None:
+                pass
+            return
         todo = [first]  # text to speak next, before the rest of the reply's text
         retried = False
         while True:
@@ -340,6 +376,7 @@ class ElevenLabsTTSService(TTSService):
             self._streams[reply] = stream
             try:
                 await self._run_stream(reply, stream, todo)
+                await self.provider_works()
                 return
             except _StreamFailed as exc:
                 if exc.auth:
@@ -455,6 +492,8 @@ class ElevenLabsTTSService(TTSService):
     async def _fallback(self, reply: TTSReply, todo: list[str], reason: str) -> None:
         if not self.http_fallback:
             await self.push_error(f"ElevenLabs stream failed ({reason}); the reply was cut short")
+            if reason.startswith("cannot connect"):
+                await self.provider_failed(f"ElevenLabs {reason}")
             return
         self.logger.warning("ElevenLabs stream failed (%s): continuing over HTTP", reason)
         await self.push_error(f"ElevenLabs stream failed ({reason}); continuing over HTTP")
@@ -465,6 +504,15 @@ class ElevenLabsTTSService(TTSService):
                 await self._speak_http(more, reply)
         except _AuthError as exc:
             await self._auth_error(str(exc))
+            return
+        except (httpx.HTTPError, OSError, RuntimeError) as exc:
+            # Neither the socket nor HTTP: ElevenLabs is down (what is left is not spoken).
+            await self.push_error(f"ElevenLabs over HTTP failed too: {exc}; the reply was cut")
+            await self.provider_failed(f"ElevenLabs unreachable ({reason}; over HTTP: {exc!r})")
+            while await reply.next_text() is not None:
+                pass
+            return
+        await self.provider_works()
 
     async def _speak_http(self, text: str, reply: TTSReply) -> None:
         if self._http is None:

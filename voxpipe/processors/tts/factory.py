@@ -28,6 +28,7 @@ def tts_from_settings(
             locale.tts_voice if locale else settings.elevenlabs_voice_id
         )
         language = options.pop("language", None) or (locale.tts_language if locale else None)
+        options.setdefault("outage_grace_s", settings.provider_outage_grace_s)
         return ElevenLabsTTSService(
             api_key=settings.elevenlabs_api_key.get_secret_value(),
             voice_id=voice_id,

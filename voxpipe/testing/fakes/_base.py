@@ -35,6 +35,14 @@ class FakeServer:
     ) -> None:
         await self.stop()
 
+    async def go_down(self) -> None:
+        """Start an outage: drop open connections, refuse new ones."""
+        raise NotImplementedError
+
+    async def come_back(self) -> None:
+        """End an outage: serve again at the same address."""
+        raise NotImplementedError
+
     def _notify(self) -> None:
         """Wake whoever waits in `wait_for`: something recorded has changed."""
         self._changed.set()

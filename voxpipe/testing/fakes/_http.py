@@ -26,14 +26,16 @@ class AppServer:
         # Handlers parked forever (a "hang" fault) wait on this so stop() can release them.
         self.stopping = asyncio.Event()
 
-    async def start(self) -> int:
+    async def start(self, port: int = 0) -> int:
+        """Serve on ``port`` (0: a free one); returns the port."""
+        self.stopping = asyncio.Event()
         # handler_cancellation: a client that gives up (timeout) cancels the handler, like a
         # real server noticing the disconnect; shutdown_timeout keeps stop() quick.
         self._runner = web.AppRunner(
             self._app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port, reuse_address=True)
         await site.start()
         address: Any = self._runner.addresses[0]
         self.port = int(address[1])

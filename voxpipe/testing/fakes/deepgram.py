@@ -459,6 +459,7 @@ class FakeDeepgram(FakeServer):
         self._calls: list[_Call] = []
         self._streams: dict[int, _Stream] = {}
         self._server: Server | None = None
+        self.outages = 0  # go_down() calls
 
     # --- lifecycle ----------------------------------------------------------------------
     @property
@@ -478,7 +479,7 @@ class FakeDeepgram(FakeServer):
         self._server = await serve(
             self._handler,
             "127.0.0.1",
-            0,
+            self.port,  # 0 at first; the same port again after an outage
             process_request=self._process_request,
             process_response=self._process_response,
             max_size=2**22,
@@ -491,6 +492,24 @@ class FakeDeepgram(FakeServer):
             server, self._server = self._server, None
             server.close()
             await server.wait_closed()
+
+    async def go_down(self) -> None:
+        """An outage: open connections are aborted (no close frame) and new ones refused
+        (nothing listens on the port) until ``come_back``."""
+        self.outages += 1
+        for stream in list(self._streams.values()):
+            self._drop(stream)
+        if self._server is not None:
+            server, self._server = self._server, None
+            server.close(close_connections=False)
+            await server.wait_closed()
+        self._notify()
+
+    async def come_back(self) -> None:
+        """End an outage: listen again on the same port (the URL clients have stays valid)."""
+        if self._server is None:
+            await self.start()
+        self._notify()
 
     # --- recorded totals ---------------------------------------------------------------
     @property

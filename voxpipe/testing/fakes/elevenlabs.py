@@ -264,6 +264,8 @@ class FakeElevenLabs(FakeServer):
         self.rejected: list[tuple[int, str]] = []  # (HTTP status, path) of refused upgrades
         self.http_requests: list[ElevenLabsHttpRequest] = []
         self._sockets: dict[int, _Socket] = {}
+        self._up = False
+        self.outages = 0  # go_down() calls
         app = web.Application()
         app.router.add_get("/v1/text-to-speech/{voice_id}/stream-input", self._stream_input)
         app.router.add_get("/v1/text-to-speech/{voice_id}/multi-stream-input", self._stream_input)
@@ -295,12 +297,31 @@ class FakeElevenLabs(FakeServer):
         )
 
     async def start(self) -> None:
-        self.port = await self._server.start()
+        self.port = await self._server.start(self.port)
+        self._up = True
 
     async def stop(self) -> None:
         for sock in list(self._sockets.values()):
             await sock.close(1001, "server shutting down")
         await self._server.stop()
+        self._up = False
+
+    async def go_down(self) -> None:
+        """An outage: websockets are aborted, HTTP requests cut, new connections refused
+        (nothing listens on the port) until ``come_back``."""
+        self.outages += 1
+        for sock in list(self._sockets.values()):
+            sock.drop()
+        if self._up:
+            await self._server.stop()
+            self._up = False
+        self._notify()
+
+    async def come_back(self) -> None:
+        """End an outage: listen again on the same port."""
+        if not self._up:
+            await self.start()
+        self._notify()
 
     # --- acting now ------------------------------------------------------------------------
     def _open(self, connection: int | None) -> list[_Socket]:

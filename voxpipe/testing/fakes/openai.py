@@ -183,6 +183,8 @@ class FakeOpenAI(FakeServer):
         elif replies:
             self.add_reply(*replies)
         self.requests: list[OpenAIRequest] = []
+        self._up = False
+        self.outages = 0  # go_down() calls
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
@@ -198,10 +200,27 @@ class FakeOpenAI(FakeServer):
         return f"{self.url}/v1"
 
     async def start(self) -> None:
-        self.port = await self._server.start()
+        self.port = await self._server.start(self.port)
+        self._up = True
 
     async def stop(self) -> None:
         await self._server.stop()
+        self._up = False
+
+    async def go_down(self) -> None:
+        """An outage: requests in flight are cut and new connections refused until
+        ``come_back``."""
+        self.outages += 1
+        if self._up:
+            await self._server.stop()
+            self._up = False
+        self._notify()
+
+    async def come_back(self) -> None:
+        """End an outage: listen again on the same port."""
+        if not self._up:
+            await self.start()
+        self._notify()
 
     def add_reply(self, *replies: FakeReply | str) -> None:
         """Queue replies, answered in order (a string is a text reply)."""
