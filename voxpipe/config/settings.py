@@ -62,7 +62,9 @@ class VoxpipeSettings(BaseSettings):
     openai_base_url: str = Field(
         "https://api.openai.com/v1", description="OpenAI-compatible endpoint base URL."
     )
-    openai_model: str = Field("gpt-4o-mini", description="Chat model name for the LLM.")
+    openai_model: str = Field(
+        "gpt-4o", description="Chat model name for the LLM (the spec's choice, issue 10)."
+    )
     elevenlabs_api_key: SecretStr | None = Field(
         None, description="ElevenLabs API key; without it the offline TTS is used."
     )
