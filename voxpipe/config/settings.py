@@ -139,7 +139,10 @@ class VoxpipeSettings(BaseSettings):
         description="Line spoken when the LLM times out after its retries.",
     )
     context_turns: int = Field(
-        8, gt=0, description="Turns kept verbatim in the LLM context; older ones are summarized."
+        8,
+        gt=0,
+        description="Conversation messages (caller and bot, not exchanges) sent verbatim to the "
+        "LLM; a tool call counts with its results; older ones are summarized (issue 10).",
     )
     allow_interruptions: bool = Field(
         True, description="Let the caller barge in while the bot speaks."
