@@ -238,17 +238,46 @@ async def test_a_number_followed_by_silence_is_released_after_the_hold() -> None
         [
             UserStartedSpeakingFrame(),
             UserStoppedSpeakingFrame(),
-            TranscriptionFrame("my flat is number 12"),
+            TranscriptionFrame("my flat is number 12"),  # too short to matter: at once
+            Sleep(5),
+            UserStartedSpeakingFrame(),
+            UserStoppedSpeakingFrame(),
+            TranscriptionFrame("my account is 1234 5678"),
             Sleep(5),
         ],
     )
-    [(frame, at)] = [
-        (f, t)
+    released = [
+        (f.text, t)
         for f, t in zip(r.downstream, r.downstream_times, strict=True)
         if isinstance(f, TranscriptionFrame)
     ]
-    assert frame.text == "my flat is number 12"
-    assert at == pytest.approx(2.0)  # virtual clock: the hold, exactly
+    # Virtual clock: exact. The longer number waited for a continuation, then the silence.
+    assert released == [("my flat is number 12", 0.0), ("my account is 1234 5678", 7.0)]
+    assert guard.pauses == 0
+
+
+async def test_a_short_first_part_goes_on_and_the_rest_of_the_card_is_redacted() -> None:
+    guard = PaymentGuard()
+    r = await run_frames(
+        [guard],
+        [
+            UserStartedSpeakingFrame(),
+            UserStoppedSpeakingFrame(),
+            TranscriptionFrame("my card is four one one one"),
+            Sleep(1),
+            UserStartedSpeakingFrame(),
+            UserStoppedSpeakingFrame(),
+            TranscriptionFrame("1111"),
+            Sleep(1),
+            UserStartedSpeakingFrame(),
+            UserStoppedSpeakingFrame(),
+            TranscriptionFrame("1111 1111"),
+            Sleep(5),
+        ],
+    )
+    texts = [f.text for f in r.of_type(TranscriptionFrame)]
+    assert texts == ["my card is four one one one", "[card number]"]
+    assert guard.paused and guard.redactions == 1
 
 
 async def test_a_caller_pausing_longer_than_the_hold_never_has_the_whole_number_kept() -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 __all__ = [
     "CARD_PLACEHOLDER",
     "CardMatch",
+    "count_digits",
     "ends_with_digits",
     "find_card_numbers",
     "redact_continued_card",
@@ -154,6 +155,11 @@ def trailing_run(text: str) -> str:
     if not runs or _GAP.fullmatch(text, runs[-1][-1][1]) is None:
         return ""
     return text[runs[-1][0][0] :]
+
+
+def count_digits(text: str) -> int:
+    """How many digits (written or spoken) ``text`` holds."""
+    return sum(len(t[2]) for run in _runs(text) for t in run)
 
 
 def redact_continued_card(

@@ -6,10 +6,12 @@ with card numbers replaced by ``[card number]`` (see ``voxpipe.processors.policy
 counts as one).
 
 A card number said across two final transcripts is caught too, whatever the timing of the
-transcripts and the caller's turns: a final that ends in a digit (written or spoken) may be the
-first part of a number, so it is held, and never released on its own, until a final that does
-not end in a digit follows (the parts are checked as one), or the caller has been silent for
-``hold_digits_s`` (or ``max_hold_s`` passed): the number was complete. The end of the caller's
+transcripts and the caller's turns: a final that ends in a run of digits (written or spoken;
+``hold_min_digits`` or more, counting the run the previous final ended with) may be the first
+part of a number, so it is held, and never released on its own, until a final that does not
+end in a digit follows (the parts are checked as one), or the caller has been silent for
+``hold_digits_s`` (or ``max_hold_s`` passed): the number was complete. A shorter run goes on
+at once, and the rest of a card it begins is redacted from the next final. The end of the caller's
 turn does not release it: an STT finalises what it heard after the VAD's "stopped" (Deepgram's
 reply to Finalize), and a caller reading a card pauses between groups long enough to end a turn.
 Should a caller pause mid-number for longer than that, the digits released last are
@@ -57,7 +59,7 @@ from voxpipe.frames import (
 from voxpipe.processors.base import FrameProcessor
 from voxpipe.processors.policy.cards import (
     CARD_PLACEHOLDER,
-    ends_with_digits,
+    count_digits,
     mask_digit_runs,
     redact_card_numbers,
     redact_continued_card,
@@ -105,6 +107,11 @@ class PaymentGuardParams:
     # enough that a reply to "my flat is number 12" is not much delayed.
     hold_digits_s: float = 2.0
     max_hold_s: float = 10.0  # however the caller's speech goes on
+    # A final is held when the digit run it ends with (continuing the run the previous final
+    # ended with) has this many digits. Fewer go on at once ("order four five six", no wait
+    # for a reply) and the rest of a card they begin is redacted from the next final: PCI DSS
+    # allows a card's first six digits to be shown, never the whole number.
+    hold_min_digits: int = 7
 
     def __post_init__(self) -> None:
         for name in ("resume_after_s", "max_pause_s", "hold_digits_s", "max_hold_s"):
@@ -247,7 +254,9 @@ class PaymentGuard(FrameProcessor):
 
     async def _final(self, frame: TranscriptionFrame) -> None:
         self._held.append(frame)
-        if not ends_with_digits(" ".join(f.text for f in self._held)):
+        text = " ".join(f.text for f in self._held)
+        run = trailing_run(f"{self._tail} {text}" if self._tail else text)
+        if count_digits(run) < self.params.hold_min_digits:
             await self._flush()
             return
         # It may be the first part of a card number: wait for the rest, or for a silence.
@@ -266,7 +275,8 @@ class PaymentGuard(FrameProcessor):
             return
         held, self._held = self._held, []
         out, found = self._redacted(held)
-        self._tail = trailing_run(out.text)
+        # The run a next final may go on with (this one's, or the one before it continued).
+        self._tail = trailing_run(f"{self._tail} {out.text}" if self._tail else out.text)
         if found and self.params.pause_on_card:
             # Before the transcript: the turn it ends (and the reply it starts) is said during
             # the pause, so the recorder keeps none of it, whenever the turn ends.
