@@ -358,6 +358,27 @@ class RetentionConsentFrame(ControlFrame):
     source: str = ""
 
 
+# ---------------------------------------------------------------------------- escalation (issue 10)
+
+
+@dataclass(slots=True)
+class EscalationStartedFrame(SystemFrame):
+    """A hand-over of the call to a human started: from now on no transcript of the caller
+    starts an LLM reply, until an ``EscalationEndedFrame`` says the hand-over failed. A system
+    frame, so that an interruption sweep never drops it."""
+
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class EscalationEndedFrame(SystemFrame):
+    """The hand-over is over: ``transferred`` True (a person has the call; the bot stays
+    quiet) or False (it failed: the bot answers the caller again). ``detail`` says why."""
+
+    transferred: bool = False
+    detail: str = ""
+
+
 # ---------------------------------------------------------------------------- metrics
 
 
