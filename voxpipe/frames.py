@@ -224,12 +224,18 @@ class OutputAudioFrame(AudioFrame):
 
 @dataclass(slots=True)
 class Word:
-    """One recognised word with its timing (seconds from stream start) and confidence."""
+    """One recognised word with its timing (seconds from stream start) and confidence.
+
+    ``call_start`` / ``call_end``: the same instants on the call's (pipeline's) clock, on
+    which the bot's audio is played too, filled in by the STT from the arrival of the audio
+    it transcribed; None where unknown."""
 
     word: str
     start: float = 0.0
     end: float = 0.0
     confidence: float = 1.0
+    call_start: float | None = None
+    call_end: float | None = None
 
 
 @dataclass(slots=True)

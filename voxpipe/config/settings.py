@@ -124,8 +124,8 @@ class VoxpipeSettings(BaseSettings):
     silence_artifact_window_s: float = Field(
         0.5,
         ge=0,
-        description="Single-word transcripts this soon after the bot stops are dropped as "
-        "silence artifacts.",
+        description="Single-word transcripts said this soon after the bot's audio stopped "
+        "playing (word start on the call's audio timeline) are dropped as silence artifacts.",
     )
     llm_max_tokens: int = Field(120, gt=0, description="max_tokens for each LLM reply.")
     llm_timeout_s: float = Field(

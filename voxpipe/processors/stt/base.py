@@ -7,11 +7,15 @@ and ``TranscriptionFrame``, drops final transcripts under the confidence thresho
 (no caller audio reaches the provider meanwhile, e.g. while card numbers are spoken) and
 measures time to first byte: from the caller's end of speech (``UserStoppedSpeakingFrame``)
 to the final transcript. Word times are seconds of the audio transcribed since the call
-started (audio not sent while paused does not count).
+started (audio not sent while paused does not count); ``push_transcript`` adds each word's
+``call_start`` / ``call_end``: the same instants on the call's clock, mapped through the
+arrival of the caller's audio (``StreamTimeline``), so a word can be compared with the bot's
+speech (e.g. by the silence-artifact filter) whatever the STT's and the network's latency.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -29,6 +33,7 @@ from voxpipe.frames import (
     Word,
 )
 from voxpipe.processors.base import FrameProcessor
+from voxpipe.processors.stt.timeline import StreamTimeline
 
 T = TypeVar("T")
 
@@ -65,6 +70,7 @@ class STTService(FrameProcessor):
         self.audio_in_encoding = "pcm16"
         self.paused = False
         self.dropped_low_confidence = 0  # final transcripts dropped by the threshold
+        self.timeline = StreamTimeline()  # stream seconds -> call clock
 
     # ------------------------------------------------------------------ for subclasses
 
@@ -98,6 +104,16 @@ class STTService(FrameProcessor):
         if not text:
             return False
         lang = language or self.language
+        words = [
+            dataclasses.replace(
+                w,
+                call_start=self.timeline.call_time(w.start),
+                call_end=self.timeline.call_time(w.end),
+            )
+            if w.call_start is None
+            else w
+            for w in words
+        ]
         if not final:
             await self.push_frame(
                 InterimTranscriptionFrame(
@@ -138,6 +154,7 @@ class STTService(FrameProcessor):
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         if isinstance(frame, InputAudioFrame):
             if not self.paused:
+                self.timeline.add(frame, self.clock.now())
                 await self.process_audio(frame)
             if self.audio_passthrough:
                 await self.push_frame(frame, direction)
@@ -152,6 +169,7 @@ class STTService(FrameProcessor):
         elif isinstance(frame, PauseRecordingFrame):
             if not self.paused:
                 self.paused = True
+                self.timeline.gap()  # the provider's time stands still; the call's does not
                 await self.on_pause()
         elif isinstance(frame, ResumeRecordingFrame):
             if self.paused:
