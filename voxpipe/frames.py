@@ -291,10 +291,13 @@ class DTMFFrame(DataFrame):
 
 @dataclass(slots=True)
 class LLMMessagesFrame(DataFrame):
-    """A full message list (OpenAI chat format) for the LLM to answer."""
+    """A full message list (OpenAI chat format) for the LLM to answer. ``max_messages``: the
+    context window's cap on conversation messages, kept by the follow-up requests of a tool
+    round too (None: no cap)."""
 
     messages: list[dict[str, Any]]
     tools: list[dict[str, Any]] | None = None
+    max_messages: int | None = None
 
 
 @dataclass(slots=True)

@@ -228,3 +228,33 @@ async def test_tool_round_trip_is_recorded_in_the_context() -> None:
         "assistant",
         "user",
     ]
+
+
+async def test_a_tool_round_keeps_the_window_cap_in_its_follow_up_request() -> None:
+    replies = [FakeReply.call("order_status", {"order": "7"}), FakeReply.say("It ships today.")]
+    async with FakeOpenAI(replies=replies, first_token_delay=0.0) as fake:
+        llm = OpenAILLMService(
+            api_key="test-key", base_url=fake.base_url, model="gpt-4o", first_token_timeout=2
+        )
+
+        @llm.function
+        async def order_status(order: str) -> str:
+            """Status of an order."""
+            return "shipped"
+
+        ctx = LLMContext("Be brief.", max_turns=4)
+        for i in range(1, 4):
+            ctx.add_user_message(f"u{i}")
+            ctx.add_assistant_message(f"a{i}")
+        pair = LLMContextAggregatorPair(ctx)
+        async with Call([pair.user(), llm, PlayedText(), pair.assistant()]) as call:
+            await call.say("where is order 7")
+    first, follow_up = (q.json["messages"] for q in fake.requests)
+    assert [m["content"] for m in first[1:]] == ["a2", "u3", "a3", "where is order 7"]
+    # The follow-up adds the call with its result (one unit): the oldest message leaves.
+    assert len([m for m in follow_up if m["role"] not in ("system", "tool")]) == 4
+    assert [m.get("content") for m in follow_up[1:4]] == ["u3", "a3", "where is order 7"]
+    assert [m["role"] for m in follow_up] == [
+        "system", "user", "assistant", "user", "assistant", "tool"
+    ]  # fmt: skip
+    assert follow_up[-2]["tool_calls"][0]["function"]["name"] == "order_status"

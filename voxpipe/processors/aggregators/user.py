@@ -187,7 +187,11 @@ class UserContextAggregator(FrameProcessor):
     async def _request(self) -> None:
         self._reply_pending = True
         await self.push_frame(
-            LLMMessagesFrame(self.context.window_messages(), tools=self.context.tools)
+            LLMMessagesFrame(
+                self.context.window_messages(),
+                tools=self.context.tools,
+                max_messages=self.context.max_turns,
+            )
         )
 
     @property
