@@ -104,7 +104,7 @@ class PaymentGuardParams:
     max_pause_s: float = 120.0
     # Caller silence after which a final ending in digits is released on its own: longer
     # than the pause between the digit groups of a card read out (about a second), short
-    # enough that a reply to "my flat is number 12" is not much delayed.
+    # enough that a reply to "my account is 1234 5678" is not much delayed.
     hold_digits_s: float = 2.0
     max_hold_s: float = 10.0  # however the caller's speech goes on
     # A final is held when the digit run it ends with (continuing the run the previous final
@@ -117,6 +117,8 @@ class PaymentGuardParams:
         for name in ("resume_after_s", "max_pause_s", "hold_digits_s", "max_hold_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"PaymentGuardParams: {name} must be > 0")
+        if self.hold_min_digits < 1:
+            raise ValueError("PaymentGuardParams: hold_min_digits must be >= 1")
 
 
 class PaymentGuard(FrameProcessor):
