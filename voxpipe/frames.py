@@ -224,12 +224,18 @@ class OutputAudioFrame(AudioFrame):
 
 @dataclass(slots=True)
 class Word:
-    """One recognised word with its timing (seconds from stream start) and confidence."""
+    """One recognised word with its timing (seconds from stream start) and confidence.
+
+    ``call_start`` / ``call_end``: the same instants on the call's (pipeline's) clock, on
+    which the bot's audio is played too, filled in by the STT from the arrival of the audio
+    it transcribed; None where unknown."""
 
     word: str
     start: float = 0.0
     end: float = 0.0
     confidence: float = 1.0
+    call_start: float | None = None
+    call_end: float | None = None
 
 
 @dataclass(slots=True)
@@ -285,10 +291,13 @@ class DTMFFrame(DataFrame):
 
 @dataclass(slots=True)
 class LLMMessagesFrame(DataFrame):
-    """A full message list (OpenAI chat format) for the LLM to answer."""
+    """A full message list (OpenAI chat format) for the LLM to answer. ``max_messages``: the
+    context window's cap on conversation messages, kept by the follow-up requests of a tool
+    round too (None: no cap)."""
 
     messages: list[dict[str, Any]]
     tools: list[dict[str, Any]] | None = None
+    max_messages: int | None = None
 
 
 @dataclass(slots=True)
@@ -372,6 +381,27 @@ class ProviderOutageFrame(SystemFrame):
     state: str
     duration_s: float = 0.0
     reason: str = ""
+
+
+# ---------------------------------------------------------------------------- escalation (issue 10)
+
+
+@dataclass(slots=True)
+class EscalationStartedFrame(SystemFrame):
+    """A hand-over of the call to a human started: from now on no transcript of the caller
+    starts an LLM reply, until an ``EscalationEndedFrame`` says the hand-over failed. A system
+    frame, so that an interruption sweep never drops it."""
+
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class EscalationEndedFrame(SystemFrame):
+    """The hand-over is over: ``transferred`` True (a person has the call; the bot stays
+    quiet) or False (it failed: the bot answers the caller again). ``detail`` says why."""
+
+    transferred: bool = False
+    detail: str = ""
 
 
 # ---------------------------------------------------------------------------- metrics

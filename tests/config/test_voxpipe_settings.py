@@ -27,6 +27,7 @@ def test_defaults_are_the_production_defaults() -> None:
     assert s.llm_max_tokens == 120
     assert s.llm_timeout_s == 0.8
     assert s.context_turns == 8
+    assert s.openai_model == "gpt-4o"  # the spec's model; OPENAI_MODEL overrides
     assert s.session_ttl_s == 3600
     assert s.session_max_turns == 20
     assert s.silence_artifact_window_s == 0.5

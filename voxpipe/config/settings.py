@@ -65,7 +65,9 @@ class VoxpipeSettings(BaseSettings):
     openai_base_url: str = Field(
         "https://api.openai.com/v1", description="OpenAI-compatible endpoint base URL."
     )
-    openai_model: str = Field("gpt-4o-mini", description="Chat model name for the LLM.")
+    openai_model: str = Field(
+        "gpt-4o", description="Chat model name for the LLM (the spec's choice, issue 10)."
+    )
     elevenlabs_api_key: SecretStr | None = Field(
         None, description="ElevenLabs API key; without it the offline TTS is used."
     )
@@ -191,8 +193,8 @@ class VoxpipeSettings(BaseSettings):
     silence_artifact_window_s: float = Field(
         0.5,
         ge=0,
-        description="Single-word transcripts this soon after the bot stops are dropped as "
-        "silence artifacts.",
+        description="Single-word transcripts said this soon after the bot's audio stopped "
+        "playing (word start on the call's audio timeline) are dropped as silence artifacts.",
     )
     llm_max_tokens: int = Field(120, gt=0, description="max_tokens for each LLM reply.")
     llm_timeout_s: float = Field(
@@ -206,7 +208,10 @@ class VoxpipeSettings(BaseSettings):
         description="Line spoken when the LLM times out after its retries.",
     )
     context_turns: int = Field(
-        8, gt=0, description="Turns kept verbatim in the LLM context; older ones are summarized."
+        8,
+        gt=0,
+        description="Conversation messages (caller and bot, not exchanges) sent verbatim to the "
+        "LLM; a tool call counts with its results; older ones are summarized (issue 10).",
     )
     allow_interruptions: bool = Field(
         True, description="Let the caller barge in while the bot speaks."

@@ -102,7 +102,7 @@ def user_turns(messages: list[dict[str, Any]]) -> list[str]:
     return [m["content"] for m in messages if m["role"] == "user"]
 
 
-async def test_eight_turn_window_with_summary_made_off_the_critical_path() -> None:
+async def test_eight_message_window_with_summary_made_off_the_critical_path() -> None:
     summary_gate = asyncio.Event()
     summaries: list[dict[str, Any]] = []
 
@@ -114,6 +114,9 @@ async def test_eight_turn_window_with_summary_made_off_the_critical_path() -> No
         said = body["messages"][-1]["content"]
         return f"Reply to {said}."
 
+    def conversation(sent: list[dict[str, Any]]) -> list[str]:
+        return [m["content"] for m in sent if m["role"] != "system"]
+
     async with FakeOpenAI(replies=script, first_token_delay=0.0) as fake:
         llm = OpenAILLMService(
             api_key="test-key", base_url=fake.base_url, model="gpt-4o-mini", first_token_timeout=2
@@ -121,46 +124,52 @@ async def test_eight_turn_window_with_summary_made_off_the_critical_path() -> No
         ctx = LLMContext("You are a booking agent.", max_turns=8, summarizer=llm)
         pair = LLMContextAggregatorPair(ctx)
         async with Call([pair.user(), llm, PlayedText(), pair.assistant()]) as call:
-            for i in range(1, 9):
+            for i in range(1, 5):
                 await call.say(f"turn {i}")
-            # Turn 8 ended: turn 1 will leave the window at turn 9, so its summary was asked
-            # for, and is held by the fake; the reply to turn 8 did not wait for it.
+            # The reply to turn 4 started (7 messages): it and turn 5 will push "turn 1" out
+            # of the 8-message window, so its summary was asked for, and is held by the fake;
+            # the reply to turn 4 did not wait for it.
             await fake.wait_for(lambda: len(summaries) == 1)
-            assert call.replies == 8
-            assert "Caller: turn 1" in summaries[0]["messages"][-1]["content"]
-            assert "turn 2" not in summaries[0]["messages"][-1]["content"]
+            assert call.replies == 4
+            asked = summaries[0]["messages"][-1]["content"]
+            assert "Caller: turn 1" in asked and "Reply to turn 1" not in asked
 
-            await call.say("turn 9")  # the summary is still pending: nothing is dropped
+            await call.say("turn 5")  # the summary is still pending: the cap holds anyway
             sent = last_reply_request(fake)
-            assert user_turns(sent) == [f"turn {i}" for i in range(1, 10)]
             assert sent[0] == {"role": "system", "content": "You are a booking agent."}
+            assert conversation(sent) == [
+                "Reply to turn 1.", "turn 2", "Reply to turn 2.", "turn 3", "Reply to turn 3.",
+                "turn 4", "Reply to turn 4.", "turn 5",
+            ]  # fmt: skip
 
             summary_gate.set()
             await until(lambda: ctx.summary is not None)
             assert ctx.summary == "Summary 1."
-            # Turn 2 is out of the window but was not summarized yet (one summary at a time):
-            # it is still sent verbatim, and its summary is asked for now, one turn ahead.
-            await call.say("turn 10")
-            assert user_turns(last_reply_request(fake)) == [f"turn {i}" for i in range(2, 11)]
-            await until(lambda: ctx.summary == "Summary 2.")
-            assert "Caller: turn 2" in summaries[1]["messages"][-1]["content"]
-            assert "Summary so far: Summary 1." in summaries[1]["messages"][-1]["content"]
-
-            await call.say("turn 11")
+            await call.say("turn 6")
             sent = last_reply_request(fake)
-            # Summary prepended in the one system message, then exactly the last 8 turns.
+            assert sent[0]["content"].endswith("Summary of the earlier conversation: Summary 1.")
+            assert len(conversation(sent)) == 8 and conversation(sent)[-1] == "turn 6"
+            # What will leave next (up to "turn 3") is summarized ahead, folding in Summary 1.
+            await until(lambda: ctx.summary == "Summary 2.")
+            asked = summaries[1]["messages"][-1]["content"]
+            assert "Summary so far: Summary 1." in asked and "Caller: turn 3" in asked
+
+            await call.say("turn 7")
+            sent = last_reply_request(fake)
+            # Summary prepended in the one system message, then exactly the last 8 messages.
             assert sent[0] == {
                 "role": "system",
                 "content": "You are a booking agent.\n\n"
                 "Summary of the earlier conversation: Summary 2.",
             }
-            assert user_turns(sent) == [f"turn {i}" for i in range(4, 12)]
-            assert sent[1] == {"role": "user", "content": "turn 4"}
-            assert sent[2] == {"role": "assistant", "content": "Reply to turn 4."}
-            assert len(sent) == 1 + 8 * 2 - 1
+            assert conversation(sent) == [
+                "Reply to turn 3.", "turn 4", "Reply to turn 4.", "turn 5", "Reply to turn 5.",
+                "turn 6", "Reply to turn 6.", "turn 7",
+            ]  # fmt: skip
+            assert len(sent) == 1 + 8
         # The whole conversation is kept, heard replies included.
-        assert len(ctx.messages) == 22
-        assert ctx.messages[-1] == {"role": "assistant", "content": "Reply to turn 11."}
+        assert len(ctx.messages) == 14
+        assert ctx.messages[-1] == {"role": "assistant", "content": "Reply to turn 7."}
 
 
 async def test_interruption_mid_reply_closes_the_stream_and_keeps_only_what_was_heard() -> None:
@@ -219,3 +228,33 @@ async def test_tool_round_trip_is_recorded_in_the_context() -> None:
         "assistant",
         "user",
     ]
+
+
+async def test_a_tool_round_keeps_the_window_cap_in_its_follow_up_request() -> None:
+    replies = [FakeReply.call("order_status", {"order": "7"}), FakeReply.say("It ships today.")]
+    async with FakeOpenAI(replies=replies, first_token_delay=0.0) as fake:
+        llm = OpenAILLMService(
+            api_key="test-key", base_url=fake.base_url, model="gpt-4o", first_token_timeout=2
+        )
+
+        @llm.function
+        async def order_status(order: str) -> str:
+            """Status of an order."""
+            return "shipped"
+
+        ctx = LLMContext("Be brief.", max_turns=4)
+        for i in range(1, 4):
+            ctx.add_user_message(f"u{i}")
+            ctx.add_assistant_message(f"a{i}")
+        pair = LLMContextAggregatorPair(ctx)
+        async with Call([pair.user(), llm, PlayedText(), pair.assistant()]) as call:
+            await call.say("where is order 7")
+    first, follow_up = (q.json["messages"] for q in fake.requests)
+    assert [m["content"] for m in first[1:]] == ["a2", "u3", "a3", "where is order 7"]
+    # The follow-up adds the call with its result (one unit): the oldest message leaves.
+    assert len([m for m in follow_up if m["role"] not in ("system", "tool")]) == 4
+    assert [m.get("content") for m in follow_up[1:4]] == ["u3", "a3", "where is order 7"]
+    assert [m["role"] for m in follow_up] == [
+        "system", "user", "assistant", "user", "assistant", "tool"
+    ]  # fmt: skip
+    assert follow_up[-2]["tool_calls"][0]["function"]["name"] == "order_status"

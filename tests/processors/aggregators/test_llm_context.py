@@ -1,4 +1,5 @@
-"""LLMContext: rolling window of turns, summary prepended ahead of time, valid tool sequences."""
+"""LLMContext: rolling window of the last N messages, summary prepended ahead of time, valid tool
+sequences."""
 
 from __future__ import annotations
 
@@ -44,49 +45,88 @@ def users(messages: list[dict[str, Any]]) -> list[str]:
     return [m["content"] for m in messages if m["role"] == "user"]
 
 
-def test_window_keeps_the_last_n_turns_and_the_system_prompt() -> None:
+def conversation(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [m for m in messages if m["role"] != "system"]
+
+
+def test_window_sends_the_last_8_messages_and_the_system_prompt() -> None:
+    # The spec's "8 turns (4 caller, 4 AI)": the last 8 messages, not 8 exchanges (16).
     ctx = LLMContext("You are a helpful agent.", max_turns=8)
     add_turns(ctx, 1, 13)
     w = ctx.window_messages()
     assert w[0] == {"role": "system", "content": "You are a helpful agent."}
-    # No summarizer: turns beyond the window are simply dropped.
-    assert users(w) == [f"u{i}" for i in range(5, 13)]
-    assert w[1] == {"role": "user", "content": "u5"}
+    assert [m["content"] for m in conversation(w)] == [
+        x for i in range(9, 13) for x in (f"u{i}", f"a{i}")
+    ]
     assert len(ctx.messages) == 24  # the full history is kept for transcripts
 
 
-def test_while_no_summary_comes_at_most_twice_the_window_is_sent() -> None:
-    ctx = LLMContext(None, max_turns=3, summarizer=RecordingSummarizer())
-    add_turns(ctx, 1, 20)
-    assert users(ctx.window_messages()) == [f"u{i}" for i in range(14, 20)]
-    ctx = LLMContext(None, max_turns=3, max_unsummarized_turns=0, summarizer=RecordingSummarizer())
-    add_turns(ctx, 1, 20)
-    assert users(ctx.window_messages()) == ["u17", "u18", "u19"]
+def test_a_tool_call_counts_with_its_results_and_is_never_split_from_them() -> None:
+    ctx = LLMContext(None, max_turns=3)
+    ctx.add_user_message("where is order 7")
+    ctx.add_assistant_message("Let me look.")
+    ctx.add_tool_call("c1", "order_status", {"order": "7"})
+    ctx.add_tool_call("c2", "eta", {})
+    ctx.add_tool_result("c1", "order_status", {}, '"shipped"')
+    ctx.add_tool_result("c2", "eta", {}, '"tomorrow"')
+    ctx.add_assistant_message("It ships tomorrow.")
+    ctx.add_user_message("thanks")
+    # Messages: user, assistant+calls, tool, tool, assistant, user. Three units from the end
+    # are the call (with both results), the answer and "thanks".
+    w = ctx.window_messages()
+    assert [(m["role"], m.get("tool_call_id")) for m in w] == [
+        ("assistant", None),
+        ("tool", "c1"),
+        ("tool", "c2"),
+        ("assistant", None),
+        ("user", None),
+    ]
+    ctx.add_assistant_message("You're welcome.")
+    # One more message: the call leaves the window with its results, never one without other.
+    w = ctx.window_messages()
+    assert [m["role"] for m in w] == ["assistant", "user", "assistant"]
+    assert all(m["role"] != "tool" for m in w)
 
 
-async def test_summary_is_made_one_turn_ahead_and_prepended() -> None:
+async def test_while_a_summary_is_pending_the_cap_still_holds() -> None:
+    s = RecordingSummarizer()
+    s.gate = asyncio.Event()  # the summarizer never answers in time
+    ctx = LLMContext(None, max_turns=4, summarizer=s)
+    for i in range(1, 20):
+        add_turns(ctx, i, i + 1)
+        job = ctx.summary_job()
+        if job is not None:
+            asyncio.get_running_loop().create_task(job)
+        assert len(conversation(ctx.window_messages())) <= 4
+    assert [m["content"] for m in ctx.window_messages()] == ["u18", "a18", "u19", "a19"]
+    s.gate.set()
+    await asyncio.sleep(0)  # let the summary finish (no timing involved: it was released)
+    await asyncio.sleep(0)
+    assert ctx.summary is not None
+    assert len(conversation(ctx.window_messages())) == 4
+
+
+async def test_summary_is_made_ahead_and_prepended() -> None:
     s = RecordingSummarizer()
     assert isinstance(s, Summarizer)
     ctx = LLMContext("Be brief.", max_turns=8, summarizer=s)
-    for i in range(1, 8):
-        add_turns(ctx, i, i + 1)
-        assert ctx.summary_job() is None  # nothing will leave the window yet
-    ctx.add_user_message("u8")
-    job = ctx.summary_job()  # the 9th turn will push turn 1 out: summarize it now
+    add_turns(ctx, 1, 4)  # 6 messages
+    ctx.add_user_message("u4")  # 7: the bot starts answering now
+    # Its reply and the caller's next message will push "u1" out: summarize it now.
+    job = ctx.summary_job()
     assert job is not None and ctx.summary_job() is None  # one at a time
     await job
-    assert s.calls[0][0] == [
-        {"role": "user", "content": "u1"},
-        {"role": "assistant", "content": "a1"},
-    ]
-    ctx.add_assistant_message("a8")
-    ctx.add_user_message("u9")
+    assert s.calls[0][0] == [{"role": "user", "content": "u1"}]
+    ctx.add_assistant_message("a4")
+    ctx.add_user_message("u5")
     w = ctx.window_messages()
     assert w[0] == {
         "role": "system",
         "content": "Be brief.\n\nSummary of the earlier conversation: u1",
     }
-    assert users(w) == [f"u{i}" for i in range(2, 10)]  # exactly 8 turns verbatim
+    assert [m["content"] for m in conversation(w)] == [
+        "a1", "u2", "a2", "u3", "a3", "u4", "a4", "u5"
+    ]  # fmt: skip
     assert sum(m["role"] == "system" for m in w) == 1
     job = ctx.summary_job()
     assert job is not None
@@ -95,30 +135,13 @@ async def test_summary_is_made_one_turn_ahead_and_prepended() -> None:
     assert ctx.summary == "u1 | u2"
 
 
-async def test_turns_stay_verbatim_until_a_summary_covers_them() -> None:
-    s = RecordingSummarizer()
-    s.gate = asyncio.Event()
-    ctx = LLMContext(None, max_turns=2, summarizer=s)
-    add_turns(ctx, 1, 2)
-    ctx.add_user_message("u2")
-    task = asyncio.create_task(ctx.summary_job())  # type: ignore[arg-type]
-    ctx.add_assistant_message("a2")
-    ctx.add_user_message("u3")
-    # The summary of turn 1 is still being made: nothing is lost meanwhile.
-    assert users(ctx.window_messages()) == ["u1", "u2", "u3"]
-    s.gate.set()
-    await task
-    assert users(ctx.window_messages()) == ["u2", "u3"]
-    assert "Summary of the earlier conversation: u1" in ctx.window_messages()[0]["content"]
-
-
 async def test_a_failing_summarizer_keeps_turns_and_tries_again() -> None:
     s = RecordingSummarizer()
     s.fail = True
     ctx = LLMContext(None, max_turns=2, summarizer=s)
     add_turns(ctx, 1, 2)
     ctx.add_user_message("u2")
-    await ctx.summary_job()  # type: ignore[misc]
+    await ctx.summary_job()  # type: ignore[misc]  # u1 and a1 leave with the next exchange
     assert ctx.summary is None
     s.fail = False
     job = ctx.summary_job()

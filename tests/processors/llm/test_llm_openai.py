@@ -388,3 +388,14 @@ def test_settings_give_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert llm.fallback_text == "Hold on." and llm.max_tokens == 120 and llm.retries == 1
     assert str(llm.client.base_url).startswith("http://127.0.0.1:9/v1")
     assert llm.client.api_key == "sk-from-env"
+
+
+def test_the_default_model_is_gpt_4o_and_openai_model_overrides_it() -> None:
+    from voxpipe.config.settings import VoxpipeSettings
+    from voxpipe.processors.llm.factory import llm_from_settings
+
+    base = {"openai_api_key": "sk-test", "openai_base_url": "http://127.0.0.1:9/v1"}
+    default = llm_from_settings(VoxpipeSettings(**base))  # type: ignore[arg-type]
+    chosen = llm_from_settings(VoxpipeSettings(**base, openai_model="gpt-4o-mini"))  # type: ignore[arg-type]
+    assert default.model == "gpt-4o"  # the spec's choice
+    assert chosen.model == "gpt-4o-mini"

@@ -9,6 +9,8 @@ from voxpipe.processors.policy.cards import (
     find_card_numbers,
     luhn_valid,
     redact_card_numbers,
+    redact_continued_card,
+    trailing_run,
 )
 
 VISA = "4111111111111111"
@@ -78,3 +80,18 @@ def test_ends_with_digits() -> None:
     assert ends_with_digits("4111 1111,")
     assert not ends_with_digits("one more thing")
     assert not ends_with_digits("")
+
+
+def test_the_rest_of_a_card_begun_in_an_earlier_transcript_is_redacted() -> None:
+    assert trailing_run("my card is 4111 1111") == "4111 1111"
+    assert trailing_run("four one one one.") == "four one one one."
+    assert trailing_run("4111 thanks") == ""
+    before = trailing_run("my card is four one one one one one one one")
+    assert redact_continued_card(before, "one one one one 1111 thanks") == (
+        "[card number] thanks",
+        1,
+    )
+    # Nothing to continue, or no card across the two: untouched.
+    assert redact_continued_card("", "1111 1111") == ("1111 1111", 0)
+    assert redact_continued_card("1234", "5678 please") == ("5678 please", 0)
+    assert redact_continued_card(before, "and 1111 1111") == ("and 1111 1111", 0)

@@ -2,10 +2,42 @@
 
 from __future__ import annotations
 
-from voxpipe.frames import TranscriptionFrame, TTSSpeakFrame
-from voxpipe.processors.aggregators import LLMContext
-from voxpipe.processors.policy.escalation import Escalation, EscalationPolicy
-from voxpipe.testing import run_frames
+import asyncio
+from typing import Any
+
+from voxpipe.frames import (
+    BotStartedSpeakingFrame,
+    EscalationEndedFrame,
+    EscalationStartedFrame,
+    Frame,
+    FrameDirection,
+    LLMResponseEndFrame,
+    LLMResponseStartFrame,
+    LLMTextFrame,
+    TranscriptionFrame,
+    TTSSpeakFrame,
+    TTSTextFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
+)
+from voxpipe.pipelines import Pipeline, PipelineTask
+from voxpipe.pipelines.clock import Clock
+from voxpipe.processors.aggregators import LLMContext, UserContextAggregator
+from voxpipe.processors.base import FrameProcessor
+from voxpipe.processors.llm.openai import OpenAILLMService
+from voxpipe.processors.llm.scripted import Intent, ScriptedLLMService
+from voxpipe.processors.policy.escalation import (
+    ESCALATE_TOOL,
+    Escalation,
+    EscalationParams,
+    EscalationPolicy,
+    EscalationState,
+)
+from voxpipe.testing import Sleep, run_frames
+from voxpipe.testing.fakes import FakeOpenAI
+
+DOWN = FrameDirection.DOWNSTREAM
+UP = FrameDirection.UPSTREAM
 
 
 class Log:
@@ -38,8 +70,13 @@ async def test_explicit_request_for_a_person_escalates_once() -> None:
     )
     assert [r for r, _ in log.transfers] == ["caller asked for a person"]
     assert "where is my order" in log.transfers[0][1]
-    assert passed == ["where is my order", "hello? a human please"]
-    assert [e.message["content"] for e in context.entries] == ["I want to talk to a real person"]
+    # Every word goes on (the user aggregator keeps them without asking for a reply).
+    assert passed == [
+        "where is my order",
+        "I want to talk to a real person",
+        "hello? a human please",
+    ]
+    assert context.entries == []
 
 
 async def test_same_question_three_times_escalates() -> None:
@@ -47,7 +84,7 @@ async def test_same_question_three_times_escalates() -> None:
         ["what is my balance", "What is my balance?", "um what is my balance please"]
     )
     assert [r for r, _ in log.transfers] == ["same question asked 3 times"]
-    assert len(passed) == 2
+    assert len(passed) == 3
 
 
 async def test_strong_negative_sentiment_escalates_but_mild_does_not() -> None:
@@ -62,3 +99,169 @@ async def test_strong_negative_sentiment_escalates_but_mild_does_not() -> None:
 async def test_a_travel_agent_is_not_a_request_for_one() -> None:
     log, _, _ = await run(["I booked through my travel agent last week"])
     assert log.transfers == []
+
+
+# ---------------------------------------------------------------- no LLM reply during a hand-over
+
+
+class PlayedText(FrameProcessor):
+    """Stands in for TTS + output transport: LLM text and spoken lines are 'played' at once."""
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if direction is DOWN and isinstance(frame, LLMResponseStartFrame):
+            await self.push_frame(BotStartedSpeakingFrame(), UP)
+        if direction is DOWN and isinstance(frame, LLMTextFrame | TTSSpeakFrame):
+            await self.push_frame(TTSTextFrame(frame.text))
+            return
+        await self.push_frame(frame, direction)
+
+
+async def test_the_second_half_of_a_request_for_a_person_starts_no_llm_request() -> None:
+    """The cloud LLM over a real socket: the handoff line is heard once, and the rest of the
+    utterance (a second final) reaches the context but never the LLM, until the transfer
+    fails; then the caller is answered again."""
+    transfers: list[str] = []
+
+    async def transfer(reason: str, summary: str) -> None:
+        transfers.append(reason)  # the carrier moves the call; it has not answered yet
+
+    async with FakeOpenAI(replies=lambda body: "Sure, let me connect you.") as fake:
+        llm = OpenAILLMService(
+            api_key="test-key", base_url=fake.base_url, model="gpt-4o", first_token_timeout=2
+        )
+        context = LLMContext("You are a support agent.")
+        escalation = Escalation(transfer=transfer)
+        llm.register_function("escalate_to_human", escalation.escalate, ESCALATE_TOOL)
+        user = UserContextAggregator(context)
+        task = PipelineTask(
+            Pipeline([EscalationPolicy(escalation, context), user, llm, PlayedText()]),
+            clock=Clock(),
+        )
+        out: list[Frame] = []
+        changed = asyncio.Event()
+
+        def seen(frame: Frame) -> None:
+            out.append(frame)
+            changed.set()
+
+        task.on_downstream(seen)
+        runner = asyncio.create_task(task.run())
+        await task.wait_started()
+        for f in (
+            UserStartedSpeakingFrame(),
+            TranscriptionFrame("I'd like to talk to a real person please."),
+            TranscriptionFrame("Can you put me through now?"),
+            UserStoppedSpeakingFrame(),
+        ):
+            await task.inject(f)
+        # The turn ended inside that last push: a request would have gone to the LLM by now.
+        assert escalation.in_progress and user.replies_held
+        assert [m["content"] for m in context.messages] == [
+            "I'd like to talk to a real person please. Can you put me through now?"
+        ]
+        for f in (
+            UserStartedSpeakingFrame(),
+            TranscriptionFrame("Hello?"),
+            UserStoppedSpeakingFrame(),
+        ):
+            await task.inject(f)
+        assert [f.text for f in out if isinstance(f, TTSTextFrame)] == [
+            "I'm connecting you to a colleague who can help. Please hold."
+        ]
+        # The transfer work reports a failure: the next words are answered again.
+        await task.inject(EscalationEndedFrame(transferred=False, detail="no agent free"))
+        assert escalation.state is EscalationState.FAILED and not user.replies_held
+        for f in (
+            UserStartedSpeakingFrame(),
+            TranscriptionFrame("Still there?"),
+            UserStoppedSpeakingFrame(),
+        ):
+            await task.inject(f)
+        async with asyncio.timeout(10):
+            while not any(isinstance(f, LLMResponseEndFrame) for f in out):
+                changed.clear()
+                await changed.wait()
+        await task.stop_when_done()
+        await asyncio.wait_for(runner, 10)
+
+    # One request in the whole call: the one after the failure, knowing what was said.
+    assert len(fake.requests) == 1
+    users = [m["content"] for m in fake.requests[0].json["messages"] if m["role"] == "user"]
+    assert users == [
+        "I'd like to talk to a real person please. Can you put me through now?",
+        "Hello?",
+        "Still there?",
+    ]
+    assert transfers == ["caller asked for a person"]
+    started = [f for f in out if isinstance(f, EscalationStartedFrame)]
+    ended = [f for f in out if isinstance(f, EscalationEndedFrame)]
+    assert len(started) == 1 and [(f.transferred, f.detail) for f in ended] == [
+        (False, "no agent free")
+    ]
+
+
+async def test_after_the_llm_escalates_no_transcript_starts_a_reply_until_the_transfer_fails() -> (
+    None
+):
+    """The scripted LLM calls ``escalate_to_human``; the caller's next words start nothing; a
+    transfer that neither finishes nor fails is failed after ``transfer_timeout_s``."""
+    context = LLMContext(None)
+    escalation = Escalation()
+    llm = ScriptedLLMService(
+        [
+            Intent(
+                "supervisor",
+                keywords=["supervisor"],
+                reply="Of course.",
+                tool="escalate_to_human",
+                arguments={"reason": "asked for a supervisor", "summary": "-"},
+                after_tool="Connecting you now.",
+            ),
+            Intent("anything", patterns=[r"\w"], reply="How can I help?"),
+        ]
+    )
+    llm.register_function("escalate_to_human", escalation.escalate, ESCALATE_TOOL)
+    policy = EscalationPolicy(escalation, context, EscalationParams(transfer_timeout_s=30))
+
+    def turn(text: str) -> list[Any]:
+        return [UserStartedSpeakingFrame(), TranscriptionFrame(text), UserStoppedSpeakingFrame()]
+
+    r = await run_frames(
+        [policy, UserContextAggregator(context), llm, PlayedText()],
+        [
+            *turn("let me speak to your supervisor"),
+            Sleep(2),
+            *turn("so are you putting me through"),  # during the hand-over: no reply
+            Sleep(40),  # the transfer timed out: failed
+            *turn("hello"),
+            Sleep(2),
+        ],
+    )
+    spoken = "".join(f.text for f in r.of_type(TTSTextFrame))
+    assert spoken.replace(" ", "") == "Ofcourse.Connectingyounow.HowcanIhelp?"
+    assert len(r.of_type(LLMResponseStartFrame)) == 2
+    [ended] = r.of_type(EscalationEndedFrame)
+    assert not ended.transferred and ended.detail == "no transfer after 30 s"
+    assert "so are you putting me through" in [m["content"] for m in context.messages]
+
+
+async def test_a_finished_transfer_keeps_the_bot_quiet() -> None:
+    context = LLMContext(None)
+    escalation = Escalation()
+    llm = ScriptedLLMService([Intent("anything", patterns=[r"\w"], reply="How can I help?")])
+    r = await run_frames(
+        [EscalationPolicy(escalation, context), UserContextAggregator(context), llm, PlayedText()],
+        [
+            UserStartedSpeakingFrame(),
+            TranscriptionFrame("I want a human"),
+            UserStoppedSpeakingFrame(),
+            EscalationEndedFrame(transferred=True, detail="agent joined"),
+            UserStartedSpeakingFrame(),
+            TranscriptionFrame("hi is this a person"),
+            UserStoppedSpeakingFrame(),
+            Sleep(5),
+        ],
+    )
+    assert escalation.state is EscalationState.TRANSFERRED
+    assert r.of_type(LLMResponseStartFrame) == []
+    assert [f.text for f in r.of_type(TTSTextFrame)] == [EscalationParams().handoff_line]

@@ -1,12 +1,18 @@
 """LLMContext: the conversation of one call, and the window of it the LLM is sent.
 
 The full history is kept (for transcripts); the LLM gets the system prompt, a summary of the
-older turns, and the last ``max_turns`` turns verbatim. A turn starts at a user message.
-Summaries are made by a ``Summarizer`` (the LLM service itself) in the background, one turn
-ahead: at the end of a user turn, the turn that the *next* user turn will push out of the
-window is summarized, so the summary is normally ready before it is needed. Until a summary
-covers a turn that left the window, that turn stays in verbatim: a slow summarizer costs a
-longer prompt for a turn, never the reply's latency nor any content.
+older conversation, and the last ``max_turns`` conversation *messages* verbatim: the spec's
+"8 turns (4 caller, 4 AI)" is the last 8 messages, so ``max_turns`` counts messages, not
+exchanges. An assistant message that calls tools counts once with the results of its calls,
+and the two are never split (a result without its call, or a call without its result, is
+invalid for the provider).
+
+Summaries are made by a ``Summarizer`` (the LLM service itself) in the background, ahead of
+time: when the bot starts answering, the messages that the reply and the caller's next message
+will push out of the window are summarized, so the summary is normally ready before it is
+needed. The cap holds whether or not it is: messages that left the window before a summary
+covers them are left out of the prompt until it does (a slow summarizer costs a little memory
+of the conversation for a turn, never a longer prompt, the reply's latency, nor the transcript).
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ SUMMARY_INSTRUCTIONS = (
     "dates, choices), what was asked and answered, what tools returned and what is still "
     "open. Write at most five short sentences in plain text, no lists."
 )
+
+# Messages added before the next request: the reply now being spoken and the caller's next one.
+_AHEAD = 2
 
 INTERRUPTED_CALL_RESULT = '{"error": "no result: the call was interrupted or is still running"}'
 
@@ -53,7 +62,7 @@ class ContextEntry:
 @dataclass(slots=True)
 class _SummaryState:
     text: str | None = None
-    turns: int = 0  # how many turns, from the start of the call, the summary covers
+    turns: int = 0  # how many units (``LLMContext.units``), from the call's start, it covers
     running: bool = False
 
 
@@ -95,7 +104,8 @@ def render_transcript(messages: Sequence[dict[str, Any]], previous_summary: str 
 
 
 class LLMContext:
-    """Messages, system prompt and tools of one call, windowed to the last ``max_turns`` turns."""
+    """Messages, system prompt and tools of one call, windowed to the last ``max_turns``
+    conversation messages (an assistant message counts with its tool results)."""
 
     def __init__(
         self,
@@ -105,19 +115,14 @@ class LLMContext:
         tools: list[dict[str, Any]] | None = None,
         max_turns: int = 8,
         summarizer: Summarizer | None = None,
-        max_unsummarized_turns: int | None = None,
     ) -> None:
         if max_turns < 1:
             raise ValueError(f"max_turns must be at least 1, got {max_turns}")
         self.system_prompt = system_prompt
         self.tools = tools
+        # Conversation messages sent verbatim (the CONTEXT_TURNS setting; see the module doc).
         self.max_turns = max_turns
         self.summarizer = summarizer
-        # Turns out of the window kept verbatim while no summary covers them; beyond this
-        # the oldest are dropped (a summarizer that keeps failing must not grow the prompt).
-        self.max_unsummarized_turns = (
-            max_turns if max_unsummarized_turns is None else max_unsummarized_turns
-        )
         self.entries: list[ContextEntry] = [ContextEntry(dict(m)) for m in messages]
         self._summary = _SummaryState()
 
@@ -205,21 +210,27 @@ class LLMContext:
                 out[-1].append(entry)
         return out
 
+    def units(self) -> list[list[ContextEntry]]:
+        """Entries grouped in the units the window counts: one message each, except that an
+        assistant message calling tools carries the results that follow it."""
+        out: list[list[ContextEntry]] = []
+        for entry in self.entries:
+            if entry.role == "tool" and out:
+                out[-1].append(entry)  # with its call (an orphan result is dropped when sent)
+            else:
+                out.append([entry])
+        return out
+
     def window_messages(self) -> list[dict[str, Any]]:
-        """What the LLM is sent: system prompt (+ summary) and the recent turns, valid for
-        OpenAI (every tool call followed by its result)."""
-        turns = self.turns()
-        keep_from = max(0, len(turns) - self.max_turns)
-        if self.summarizer is None:
-            start = keep_from
-        else:
-            start = min(self._summary.turns, keep_from)
-            start = max(start, keep_from - self.max_unsummarized_turns)
+        """What the LLM is sent: system prompt (+ summary) and at most ``max_turns``
+        conversation messages, valid for OpenAI (every tool call followed by its result)."""
+        units = self.units()
+        start = max(0, len(units) - self.max_turns)
         out: list[dict[str, Any]] = []
         system = self._system_text()
         if system:
             out.append({"role": "system", "content": system})
-        out.extend(_sanitize([_copy(e.message) for turn in turns[start:] for e in turn]))
+        out.extend(_sanitize([_copy(e.message) for unit in units[start:] for e in unit]))
         return out
 
     def _system_text(self) -> str:
@@ -233,19 +244,19 @@ class LLMContext:
     # ------------------------------------------------------------------ summaries
 
     def summary_job(self) -> Coroutine[Any, Any, None] | None:
-        """A coroutine that summarizes the turns leaving the window, or None when there is
+        """A coroutine that summarizes the messages leaving the window, or None when there is
         nothing to do (or a summary is already being made). Run it off the critical path."""
         state = self._summary
         if self.summarizer is None or state.running:
             return None
-        turns = self.turns()
-        # Ahead of time: the turns that will leave the window when the next turn starts, so
-        # the summary is ready by then (the caller speaks for seconds; a summary takes less).
-        # Never the newest turn, whose reply is still to come.
-        upto = min(len(turns) + 1 - self.max_turns, len(turns) - 1)
+        units = self.units()
+        # Ahead of time: what the reply being spoken and the caller's next message will push
+        # out of the window, so the summary is ready by then (the caller speaks for seconds; a
+        # summary takes less). Never the newest message, whose reply is still to come.
+        upto = min(len(units) + _AHEAD - self.max_turns, len(units) - 1)
         if upto <= state.turns:
             return None
-        old = [_copy(e.message) for turn in turns[state.turns : upto] for e in turn]
+        old = [_copy(e.message) for unit in units[state.turns : upto] for e in unit]
         state.running = True
         return self._summarize(old, upto, state.text)
 
@@ -257,8 +268,8 @@ class LLMContext:
             assert self.summarizer is not None
             text = (await self.summarizer.summarize(messages, previous)).strip()
         except Exception as exc:
-            # The turns stay in verbatim; the next turn's end tries again.
-            logger.warning("summarizing %d older turns failed: %s", upto - state.turns, exc)
+            # The next reply's start tries again.
+            logger.warning("summarizing %d older messages failed: %s", upto - state.turns, exc)
             return
         finally:
             state.running = False

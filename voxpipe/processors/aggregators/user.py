@@ -10,6 +10,8 @@ from typing import Any
 from voxpipe.frames import (
     BotStartedSpeakingFrame,
     EndFrame,
+    EscalationEndedFrame,
+    EscalationStartedFrame,
     Frame,
     FrameDirection,
     InterimTranscriptionFrame,
@@ -37,6 +39,11 @@ class UserContextAggregator(FrameProcessor):
     If the caller speaks again after a request went out but before any of the reply was
     heard, the stale reply is interrupted; should that speech bring no new words (a cough),
     the same request is sent again so the caller still gets an answer.
+
+    From an ``EscalationStartedFrame`` (the call is being handed to a human) until an
+    ``EscalationEndedFrame`` saying the hand-over failed, no transcript starts a reply: what
+    the caller says is added to the context (for the transcript and the agent's summary), and
+    no request goes out (``replies_held``). After a successful hand-over it stays so.
     """
 
     def __init__(
@@ -60,12 +67,15 @@ class UserContextAggregator(FrameProcessor):
         self._reply_pending = False  # a request went out and none of its reply was heard yet
         self._resend = False  # that reply was interrupted: answer again if no new words come
         self._summary_due = False  # older turns to summarize once the reply is heard
+        self.replies_held = False  # a hand-over to a human is under way or done
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         if isinstance(frame, BotStartedSpeakingFrame):
             self._reply_pending = False
             if self._summary_due:
                 self._start_summary()
+        elif isinstance(frame, EscalationStartedFrame | EscalationEndedFrame):
+            self._escalation(frame)
         elif direction is DOWNSTREAM:
             if isinstance(frame, UserStartedSpeakingFrame):
                 self._speaking = True
@@ -93,6 +103,15 @@ class UserContextAggregator(FrameProcessor):
             elif isinstance(frame, EndFrame):
                 self._stop_timer()
         await self.push_frame(frame, direction)
+
+    def _escalation(self, frame: EscalationStartedFrame | EscalationEndedFrame) -> None:
+        if isinstance(frame, EscalationStartedFrame):
+            self.replies_held = True
+            # A reply owed to a cough over a stale one is not owed any more.
+            self._reply_pending = False
+            self._resend = False
+        elif not frame.transferred:
+            self.replies_held = False  # the hand-over failed: the bot answers again
 
     async def _final(self, text: str) -> None:
         self._interim_pending = False
@@ -124,7 +143,8 @@ class UserContextAggregator(FrameProcessor):
             await self._end_turn()
         elif self._resend:
             self._resend = False
-            await self._request()
+            if not self.replies_held:
+                await self._request()
 
     def _start_timer(self, delay: float, name: str) -> None:
         self._timer_coro = self._end_after(delay)
@@ -150,6 +170,9 @@ class UserContextAggregator(FrameProcessor):
         self._parts = []
         self._resend = False
         self.context.add_user_message(text)
+        if self.replies_held:
+            self.logger.debug("caller turn kept without a reply: the call is being handed over")
+            return
         await self._request()
         # Summarizing older turns waits for the reply's first audio: started with the request,
         # its network round trip would compete with the reply's on the same loop.
@@ -164,7 +187,11 @@ class UserContextAggregator(FrameProcessor):
     async def _request(self) -> None:
         self._reply_pending = True
         await self.push_frame(
-            LLMMessagesFrame(self.context.window_messages(), tools=self.context.tools)
+            LLMMessagesFrame(
+                self.context.window_messages(),
+                tools=self.context.tools,
+                max_messages=self.context.max_turns,
+            )
         )
 
     @property

@@ -37,6 +37,7 @@ from voxpipe.frames import (
     TTSSpeakFrame,
 )
 from voxpipe.processors.base import FrameProcessor
+from voxpipe.processors.llm.window import cap_messages
 from voxpipe.processors.outage import DEFAULT_OUTAGE_GRACE_S, Backoff, OutageTracker
 
 DOWNSTREAM = FrameDirection.DOWNSTREAM
@@ -402,6 +403,8 @@ class LLMService(FrameProcessor):
                     messages.append(
                         {"role": "tool", "tool_call_id": call.id, "content": result_content(value)}
                     )
+                if frame.max_messages is not None:  # the context window's cap holds here too
+                    messages = cap_messages(messages, frame.max_messages)
             else:
                 self.logger.warning(
                     "%s: the model kept calling tools after %d rounds; reply ended",

@@ -69,7 +69,7 @@ class OpenAILLMService(LLMService):
                 api_key = s.openai_api_key.get_secret_value()
             base_url = base_url or s.openai_base_url
             model = model or s.openai_model
-        super().__init__(model=model or "gpt-4o-mini", **kwargs)
+        super().__init__(model=model or "gpt-4o", **kwargs)
         if client is None:
             assert base_url is not None
             if not api_key:

@@ -22,8 +22,11 @@ from dataclasses import dataclass
 __all__ = [
     "CARD_PLACEHOLDER",
     "CardMatch",
+    "count_digits",
     "ends_with_digits",
     "find_card_numbers",
+    "redact_continued_card",
+    "trailing_run",
     "luhn_valid",
     "mask_digit_runs",
     "redact_card_numbers",
@@ -144,6 +147,35 @@ def ends_with_digits(text: str) -> bool:
     transcript, so the two must be checked together."""
     runs = _runs(text)
     return bool(runs) and _GAP.fullmatch(text, runs[-1][-1][1]) is not None
+
+
+def trailing_run(text: str) -> str:
+    """The digit run ``text`` ends with, as written ("" if it does not end with a digit)."""
+    runs = _runs(text)
+    if not runs or _GAP.fullmatch(text, runs[-1][-1][1]) is None:
+        return ""
+    return text[runs[-1][0][0] :]
+
+
+def count_digits(text: str) -> int:
+    """How many digits (written or spoken) ``text`` holds."""
+    return sum(len(t[2]) for run in _runs(text) for t in run)
+
+
+def redact_continued_card(
+    before: str, text: str, placeholder: str = CARD_PLACEHOLDER
+) -> tuple[str, int]:
+    """``text`` with the end of a card number that ``before`` (the digit run a previous
+    transcript ended with) began replaced by ``placeholder``, and 1 if there was one (else 0).
+    For a caller who paused mid-number for longer than a transcript is held: the second part
+    is redacted, so the whole number is never kept anywhere."""
+    if not before:
+        return text, 0
+    offset = len(before) + 1
+    for m in find_card_numbers(f"{before} {text}"):
+        if m.start < len(before) and m.end > offset:
+            return placeholder + text[m.end - offset :], 1
+    return text, 0
 
 
 def redact_card_numbers(text: str, placeholder: str = CARD_PLACEHOLDER) -> tuple[str, int]:

@@ -4,17 +4,40 @@
 and transcript), hands the agent the reason and a summary *before* they join (warm
 transfer), then moves the caller. ``EscalationPolicy`` calls it on an explicit request for a
 person, on the same question asked three times, and on strong negative sentiment.
+
+An escalation is a small state machine (``EscalationState``): ``idle`` -> ``transferring`` ->
+``transferred`` or ``failed`` (from which the caller may be escalated again). While it is
+``transferring``, and once ``transferred``, no transcript of the caller starts an LLM reply:
+``EscalationPolicy`` pushes ``EscalationStartedFrame`` downstream when it starts (whoever
+started it: the policy or the LLM's ``escalate_to_human`` tool) and ``EscalationEndedFrame``
+when it ends, and ``UserContextAggregator`` keeps what the caller says in the context without
+asking for a reply in between (without this the second half of "get me a person, please,
+now" reached the LLM as a new turn, and the caller heard the handoff line twice). The
+transfer work ends it by calling ``Escalation.finished()`` / ``Escalation.failed()``, or by
+pushing an ``EscalationEndedFrame`` downstream from before the policy; a transfer callable
+that raises fails it, and one that has neither finished nor failed after
+``EscalationParams.transfer_timeout_s`` is failed by the policy, so a caller is never left
+with a bot that will not answer.
 """
 
 from __future__ import annotations
 
+import asyncio
+import enum
 import re
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from voxpipe.frames import Frame, FrameDirection, TranscriptionFrame, TTSSpeakFrame
+from voxpipe.frames import (
+    EscalationEndedFrame,
+    EscalationStartedFrame,
+    Frame,
+    FrameDirection,
+    TranscriptionFrame,
+    TTSSpeakFrame,
+)
 from voxpipe.processors.aggregators.context import LLMContext
 from voxpipe.processors.base import FrameProcessor
 
@@ -23,6 +46,19 @@ DOWNSTREAM = FrameDirection.DOWNSTREAM
 # transfer(reason, summary): tell the agent, then connect the caller.
 Transfer = Callable[[str, str], Awaitable[None]]
 Recorder = Callable[[str, str], Awaitable[None]]
+
+
+class EscalationState(enum.Enum):
+    """Where the hand-over of a call to a human is."""
+
+    IDLE = "idle"
+    TRANSFERRING = "transferring"
+    TRANSFERRED = "transferred"
+    FAILED = "failed"
+
+
+# listener(state, detail): told of every change of state, in order.
+Listener = Callable[[EscalationState, str], Awaitable[None]]
 
 ESCALATE_TOOL = {
     "type": "function",
@@ -46,7 +82,8 @@ ESCALATE_TOOL = {
 
 
 class Escalation:
-    """Hands the call to a human once: records it, briefs the agent, transfers the caller."""
+    """Hands the call to a human: records it, briefs the agent, transfers the caller; knows
+    whether the hand-over is under way, done or failed (``state``)."""
 
     def __init__(
         self,
@@ -56,21 +93,58 @@ class Escalation:
     ) -> None:
         self._record = record
         self._transfer = transfer
-        self.escalated = False
+        self.state = EscalationState.IDLE
         self.reason: str | None = None
         self.summary: str | None = None
+        self.detail = ""  # why it ended, once it has
+        self._listeners: list[Listener] = []
+
+    @property
+    def escalated(self) -> bool:
+        """True once an escalation started (whatever came of it)."""
+        return self.state is not EscalationState.IDLE
+
+    @property
+    def in_progress(self) -> bool:
+        """True while the caller is being handed over (no LLM replies meanwhile)."""
+        return self.state is EscalationState.TRANSFERRING
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(state, detail)`` on every change of state."""
+        self._listeners.append(listener)
+
+    async def _set(self, state: EscalationState, detail: str = "") -> None:
+        self.state = state
+        self.detail = detail
+        for listener in list(self._listeners):
+            await listener(state, detail)
 
     async def escalate(self, reason: str, summary: str = "") -> dict[str, Any]:
         """The ``escalate_to_human`` tool: returns what the model should know about the outcome."""
-        if self.escalated:
+        if self.state in (EscalationState.TRANSFERRING, EscalationState.TRANSFERRED):
             return {"status": "already_transferring"}
-        self.escalated = True
         self.reason, self.summary = reason, summary
+        # First: from here on nothing the caller says starts a reply.
+        await self._set(EscalationState.TRANSFERRING, reason)
         if self._record is not None:
             await self._record(reason, summary)
         if self._transfer is not None:
-            await self._transfer(reason, summary)
+            try:
+                await self._transfer(reason, summary)
+            except Exception as exc:  # the carrier refused: the bot goes on with the caller
+                await self.failed(f"transfer failed: {exc}")
+                return {"status": "transfer_failed", "reason": reason}
         return {"status": "transferring", "reason": reason}
+
+    async def finished(self, detail: str = "") -> None:
+        """The transfer work: a person has the call."""
+        if self.state is EscalationState.TRANSFERRING:
+            await self._set(EscalationState.TRANSFERRED, detail)
+
+    async def failed(self, detail: str = "") -> None:
+        """The transfer work: the hand-over failed; the bot answers the caller again."""
+        if self.state is EscalationState.TRANSFERRING:
+            await self._set(EscalationState.FAILED, detail)
 
 
 @dataclass(slots=True)
@@ -110,6 +184,8 @@ class EscalationParams:
     negative_turns: int = 2  # ... or this many negative utterances in the call
     handoff_line: str = "I'm connecting you to a colleague who can help. Please hold."
     extra_requests: tuple[str, ...] = field(default_factory=tuple)
+    # A hand-over neither finished nor failed by then is failed, so the bot answers again.
+    transfer_timeout_s: float | None = 60.0
 
 
 def _normalize(text: str) -> str:
@@ -121,10 +197,11 @@ def _normalize(text: str) -> str:
 
 class EscalationPolicy(FrameProcessor):
     """After the filters, before the user aggregator: escalates on an explicit request for a
-    person, the same question asked ``repeat_limit`` times, or strong negative sentiment.
+    person, the same question asked ``repeat_limit`` times, or strong negative sentiment, and
+    tells the processors after it when any escalation starts and ends (see the module doc).
 
-    The triggering words still enter the context; the LLM is not asked to answer them, the
-    handoff line is spoken instead.
+    The triggering words still go on to the context (the user aggregator keeps them without
+    asking for a reply); the handoff line is spoken instead of an answer.
     """
 
     def __init__(
@@ -150,6 +227,8 @@ class EscalationPolicy(FrameProcessor):
         self._asked: dict[str, int] = {}
         self._negative_utterances = 0
         self._recent: deque[str] = deque(maxlen=3)  # the caller's last utterances, for the brief
+        self._timeout: asyncio.Task[None] | None = None
+        escalation.add_listener(self._changed)
 
     def evaluate(self, text: str) -> str | None:
         """The reason to escalate on this utterance, or None."""
@@ -175,12 +254,48 @@ class EscalationPolicy(FrameProcessor):
             return f"{self.context.summary} Latest: " + " / ".join(recent)
         return "Caller said: " + " / ".join(recent)
 
+    async def _changed(self, state: EscalationState, detail: str) -> None:
+        # Runs in whichever task changed the state (this processor's, the LLM's tool call, the
+        # transfer work's): the frames go downstream from here, before the user aggregator.
+        if state is EscalationState.TRANSFERRING:
+            self._stop_timeout()
+            if self.params.transfer_timeout_s is not None and self.started:
+                self._timeout = self.create_task(
+                    self._fail_after(self.params.transfer_timeout_s),
+                    name="escalation-timeout",
+                    interruptible=False,
+                )
+            await self.push_frame(EscalationStartedFrame(reason=detail))
+        else:
+            self._stop_timeout()
+            transferred = state is EscalationState.TRANSFERRED
+            self.logger.info("escalation %s%s", state.value, f": {detail}" if detail else "")
+            await self.push_frame(EscalationEndedFrame(transferred=transferred, detail=detail))
+
+    async def _fail_after(self, seconds: float) -> None:
+        await self.clock.sleep(seconds)
+        self._timeout = None  # this task is finishing: the change must not cancel it
+        await self.escalation.failed(f"no transfer after {seconds:g} s")
+
+    def _stop_timeout(self) -> None:
+        if self._timeout is not None and self._timeout is not asyncio.current_task():
+            self._timeout.cancel()
+        self._timeout = None
+
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        if (
+        if isinstance(frame, EscalationEndedFrame) and direction is DOWNSTREAM:
+            # Pushed by the transfer work from before this processor: one state, one frame.
+            if self.escalation.in_progress:
+                if frame.transferred:
+                    await self.escalation.finished(frame.detail)
+                else:
+                    await self.escalation.failed(frame.detail)
+                return  # the change pushed its own EscalationEndedFrame
+        elif (
             direction is DOWNSTREAM
             and isinstance(frame, TranscriptionFrame)
             and frame.final
-            and not self.escalation.escalated
+            and self.escalation.state in (EscalationState.IDLE, EscalationState.FAILED)
         ):
             reason = self.evaluate(frame.text)
             if reason is None:
@@ -188,8 +303,12 @@ class EscalationPolicy(FrameProcessor):
             else:
                 self.logger.info("escalating to a human: %s", reason)
                 summary = self._summary(frame.text)
-                self.context.add_user_message(frame.text)
-                await self.escalation.escalate(reason, summary)
-                await self.push_frame(TTSSpeakFrame(self.params.handoff_line))
+                # EscalationStartedFrame goes first (from the state change), then the words,
+                # which the user aggregator keeps without asking for a reply.
+                outcome = await self.escalation.escalate(reason, summary)
+                await self.push_frame(frame, direction)
+                if outcome.get("status") == "transferring":
+                    await self.push_frame(TTSSpeakFrame(self.params.handoff_line))
+                # else the transfer failed at once: the LLM answers these words instead.
                 return
         await self.push_frame(frame, direction)

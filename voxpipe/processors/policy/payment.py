@@ -3,9 +3,21 @@
 ``PaymentGuard`` sits right after STT, so everything downstream (the escalation policy, the
 context and so the LLM provider, the session store, the transcript) only ever sees transcripts
 with card numbers replaced by ``[card number]`` (see ``voxpipe.processors.policy.cards`` for what
-counts as one). A card number said across two final transcripts of one turn is caught too: a
-final that ends in digits is held until the caller's turn ends or a final without trailing
-digits follows, and the two are checked as one.
+counts as one).
+
+A card number said across two final transcripts is caught too, whatever the timing of the
+transcripts and the caller's turns: a final that ends in a run of digits (written or spoken;
+``hold_min_digits`` or more, counting the run the previous final ended with) may be the first
+part of a number, so it is held, and never released on its own, until a final that does not
+end in a digit follows (the parts are checked as one), or the caller has been silent for
+``hold_digits_s`` (or ``max_hold_s`` passed): the number was complete. A shorter run goes on
+at once, and the rest of a card it begins is redacted from the next final. The end of the caller's
+turn does not release it: an STT finalises what it heard after the VAD's "stopped" (Deepgram's
+reply to Finalize), and a caller reading a card pauses between groups long enough to end a turn.
+Should a caller pause mid-number for longer than that, the digits released last are
+remembered (in memory only, until the next final) and a card number they start is redacted
+from the next final: at most its first part is ever kept, never the whole number. Interim
+transcripts hide every longer digit run, and every digit while a final is held.
 
 Pausing: a ``PauseRecordingFrame`` goes upstream (the STT stops sending the caller's audio to
 its provider) and downstream (the transcript recorder keeps nothing), and a
@@ -47,9 +59,11 @@ from voxpipe.frames import (
 from voxpipe.processors.base import FrameProcessor
 from voxpipe.processors.policy.cards import (
     CARD_PLACEHOLDER,
-    ends_with_digits,
+    count_digits,
     mask_digit_runs,
     redact_card_numbers,
+    redact_continued_card,
+    trailing_run,
 )
 
 __all__ = ["END_PAYMENT_TOOL", "START_PAYMENT_TOOL", "PaymentGuard", "PaymentGuardParams"]
@@ -88,10 +102,23 @@ class PaymentGuardParams:
     # last detail a caller reads out before they expect an answer, plus margin.
     resume_after_s: float = 6.0
     max_pause_s: float = 120.0
+    # Caller silence after which a final ending in digits is released on its own: longer
+    # than the pause between the digit groups of a card read out (about a second), short
+    # enough that a reply to "my account is 1234 5678" is not much delayed.
+    hold_digits_s: float = 2.0
+    max_hold_s: float = 10.0  # however the caller's speech goes on
+    # A final is held when the digit run it ends with (continuing the run the previous final
+    # ended with) has this many digits. Fewer go on at once ("order four five six", no wait
+    # for a reply) and the rest of a card they begin is redacted from the next final: PCI DSS
+    # allows a card's first six digits to be shown, never the whole number.
+    hold_min_digits: int = 7
 
     def __post_init__(self) -> None:
-        if self.resume_after_s <= 0 or self.max_pause_s <= 0:
-            raise ValueError("PaymentGuardParams: resume_after_s and max_pause_s must be > 0")
+        for name in ("resume_after_s", "max_pause_s", "hold_digits_s", "max_hold_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"PaymentGuardParams: {name} must be > 0")
+        if self.hold_min_digits < 1:
+            raise ValueError("PaymentGuardParams: hold_min_digits must be >= 1")
 
 
 class PaymentGuard(FrameProcessor):
@@ -109,6 +136,9 @@ class PaymentGuard(FrameProcessor):
         self.redactions = 0  # card numbers removed in this call (counted, never logged)
         self.pauses = 0
         self._held: list[TranscriptionFrame] = []
+        self._tail = ""  # the digit run the last released final ended with (memory only)
+        self._hold_timer: asyncio.Task[None] | None = None
+        self._hold_max: asyncio.Task[None] | None = None
         self._user_speaking = False
         self._quiet_timer: asyncio.Task[None] | None = None
         self._max_timer: asyncio.Task[None] | None = None
@@ -200,11 +230,13 @@ class PaymentGuard(FrameProcessor):
             return
         if kind is UserStartedSpeakingFrame and direction is DOWNSTREAM:
             self._user_speaking = True
+            self._cancel_hold_timer()  # what is held may go on in what the caller says now
             if self.paused:
                 self._cancel_quiet_timer()
         elif kind is UserStoppedSpeakingFrame and direction is DOWNSTREAM:
             self._user_speaking = False
-            await self._flush()  # the turn is over: what was held goes before the "stopped"
+            if self._held:
+                self._restart_hold_timer()
             if self.paused:
                 self._restart_quiet_timer()
         elif kind is BotStartedSpeakingFrame and self.paused:
@@ -219,26 +251,74 @@ class PaymentGuard(FrameProcessor):
             await self._flush()
         elif kind is CancelFrame:
             self._held = []
+            self._stop_hold_timers()
         await self.push_frame(frame, direction)
 
     async def _final(self, frame: TranscriptionFrame) -> None:
         self._held.append(frame)
-        if self._user_speaking and ends_with_digits(frame.text):
-            return  # the number may go on in the next final of this turn
-        await self._flush()
+        text = " ".join(f.text for f in self._held)
+        run = trailing_run(f"{self._tail} {text}" if self._tail else text)
+        if count_digits(run) < self.params.hold_min_digits:
+            await self._flush()
+            return
+        # It may be the first part of a card number: wait for the rest, or for a silence.
+        if self._hold_max is None:
+            self._hold_max = self.create_task(
+                self._release_after(self.params.max_hold_s),
+                name="payment-hold-max",
+                interruptible=False,
+            )
+        if not self._user_speaking:  # e.g. the STT's final after the caller's turn ended
+            self._restart_hold_timer()
 
     async def _flush(self) -> None:
+        self._stop_hold_timers()
         if not self._held:
             return
         held, self._held = self._held, []
         out, found = self._redacted(held)
-        await self.push_frame(out, DOWNSTREAM)
+        # The run a next final may go on with (this one's, or the one before it continued).
+        self._tail = trailing_run(f"{self._tail} {out.text}" if self._tail else out.text)
         if found and self.params.pause_on_card:
+            # Before the transcript: the turn it ends (and the reply it starts) is said during
+            # the pause, so the recorder keeps none of it, whenever the turn ends.
             await self.pause("card number spoken")
+        await self.push_frame(out, DOWNSTREAM)
+
+    async def _release_after(self, seconds: float) -> None:
+        await self.clock.sleep(seconds)
+        # This timer is finishing: the flush must not cancel the task it runs in.
+        current = asyncio.current_task()
+        if self._hold_timer is current:
+            self._hold_timer = None
+        if self._hold_max is current:
+            self._hold_max = None
+        await self._flush()
+
+    def _restart_hold_timer(self) -> None:
+        self._cancel_hold_timer()
+        self._hold_timer = self.create_task(
+            self._release_after(self.params.hold_digits_s),
+            name="payment-hold",
+            interruptible=False,
+        )
+
+    def _cancel_hold_timer(self) -> None:
+        if self._hold_timer is not None and self._hold_timer is not asyncio.current_task():
+            self._hold_timer.cancel()
+        self._hold_timer = None
+
+    def _stop_hold_timers(self) -> None:
+        self._cancel_hold_timer()
+        if self._hold_max is not None and self._hold_max is not asyncio.current_task():
+            self._hold_max.cancel()
+        self._hold_max = None
 
     def _interim(self, frame: TranscriptionFrame) -> TranscriptionFrame:
-        # Shown, never kept: but a card may be half said, so every longer digit run is hidden.
-        text = mask_digit_runs(frame.text, self.params.placeholder)
+        # Shown, never kept: but a card may be half said, so a run as long as a card's first
+        # group is hidden, and every digit while a final is held (they may go on with its number).
+        min_digits = 1 if self._held or self._tail else 4
+        text = mask_digit_runs(frame.text, self.params.placeholder, min_digits)
         if text == frame.text:
             return frame
         return dataclasses.replace(frame, text=text, words=[])
@@ -246,7 +326,9 @@ class PaymentGuard(FrameProcessor):
     def _redacted(self, frames: list[TranscriptionFrame]) -> tuple[TranscriptionFrame, int]:
         """One frame for ``frames`` with card numbers redacted, and how many there were."""
         text = " ".join(f.text.strip() for f in frames if f.text.strip())
+        text, continued = redact_continued_card(self._tail, text, self.params.placeholder)
         clean, found = redact_card_numbers(text, self.params.placeholder)
+        found += continued
         last = frames[-1]
         if not found:
             if len(frames) == 1:

@@ -7,12 +7,17 @@ and ``TranscriptionFrame``, drops final transcripts under the confidence thresho
 (no caller audio reaches the provider meanwhile, e.g. while card numbers are spoken) and
 measures time to first byte: from the caller's end of speech (``UserStoppedSpeakingFrame``)
 to the final transcript. Word times are seconds of the audio transcribed since the call
-started (audio not sent while paused does not count). A service that talks to a provider over
-the network tracks its outages with ``self.outage`` (``processors/outage.py``).
+started (audio not sent while paused does not count); ``push_transcript`` adds each word's
+``call_start`` / ``call_end``: the same instants on the call's clock, mapped through the
+arrival of the caller's audio (``StreamTimeline``), so a word can be compared with the bot's
+speech (e.g. by the silence-artifact filter) whatever the STT's and the network's latency.
+A service that talks to a provider over the network tracks its outages with ``self.outage``
+(``processors/outage.py``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -31,6 +36,7 @@ from voxpipe.frames import (
 )
 from voxpipe.processors.base import FrameProcessor
 from voxpipe.processors.outage import DEFAULT_OUTAGE_GRACE_S, OutageTracker
+from voxpipe.processors.stt.timeline import StreamTimeline
 
 T = TypeVar("T")
 
@@ -78,6 +84,7 @@ class STTService(FrameProcessor):
             grace_s=outage_grace_s,
             direction=FrameDirection.DOWNSTREAM,
         )
+        self.timeline = StreamTimeline()  # stream seconds -> call clock
 
     # ------------------------------------------------------------------ for subclasses
 
@@ -111,6 +118,16 @@ class STTService(FrameProcessor):
         if not text:
             return False
         lang = language or self.language
+        words = [
+            dataclasses.replace(
+                w,
+                call_start=self.timeline.call_time(w.start),
+                call_end=self.timeline.call_time(w.end),
+            )
+            if w.call_start is None
+            else w
+            for w in words
+        ]
         if not final:
             await self.push_frame(
                 InterimTranscriptionFrame(
@@ -151,6 +168,7 @@ class STTService(FrameProcessor):
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         if isinstance(frame, InputAudioFrame):
             if not self.paused:
+                self.timeline.add(frame, self.clock.now())
                 await self.process_audio(frame)
             if self.audio_passthrough:
                 await self.push_frame(frame, direction)
@@ -165,6 +183,7 @@ class STTService(FrameProcessor):
         elif isinstance(frame, PauseRecordingFrame):
             if not self.paused:
                 self.paused = True
+                self.timeline.gap()  # the provider's time stands still; the call's does not
                 await self.on_pause()
         elif isinstance(frame, ResumeRecordingFrame):
             if self.paused:

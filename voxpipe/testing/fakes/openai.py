@@ -175,7 +175,7 @@ class FakeOpenAI(FakeServer):
         self.api_key = api_key
         self.first_token_delay = first_token_delay
         self.chunk_delay = chunk_delay
-        self.models = models or ["gpt-4o-mini"]
+        self.models = models or ["gpt-4o", "gpt-4o-mini"]
         self._queue: list[FakeReply] = []
         self._source: ReplySource | None = None
         if callable(replies):
