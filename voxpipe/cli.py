@@ -1,4 +1,4 @@
-"""The `voxpipe` command: serve | call | replay | bench."""
+"""The `voxpipe` command: serve | call | replay | bench | records."""
 
 from __future__ import annotations
 
@@ -349,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_call(sub)
     _add_replay(sub)
     _add_bench(sub)
+    from voxpipe.records.cli import add_records_parser
+
+    add_records_parser(sub)
     return parser
 
 
@@ -356,7 +359,14 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": _serve,
     "call": _call,
     "replay": _replay,
+    "records": lambda args: _records(args),
 }
+
+
+def _records(args: argparse.Namespace) -> int:
+    from voxpipe.records.cli import run_records
+
+    return run_records(args, _settings())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
