@@ -7,6 +7,7 @@ import base64
 import importlib.util
 import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -64,3 +65,23 @@ async def _create_schema(dsn: str, schema: str) -> None:
     db = PostgresDatabase(dsn, schema=schema)  # creates the schema and migrates it
     await db.pool()
     await db.close()
+
+
+@pytest.fixture
+def cli_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[Callable[..., None]]:
+    """Sets the environment `voxpipe records ...` reads (settings cache cleared around it)."""
+    from voxpipe.config.settings import get_settings
+
+    monkeypatch.chdir(tmp_path)  # no stray .env
+
+    def set_env(**values: Any) -> None:
+        for key, value in values.items():
+            monkeypatch.setenv(key.upper(), str(value))
+        monkeypatch.setenv("SPOOL_DIR", str(tmp_path / "spool"))
+        monkeypatch.setenv("SQLITE_PATH", values.get("sqlite_path", str(tmp_path / "calls.sqlite3")))
+        get_settings.cache_clear()
+
+    yield set_env
+    get_settings.cache_clear()
