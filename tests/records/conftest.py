@@ -68,9 +68,7 @@ async def _create_schema(dsn: str, schema: str) -> None:
 
 
 @pytest.fixture
-def cli_env(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> Iterator[Callable[..., None]]:
+def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Callable[..., None]]:
     """Sets the environment `voxpipe records ...` reads (settings cache cleared around it)."""
     from voxpipe.config.settings import get_settings
 
@@ -80,7 +78,9 @@ def cli_env(
         for key, value in values.items():
             monkeypatch.setenv(key.upper(), str(value))
         monkeypatch.setenv("SPOOL_DIR", str(tmp_path / "spool"))
-        monkeypatch.setenv("SQLITE_PATH", values.get("sqlite_path", str(tmp_path / "calls.sqlite3")))
+        monkeypatch.setenv(
+            "SQLITE_PATH", values.get("sqlite_path", str(tmp_path / "calls.sqlite3"))
+        )
         get_settings.cache_clear()
 
     yield set_env

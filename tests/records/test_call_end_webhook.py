@@ -80,7 +80,9 @@ def finished_call(call_id: str = "CA7") -> Transcript:
     )
 
 
-def hook(url: str, spool: Path, cipher: TranscriptCipher | None, mode: str = "hmac") -> CallEndWebhook:
+def hook(
+    url: str, spool: Path, cipher: TranscriptCipher | None, mode: str = "hmac"
+) -> CallEndWebhook:
     from voxpipe.records.webhook import decode_secret
 
     return CallEndWebhook(

@@ -54,7 +54,10 @@ def test_stream_round_trip_in_constant_size_chunks_fed_in_odd_pieces() -> None:
     reader.close()
     assert got == data
     # The generator form agrees, and an empty stream is still a complete (final) stream.
-    assert b"".join(decrypt_stream(ring, encrypt_stream(ring, [data[:10], data[10:]], AAD), AAD)) == data
+    assert (
+        b"".join(decrypt_stream(ring, encrypt_stream(ring, [data[:10], data[10:]], AAD), AAD))
+        == data
+    )
     assert open_sealed(ring, seal(ring, b"", AAD), AAD) == b""
 
 
@@ -117,6 +120,8 @@ def test_transcript_cipher_writes_envelopes_and_still_reads_the_first_format() -
     rotated = TranscriptCipher(os.urandom(32), (key,))
     for blob, text in ((legacy, b"old turns"), (sealed, b"new turns")):
         moved = rotated.rewrap(blob, "CA1")
-        assert moved is not None and TranscriptCipher(rotated.ring.current).open(moved, "CA1") == text
+        assert (
+            moved is not None and TranscriptCipher(rotated.ring.current).open(moved, "CA1") == text
+        )
     with pytest.raises(TranscriptKeyError, match="another key or altered"):
         TranscriptCipher(os.urandom(32)).open(sealed, "CA1")

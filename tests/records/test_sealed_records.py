@@ -54,7 +54,9 @@ async def test_metadata_is_sealed_at_rest_and_found_by_caller_hash(
         backend = backend_of(stores.transcripts)
         assert backend is not None
         assert await stores.transcripts.write(transcript())
-        assert await stores.transcripts.write(transcript("CA2", caller="+15555550199", escalated=False))
+        assert await stores.transcripts.write(
+            transcript("CA2", caller="+15555550199", escalated=False)
+        )
         at_rest = await raw_rows(backend.db.db)
         for clear in (CALLER, "447700900123", "4155550100", REASON, SUMMARY, "778899", "dtmf"):
             assert clear not in at_rest
@@ -97,7 +99,9 @@ async def test_without_a_key_metadata_stays_readable_and_lookup_still_works(
         await close_shared_stores()
 
 
-async def test_listing_pages_with_a_cursor_and_filters(tmp_path: Path, db_settings: dict[str, Any]) -> None:
+async def test_listing_pages_with_a_cursor_and_filters(
+    tmp_path: Path, db_settings: dict[str, Any]
+) -> None:
     s = make_settings(tmp_path, records_kek=new_key(), **db_settings)
     stores = await shared_stores(s)
     try:
