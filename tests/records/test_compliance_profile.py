@@ -29,7 +29,11 @@ SAFE = {
         ({"records_kek": "KEY", "public_url": "http://voice.example.com"}, "is not https"),
         ({"records_kek": "KEY", "public_url": None}, "PUBLIC_URL (unset) is not https"),
         (
-            {"records_kek": "KEY", "call_end_webhook_url": "http://crm.example.com/hook"},
+            {
+                "records_kek": "KEY",
+                "call_end_webhook_url": "http://crm.example.com/hook",
+                "call_end_webhook_secret": "whsec_" + new_key(),
+            },
             "CALL_END_WEBHOOK_URL http://crm.example.com/hook is not https",
         ),
     ],
@@ -81,3 +85,16 @@ def test_default_profile_warns_without_keys(
     with caplog.at_level(logging.WARNING, logger="voxpipe.records.compliance"):
         create_app(ECHO_BOT, make_settings(tmp_path, records_kek=new_key()), batched_vad=None)
     assert not any("stored in clear" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("secret", [None, "not-whsec", "whsec_!!"])
+def test_a_webhook_url_needs_a_valid_secret_in_every_profile(
+    tmp_path: Path, secret: str | None
+) -> None:
+    s = make_settings(
+        tmp_path,
+        call_end_webhook_url="https://crm.example.com/hook",
+        call_end_webhook_secret=secret,
+    )
+    with pytest.raises(UnsafeSettingsError, match="CALL_END_WEBHOOK_SECRET"):
+        create_app(ECHO_BOT, s, batched_vad=None)

@@ -45,6 +45,9 @@ def compliance_problems(
 
 def check_compliance(settings: VoxpipeSettings, record_dir: str | Path | None = None) -> None:
     """hipaa: raise UnsafeSettingsError listing every problem; default: warn about keys."""
+    webhook_problem = _webhook_secret_problem(settings)
+    if webhook_problem is not None:  # refused in every profile: calls would fail to report
+        raise UnsafeSettingsError(webhook_problem)
     problems = compliance_problems(settings, record_dir)
     if settings.compliance_profile == "hipaa":
         if problems:
@@ -59,3 +62,17 @@ def check_compliance(settings: VoxpipeSettings, record_dir: str | Path | None = 
             "RECORDS_KEK (and TRANSCRIPT_KEY) unset: transcripts, caller numbers and call "
             "metadata are stored in clear"
         )
+
+
+def _webhook_secret_problem(settings: VoxpipeSettings) -> str | None:
+    if not settings.call_end_webhook_url:
+        return None
+    from voxpipe.records.webhook import decode_secret
+
+    if settings.call_end_webhook_secret is None:
+        return "CALL_END_WEBHOOK_URL is set: set CALL_END_WEBHOOK_SECRET (whsec_<base64>) too"
+    try:
+        decode_secret(settings.call_end_webhook_secret.get_secret_value())
+    except ValueError as exc:
+        return str(exc)
+    return None

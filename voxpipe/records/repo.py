@@ -217,6 +217,8 @@ class CallRecords:
         now = time.time() if now is None else now
         retain = self.db.epoch("retain_until")
         async with self.db.transaction() as tx:
+            # Workers purging at once: the second waits, then finds nothing left to delete.
+            await tx.lock("voxpipe-records-audit:")
             due = await tx.fetch(
                 f"SELECT call_id, legal_hold FROM transcripts WHERE {retain} < ? ORDER BY call_id",
                 (now,),
