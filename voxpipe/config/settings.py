@@ -391,6 +391,18 @@ class VoxpipeSettings(BaseSettings):
         300.0, gt=0, description="Longest wait between call-end webhook delivery attempts."
     )
 
+    records_jwks_url: str | None = Field(
+        None,
+        description="Also accept OIDC JWTs on the records API, verified with this JWKS URL "
+        "(the role is the claim RECORDS_JWT_ROLE_CLAIM).",
+    )
+    records_jwt_audience: str | None = Field(
+        None, description="Required `aud` of records API JWTs (unset = not checked)."
+    )
+    records_jwt_role_claim: str = Field(
+        "role", description="JWT claim holding the role: admin, auditor or agent."
+    )
+
     @field_validator("records_kek")
     @classmethod
     def _check_records_kek(cls, value: SecretStr | None) -> SecretStr | None:
@@ -479,6 +491,8 @@ class VoxpipeSettings(BaseSettings):
         "turn_secret",
         "max_calls_per_carrier",
         "call_end_webhook_url",
+        "records_jwks_url",
+        "records_jwt_audience",
         mode="before",
     )
     @classmethod

@@ -1,6 +1,7 @@
 """The records API under ``/api/``: calls, their records, the audit log, erasure.
 
-Every request carries ``Authorization: Bearer <token>`` (``voxpipe records token create``).
+Every request carries ``Authorization: Bearer <token>`` (``voxpipe records token create``, or
+an OIDC JWT when ``RECORDS_JWKS_URL`` is set, see ``voxpipe.records.oidc``).
 Roles: ``admin`` (everything), ``auditor`` (read calls, recordings, audit), ``agent`` (read calls
 that escalated, caller number masked to its last 4 digits, no recordings). No or unknown token:
 401; a role that does not allow the action: 403. Every request, allowed or not, is one row of
@@ -15,6 +16,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from starlette.responses import JSONResponse, Response
 
+from voxpipe.records.oidc import looks_like_jwt
 from voxpipe.records.repo import CallFilter, LegalHoldError
 from voxpipe.records.runtime import RecordsBackend, backend_of
 from voxpipe.records.tokens import Principal
@@ -50,9 +52,13 @@ async def _authorize(
     client = client_address(request)
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    principal = None
-    if scheme.lower() == "bearer" and token.strip():
-        principal = await backend.tokens.resolve(token.strip())
+    principal: Principal | None = None
+    token = token.strip()
+    if scheme.lower() == "bearer" and token:
+        if backend.jwt is not None and looks_like_jwt(token):
+            principal = await backend.jwt.resolve(token)
+        else:
+            principal = await backend.tokens.resolve(token)
     if principal is None:
         outcome = "denied_no_token" if not header else "denied_bad_token"
         await backend.audit.append(

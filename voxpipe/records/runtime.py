@@ -36,16 +36,17 @@ class RecordsBackend:
     calls: CallRecords
     audit: AuditLog
     tokens: TokenStore
+    jwt: Any = None  # a JwtVerifier when RECORDS_JWKS_URL is set
 
     @classmethod
     def build(cls, settings: VoxpipeSettings, db: Any) -> RecordsBackend:
+        from voxpipe.records.oidc import JwtVerifier
         from voxpipe.state import make_transcript_cipher
 
         rdb = RecordsDB(db)
         audit = AuditLog(rdb)
-        return cls(
-            rdb, CallRecords(rdb, make_transcript_cipher(settings), audit), audit, TokenStore(rdb)
-        )
+        calls = CallRecords(rdb, make_transcript_cipher(settings), audit)
+        return cls(rdb, calls, audit, TokenStore(rdb), JwtVerifier.from_settings(settings))
 
 
 def records_store(
