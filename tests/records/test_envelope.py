@@ -13,9 +13,11 @@ from voxpipe.records.envelope import (
     EnvelopeReader,
     EnvelopeWriter,
     KeyRing,
+    chunk_offset,
     decrypt_stream,
     encrypt_stream,
     envelope_kek_id,
+    header_length,
     open_sealed,
     rewrap,
     seal,
@@ -125,3 +127,19 @@ def test_transcript_cipher_writes_envelopes_and_still_reads_the_first_format() -
         )
     with pytest.raises(TranscriptKeyError, match="another key or altered"):
         TranscriptCipher(os.urandom(32)).open(sealed, "CA1")
+
+
+def test_seeking_to_a_chunk_reads_from_there_and_a_wrong_index_fails() -> None:
+    ring = KeyRing(os.urandom(32))
+    data = os.urandom(1000)
+    blob, _ = sealed_stream(ring, data, chunk=100)
+    hlen = header_length(blob)
+    reader = EnvelopeReader(ring, AAD)
+    reader.seek(blob[:hlen], 7)
+    assert reader.feed(blob[chunk_offset(hlen, 100, 7) :]) == data[700:]
+    reader.close()  # read to the final chunk
+    # Bytes of chunk 3 presented as chunk 7 do not open: positions are authenticated.
+    liar = EnvelopeReader(ring, AAD)
+    liar.seek(blob[:hlen], 7)
+    with pytest.raises(EnvelopeError):
+        liar.feed(blob[chunk_offset(hlen, 100, 3) : chunk_offset(hlen, 100, 4)])

@@ -31,9 +31,11 @@ __all__ = [
     "EnvelopeReader",
     "EnvelopeWriter",
     "KeyRing",
+    "chunk_offset",
     "decrypt_stream",
     "encrypt_stream",
     "envelope_kek_id",
+    "header_length",
     "is_envelope",
     "kek_fingerprint",
     "open_sealed",
@@ -175,8 +177,23 @@ class EnvelopeWriter:
         return self._chunk(data, True)
 
 
+def chunk_offset(header_len: int, chunk_size: int, index: int) -> int:
+    """Byte offset of chunk ``index`` in an envelope written with ``chunk_size`` (every chunk
+    but the last is full), for seeking (HTTP range requests on a recording)."""
+    return header_len + index * (4 + chunk_size + _TAG)
+
+
+def header_length(blob: bytes) -> int:
+    """Length of the envelope header at the start of ``blob``."""
+    return _parse_header(blob)[3]
+
+
 class EnvelopeReader:
-    """Opens a stream sealed by ``EnvelopeWriter``: ``feed`` bytes as they come, then ``close``."""
+    """Opens a stream sealed by ``EnvelopeWriter``: ``feed`` bytes as they come, then ``close``.
+
+    ``seek(header, index)`` prepares it to read from chunk ``index`` on (the bytes fed then
+    start at ``chunk_offset(...)``); a range that stops before the end skips ``close``.
+    """
 
     def __init__(self, ring: KeyRing, aad: bytes) -> None:
         self._ring = ring
@@ -185,6 +202,15 @@ class EnvelopeReader:
         self._aead: AESGCM | None = None
         self._prefix = b""
         self._seq = 0
+        self._done = False
+
+    def seek(self, header: bytes, index: int) -> None:
+        """Read from chunk ``index``: ``header`` is the envelope's header (or its start)."""
+        kek_id, wrapped, prefix, _end = _parse_header(header)
+        self._aead = AESGCM(self._ring.unwrap(kek_id, wrapped, self._aad))
+        self._prefix = prefix
+        self._seq = index
+        self._buf.clear()
         self._done = False
 
     def feed(self, data: bytes) -> bytes:
