@@ -355,18 +355,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "serve": _serve,
-    "call": _call,
-    "replay": _replay,
-    "records": lambda args: _records(args),
-}
-
-
 def _records(args: argparse.Namespace) -> int:
     from voxpipe.records.cli import run_records
 
     return run_records(args, _settings())
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "serve": _serve,
+    "call": _call,
+    "replay": _replay,
+    "records": _records,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

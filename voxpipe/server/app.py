@@ -4,7 +4,8 @@ Endpoints: ``POST /twilio/voice`` (TwiML), ``WS /twilio/stream``; ``POST /telnyx
 ``WS /telnyx/stream/{token}``; ``GET|POST /vonage/answer`` (NCCO), ``WS /vonage/stream/{token}``
 (each carrier's only when it is served, see ``voxpipe.server.carriers``);
 ``GET /`` (browser page), ``GET /webrtc/config``, ``POST /webrtc/offer`` (WebRTC, unless
-``WEBRTC=off``); ``/api/...`` (the records API, ``voxpipe.records.api``); ``GET /healthz``; ``GET /metrics`` (Prometheus text; ``METRICS_TOKEN``).
+``WEBRTC=off``); ``/api/...`` (the records API, ``voxpipe.records.api``); ``GET /healthz``;
+``GET /metrics`` (Prometheus text; ``METRICS_TOKEN``).
 Every request passes ``EdgeMiddleware`` first (body cap, JSON depth, call limits).
 """
 
