@@ -137,6 +137,8 @@ async def test_signed_retried_until_2xx_and_delivered_once(tmp_path: Path, recei
     headers, body = rec.requests[-1]
     with pytest.raises(Exception, match="signature"):
         Webhook(SECRET).verify(body.replace(b"CA7", b"CA8"), headers)
+    await sender.close()
+    await restarted.close()
 
 
 async def test_masked_caller_setting(tmp_path: Path, receiver: Any) -> None:
@@ -145,6 +147,7 @@ async def test_masked_caller_setting(tmp_path: Path, receiver: Any) -> None:
     await sender.enqueue(finished_call())
     assert await sender.deliver_due() == 1
     assert json.loads(rec.requests[0][1])["data"]["caller"] == "*********0123"
+    await sender.close()
 
 
 async def test_a_stored_transcript_reaches_the_webhook_through_the_shared_stores(
@@ -168,3 +171,26 @@ async def test_a_stored_transcript_reaches_the_webhook_through_the_shared_stores
         Webhook(SECRET).verify(rec.requests[1][1], rec.requests[1][0])
     finally:
         await close_shared_stores()
+
+
+async def test_an_unreachable_receiver_backs_off_and_keeps_the_message(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    sender = hook(f"http://127.0.0.1:{port}/hook", tmp_path / "w", None)
+    await sender.enqueue(finished_call())
+    now = time.time()
+    assert await sender.deliver_due(now) == 0
+    first = sender.next_due()
+    assert first is not None and first > now  # backing off, not retrying in a loop
+    assert await sender.deliver_due(now + 100) == 0
+    second = sender.next_due()
+    assert second is not None and second - (now + 100) > first - now  # growing backoff
+    assert sender.pending() == 1 and not sender.delivered("CA7")
+    bad = hook("not a url", tmp_path / "w2", None)
+    await bad.enqueue(finished_call())
+    assert await bad.deliver_due(now) == 0 and bad.pending() == 1
+    await sender.close()
+    await bad.close()

@@ -255,7 +255,7 @@ class CallEndWebhook:
                 self._client = httpx.AsyncClient(timeout=self.timeout_s)
             response = await self._client.post(self.url, content=body, headers=headers)
             status = response.status_code
-        except httpx.HTTPError as exc:
+        except Exception as exc:  # any failure (network, a bad URL) is retried with backoff
             status = f"{type(exc).__name__}: {exc}"
         if isinstance(status, int) and 200 <= status < 300:
             await asyncio.to_thread(self._mark_delivered, path, msg_id)
