@@ -1,4 +1,4 @@
-"""The `voxpipe` command: serve | call | replay | bench."""
+"""The `voxpipe` command: serve | call | replay | bench | records."""
 
 from __future__ import annotations
 
@@ -356,13 +356,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_call(sub)
     _add_replay(sub)
     _add_bench(sub)
+    from voxpipe.records.cli import add_records_parser
+
+    add_records_parser(sub)
     return parser
+
+
+def _records(args: argparse.Namespace) -> int:
+    from voxpipe.records.cli import run_records
+
+    return run_records(args, _settings())
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": _serve,
     "call": _call,
     "replay": _replay,
+    "records": _records,
 }
 
 

@@ -355,6 +355,102 @@ class VoxpipeSettings(BaseSettings):
         "text", description="Log lines as text, or one JSON object per line (json)."
     )
 
+    # --- records: encryption, retention, records API, call-end webhook (issue 12) -----------
+    records_kek: SecretStr | None = Field(
+        None,
+        description="Key-encryption key, base64 of 32 random bytes: every transcript (turns, "
+        "caller and called numbers, metadata) is sealed with AES-256-GCM under a fresh data key "
+        "wrapped by it. Unset = TRANSCRIPT_KEY is the KEK; both unset = stored in clear.",
+    )
+    records_kek_previous: SecretStr | None = Field(
+        None,
+        description="Comma-separated base64 KEKs that still unwrap older data keys, until "
+        "`voxpipe records rotate-key` has re-wrapped them under RECORDS_KEK.",
+    )
+    compliance_profile: Literal["default", "hipaa"] = Field(
+        "default",
+        description="hipaa = refuse to start without a KEK, with clear-text storage, or with a "
+        "PUBLIC_URL that is not https; default = warn when keys are absent.",
+    )
+    retention_days: int = Field(
+        2190,
+        gt=0,
+        description="Days a call record is kept after the call (six years); then purged unless "
+        "under legal hold.",
+    )
+    purge_interval_s: float = Field(
+        3600.0, gt=0, description="Seconds between runs of the server's retention purge."
+    )
+    call_end_webhook_url: str | None = Field(
+        None, description="URL that receives a signed JSON POST (Standard Webhooks) per call."
+    )
+    call_end_webhook_secret: SecretStr | None = Field(
+        None, description="Signing secret of the call-end webhook, `whsec_<base64>`."
+    )
+    call_end_webhook_caller: Literal["hmac", "masked"] = Field(
+        "hmac",
+        description="How the call-end webhook names the caller: hmac (keyed hash, for "
+        "look-ups) or masked (last 4 digits).",
+    )
+    call_end_webhook_max_backoff_s: float = Field(
+        300.0, gt=0, description="Longest wait between call-end webhook delivery attempts."
+    )
+
+    records_jwks_url: str | None = Field(
+        None,
+        description="Also accept OIDC JWTs on the records API, verified with this JWKS URL "
+        "(the role is the claim RECORDS_JWT_ROLE_CLAIM).",
+    )
+    records_jwt_audience: str | None = Field(
+        None, description="Required `aud` of records API JWTs (unset = not checked)."
+    )
+    records_jwt_role_claim: str = Field(
+        "role", description="JWT claim holding the role: admin, auditor or agent."
+    )
+
+    @field_validator("records_kek")
+    @classmethod
+    def _check_records_kek(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or value.get_secret_value().strip() == "":
+            return None
+        if _b64_key(value.get_secret_value()) is None:
+            raise ValueError("RECORDS_KEK must be base64 of exactly 32 bytes (AES-256).")
+        return value
+
+    @field_validator("records_kek_previous")
+    @classmethod
+    def _check_previous_keks(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or value.get_secret_value().strip() == "":
+            return None
+        for part in value.get_secret_value().split(","):
+            if _b64_key(part.strip()) is None:
+                raise ValueError("RECORDS_KEK_PREVIOUS: each key must be base64 of 32 bytes.")
+        return value
+
+    def records_keks(self) -> tuple[bytes | None, tuple[bytes, ...]]:
+        """(current KEK, previous KEKs): RECORDS_KEK, else TRANSCRIPT_KEY, is the current one.
+
+        TRANSCRIPT_KEY, when it is not the current KEK, stays a previous key: what it sealed
+        still opens.
+        """
+        legacy = self.transcript_key_bytes()
+        current = _b64_key(self.records_kek.get_secret_value()) if self.records_kek else legacy
+        previous = [
+            k
+            for k in (
+                _b64_key(p.strip())
+                for p in (
+                    self.records_kek_previous.get_secret_value().split(",")
+                    if self.records_kek_previous
+                    else []
+                )
+            )
+            if k is not None
+        ]
+        if legacy is not None and legacy != current:
+            previous.append(legacy)
+        return current, tuple(previous)
+
     @field_validator("webrtc", "log_format", mode="before")
     @classmethod
     def _lower_choice(cls, value: Any) -> Any:
@@ -407,6 +503,9 @@ class VoxpipeSettings(BaseSettings):
         "metrics_token",
         "turn_secret",
         "max_calls_per_carrier",
+        "call_end_webhook_url",
+        "records_jwks_url",
+        "records_jwt_audience",
         mode="before",
     )
     @classmethod
@@ -457,6 +556,15 @@ class VoxpipeSettings(BaseSettings):
     def __repr_args__(self) -> Any:
         # The default repr would show URL passwords; show the masked dump instead.
         return list(self.safe_dump().items())
+
+
+def _b64_key(text: str) -> bytes | None:
+    """32 bytes from base64, or None when it is not exactly that."""
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw if len(raw) == 32 else None
 
 
 class _TomlFileSource(InitSettingsSource):

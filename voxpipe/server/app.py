@@ -4,7 +4,8 @@ Endpoints: ``POST /twilio/voice`` (TwiML), ``WS /twilio/stream``; ``POST /telnyx
 ``WS /telnyx/stream/{token}``; ``GET|POST /vonage/answer`` (NCCO), ``WS /vonage/stream/{token}``
 (each carrier's only when it is served, see ``voxpipe.server.carriers``);
 ``GET /`` (browser page), ``GET /webrtc/config``, ``POST /webrtc/offer`` (WebRTC, unless
-``WEBRTC=off``); ``GET /healthz``; ``GET /metrics`` (Prometheus text; ``METRICS_TOKEN``).
+``WEBRTC=off``); ``/api/...`` (the records API, ``voxpipe.records.api``); ``GET /healthz``;
+``GET /metrics`` (Prometheus text; ``METRICS_TOKEN``).
 Every request passes ``EdgeMiddleware`` first (body cap, JSON depth, call limits).
 """
 
@@ -24,6 +25,9 @@ from starlette.responses import JSONResponse, Response
 
 from voxpipe.call import Bot, load_bot
 from voxpipe.config.settings import VoxpipeSettings, get_settings
+from voxpipe.records.api import records_router
+from voxpipe.records.compliance import check_compliance
+from voxpipe.records.runtime import start_background as start_records_background
 from voxpipe.server.access import WebRTCAccess, metrics_refusal
 from voxpipe.server.bind import is_loopback
 from voxpipe.server.carriers import UnsafeSettingsError, carrier_access
@@ -98,6 +102,7 @@ def create_app(
     settings = settings or get_settings()
     bind_host = host if host is not None else settings.host
     carriers = carrier_access(settings, bind_host)
+    check_compliance(settings, record_dir)  # COMPLIANCE_PROFILE (issue 12)
     if callable(bot) and not isinstance(bot, str | Path):
         bot_fn: Bot = bot
         bot_name = getattr(bot, "__module__", "bot")
@@ -161,6 +166,7 @@ def create_app(
         from voxpipe.state.shared import close_shared_stores, shared_stores
 
         orphans = None
+        purge = start_records_background(settings)  # retention purge, call-end webhook
         if settings.redis_url:
             # Sessions outlive workers only in a shared store: sweep what dead workers left.
             from voxpipe.state import make_sweeper
@@ -175,6 +181,7 @@ def create_app(
             await state.tokens.close()
             if orphans is not None:
                 await orphans.stop()
+            await purge.stop()
             await close_shared_stores()
 
     app = FastAPI(
@@ -223,6 +230,8 @@ def create_app(
 
         warn_about_configured_turn(ice_server_setting(settings), settings.turn_secret)
         app.include_router(webrtc_router())
+
+    app.include_router(records_router())  # the records API under /api/ (issue 12)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz(request: Request) -> Response:

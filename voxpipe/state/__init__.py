@@ -62,13 +62,13 @@ def make_session_store(settings: VoxpipeSettings) -> SessionStore:
 
 
 def make_transcript_cipher(settings: VoxpipeSettings) -> TranscriptCipher | None:
-    """The AES-256-GCM cipher for TRANSCRIPT_KEY, or None when it is unset."""
-    key = settings.transcript_key_bytes()
+    """The envelope cipher under RECORDS_KEK (else TRANSCRIPT_KEY), or None when both are unset."""
+    key, previous = settings.records_keks()
     if key is None:
         return None
     from voxpipe.state.crypto import TranscriptCipher
 
-    return TranscriptCipher(key)
+    return TranscriptCipher(key, previous)
 
 
 def sqlite_path_from_url(url: str) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from voxpipe.records.schema import RECORDS_POSTGRES, RECORDS_SQLITE
+
 if TYPE_CHECKING:
     import aiosqlite
 
@@ -97,6 +99,11 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
         # The call start that owns a call id: writes from another owner are refused.
         ("ALTER TABLE transcripts ADD COLUMN owner TEXT",),
     ),
+    Migration(
+        6,
+        "call records: lookup hash, retention, legal hold, audit log, API tokens",
+        RECORDS_POSTGRES,
+    ),
 )
 
 SQLITE_MIGRATIONS: tuple[Migration, ...] = (
@@ -169,6 +176,11 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
         4,
         "transcript owner",
         ("ALTER TABLE transcripts ADD COLUMN owner TEXT",),
+    ),
+    Migration(
+        6,
+        "call records: lookup hash, retention, legal hold, audit log, API tokens",
+        RECORDS_SQLITE,
     ),
 )
 

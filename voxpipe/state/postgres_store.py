@@ -43,15 +43,17 @@ _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 _UPSERT = """
 INSERT INTO transcripts (call_id, caller, called, locale, started_at, ended_at, duration_s,
-    escalated, escalation_reason, turn_count, encrypted, key_id, turns, metadata, owner)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::jsonb, $15)
+    escalated, escalation_reason, turn_count, encrypted, key_id, turns, metadata, owner,
+    caller_hmac, retain_until)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::jsonb, $15, $16, $17)
 ON CONFLICT (call_id) DO UPDATE SET
     caller = EXCLUDED.caller, called = EXCLUDED.called, locale = EXCLUDED.locale,
     started_at = EXCLUDED.started_at, ended_at = EXCLUDED.ended_at,
     duration_s = EXCLUDED.duration_s, escalated = EXCLUDED.escalated,
     escalation_reason = EXCLUDED.escalation_reason, turn_count = EXCLUDED.turn_count,
     encrypted = EXCLUDED.encrypted, key_id = EXCLUDED.key_id, turns = EXCLUDED.turns,
-    metadata = EXCLUDED.metadata, written_at = now()
+    metadata = EXCLUDED.metadata, written_at = now(), caller_hmac = EXCLUDED.caller_hmac,
+    retain_until = COALESCE(EXCLUDED.retain_until, transcripts.retain_until)
 WHERE transcripts.turn_count < EXCLUDED.turn_count
     AND transcripts.owner IS NOT DISTINCT FROM EXCLUDED.owner
 RETURNING call_id
@@ -198,6 +200,8 @@ class PostgresTranscriptStore:
                 payload,
                 json.dumps(transcript.metadata),
                 transcript.owner,
+                transcript.caller_hmac,
+                None if transcript.retain_until is None else _ts(transcript.retain_until),
             )
             stored = row is not None
             stored_owner = None

@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from voxpipe.records.runtime import records_store
 from voxpipe.state import make_database, make_session_store, make_transcript_store
 from voxpipe.state.consent import ConsentStore, make_consent_store
 from voxpipe.state.session import SessionStore
@@ -52,7 +53,8 @@ async def shared_stores(settings: VoxpipeSettings) -> Stores:
             db = make_database(settings)
             stores = Stores(
                 make_session_store(settings),
-                make_transcript_store(settings, db),
+                # Sealed metadata, retention, audited reads, call-end webhook (issue 12).
+                records_store(settings, db, make_transcript_store(settings, db)),
                 LocaleTable.from_settings(settings),
                 make_consent_store(settings, db),
             )

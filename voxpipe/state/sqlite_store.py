@@ -31,15 +31,17 @@ logger = logging.getLogger(__name__)
 
 _UPSERT = """
 INSERT INTO transcripts (call_id, caller, called, locale, started_at, ended_at, duration_s,
-    escalated, escalation_reason, turn_count, encrypted, key_id, turns, metadata, owner)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    escalated, escalation_reason, turn_count, encrypted, key_id, turns, metadata, owner,
+    caller_hmac, retain_until)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (call_id) DO UPDATE SET
     caller = excluded.caller, called = excluded.called, locale = excluded.locale,
     started_at = excluded.started_at, ended_at = excluded.ended_at,
     duration_s = excluded.duration_s, escalated = excluded.escalated,
     escalation_reason = excluded.escalation_reason, turn_count = excluded.turn_count,
     encrypted = excluded.encrypted, key_id = excluded.key_id, turns = excluded.turns,
-    metadata = excluded.metadata,
+    metadata = excluded.metadata, caller_hmac = excluded.caller_hmac,
+    retain_until = COALESCE(excluded.retain_until, transcripts.retain_until),
     written_at = (julianday('now') - 2440587.5) * 86400.0
 WHERE transcripts.turn_count < excluded.turn_count AND transcripts.owner IS excluded.owner
 """
@@ -174,6 +176,8 @@ class SqliteTranscriptStore:
             payload,
             json.dumps(transcript.metadata),
             transcript.owner,
+            transcript.caller_hmac,
+            transcript.retain_until,
         )
         refused = False
         async with self.db.transaction() as conn:

@@ -30,6 +30,10 @@ class Transcript:
     # The call start that owns this call id (set by the server, random per call): a stored
     # transcript is replaced only by a write from the same owner. None outside the server.
     owner: str | None = None
+    # Records (issue 12): keyed hash of the caller's number for look-ups, and the time (epoch
+    # seconds) after which the retention purge deletes the record. Set by the records layer.
+    caller_hmac: str | None = None
+    retain_until: float | None = None
 
     @property
     def duration_s(self) -> float:
@@ -50,6 +54,8 @@ class Transcript:
             "escalation_reason": self.escalation_reason,
             "metadata": dict(self.metadata),
             "owner": self.owner,
+            "caller_hmac": self.caller_hmac,
+            "retain_until": self.retain_until,
         }
 
     @classmethod
@@ -67,6 +73,8 @@ class Transcript:
             escalation_reason=data.get("escalation_reason"),
             metadata=dict(data.get("metadata") or {}),
             owner=data.get("owner"),
+            caller_hmac=data.get("caller_hmac"),
+            retain_until=data.get("retain_until"),
         )
 
     @classmethod

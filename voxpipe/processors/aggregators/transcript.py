@@ -146,10 +146,14 @@ class TranscriptRecorder(FrameProcessor):
             await self._consent(frame)
         elif isinstance(frame, PauseRecordingFrame):
             self._collect()
+            if not self.paused:
+                self.meta.setdefault("payment_pauses", []).append({"start": time.time()})
             self.paused = True
         elif isinstance(frame, ResumeRecordingFrame):
             # What was said during the pause is skipped, never stored.
             self._cursor = len(self.context.entries) - (1 if self._is_open_last() else 0)
+            if self.paused and self.meta.get("payment_pauses"):
+                self.meta["payment_pauses"][-1]["end"] = time.time()
             self.paused = False
         elif isinstance(frame, _BOUNDARIES):
             if isinstance(frame, BotStartedSpeakingFrame) and self._user_done_at is not None:
@@ -271,7 +275,8 @@ class TranscriptRecorder(FrameProcessor):
             locale=str(self.meta.get("locale") or "en-US"),
             escalated=self.escalated,
             escalation_reason=self.escalation_reason,
-            metadata={k: v for k, v in self.meta.items() if k in ("carrier", "bot", "country")},
+            # Sealed at rest with the rest of the record's metadata (voxpipe.records.fields).
+            metadata={k: v for k, v in self.meta.items() if k in _RECORD_META},
             owner=self.meta.get("owner"),
         )
         try:
@@ -281,6 +286,10 @@ class TranscriptRecorder(FrameProcessor):
             # The spooling store does not raise; a store that does keeps the session for the
             # sweeper, which writes the transcript from it later.
             self.logger.error("transcript write failed, left for the sweeper: %s", exc)
+
+
+# What of the call's meta goes into its record (the call-end webhook and the records API).
+_RECORD_META = ("carrier", "bot", "country", "consent", "escalation_summary", "payment_pauses")
 
 
 def _scrub(text: str) -> str:
