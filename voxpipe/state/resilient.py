@@ -281,8 +281,9 @@ class ResilientSessionStore:
                 except StoreUnavailableError as exc:
                     self._degrade(exc)
             await self._mirror.heartbeat(session_id, worker_id)
-        if lost:
-            await self.reconcile()
+        if lost and await self.reconcile():
+            # The beat that noticed the loss was refused: beat again into the restored store.
+            await self.heartbeat(session_id, worker_id)
 
     async def liveness(self, session_id: str) -> Liveness | None:
         if self._healthy:
