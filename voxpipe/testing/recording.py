@@ -1,11 +1,20 @@
 """Frame-stream recordings: write every frame entering a call with its time, read them back.
 
-File format ``voxpipe-frames`` version 1: UTF-8 JSON lines. The first line is a header
-``{"format": "voxpipe-frames", "version": 1, "call_id": ..., "started_at": <unix s>,
-"metadata": {...}}``; each following line is one frame
-``{"t": <seconds since the call started>, "dir": "down"|"up", "type": <frame class>,
-"ts": <frame timestamp>, "fields": {...}}``. Bytes are ``{"$b64": "..."}``, nested
-dataclasses (e.g. words) ``{"$type": "Word", ...fields}``.
+File format ``voxpipe-frames`` version 2 (version 1, the same without the sealing, is still
+read): UTF-8 JSON lines. The first line is a header ``{"format": "voxpipe-frames", "version":
+2, "call_id": ..., "started_at": <unix s>, "encrypted": false, "metadata": {...}}``; each
+following line is one frame ``{"t": <seconds since the call started>, "dir": "down"|"up",
+"type": <frame class>, "ts": <frame timestamp>, "fields": {...}}``. Bytes are
+``{"$b64": "..."}``, nested dataclasses (e.g. words) ``{"$type": "Word", ...fields}``.
+
+Encrypted at rest (``"encrypted": true``, with the transcript key, ``TRANSCRIPT_KEY``): the
+header carries ``key_id`` and ``sealed_metadata`` instead of ``metadata``, and each frame line
+is ``{"sealed": "<base64>"}``: the frame record sealed with AES-256-GCM, bound to the call id
+and its position in the file, so lines cannot be moved between files or reordered unnoticed.
+
+A recording keeps the rules of the transcript (see ``FrameRecorder``): nothing of a caller who
+has not consented where consent is asked, silence instead of their audio and no key presses
+during a payment pause.
 """
 
 from __future__ import annotations
@@ -13,18 +22,41 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import logging
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from voxpipe.frames import Frame, FrameDirection, Word, frame_types
+from voxpipe.frames import (
+    DTMFFrame,
+    Frame,
+    FrameDirection,
+    InputAudioFrame,
+    PauseRecordingFrame,
+    ResumeRecordingFrame,
+    RetentionConsentFrame,
+    Word,
+    frame_types,
+)
 from voxpipe.pipelines.clock import Clock
 from voxpipe.pipelines.observer import Observer
 
+if TYPE_CHECKING:
+    from voxpipe.processors.base import FrameProcessor
+    from voxpipe.state.crypto import TranscriptCipher
+
+logger = logging.getLogger(__name__)
+
 FORMAT = "voxpipe-frames"
-VERSION = 1
+VERSION = 2
+_READABLE_VERSIONS = (1, 2)
+# Frames that change what a recording may keep, seen wherever they are pushed in the pipeline.
+_RETENTION_FRAMES = (PauseRecordingFrame, ResumeRecordingFrame, RetentionConsentFrame)
+# The byte of digital silence per sample byte, by wire encoding (pcm16 and others: zero).
+_SILENCE_BYTE = {"mulaw": 0xFF, "alaw": 0xD5}
 _SKIP_FIELDS = {"id", "timestamp", "exception"}
 _NESTED: dict[str, type[Any]] = {"Word": Word}
 
@@ -94,8 +126,40 @@ def record_to_frame(rec: dict[str, Any], types: dict[str, type[Frame]] | None = 
     return frame
 
 
+def _aad(call_id: str, index: int | str) -> str:
+    # Binds a sealed line to its call and its position in the file.
+    return f"{call_id}#{index}"
+
+
+def pipeline_requires_consent(processors: Iterable[FrameProcessor]) -> bool:
+    """True when the call's bot asks for retention consent before keeping anything: it has a
+    ``ConsentGate``, or a ``TranscriptRecorder`` built to wait for consent."""
+    from voxpipe.processors.aggregators.transcript import TranscriptRecorder
+    from voxpipe.processors.policy.consent import ConsentGate
+
+    return any(
+        isinstance(p, ConsentGate) or (isinstance(p, TranscriptRecorder) and p.require_consent)
+        for p in processors
+    )
+
+
 class FrameRecorder(Observer):
-    """Observer that writes every frame entering the call, with its time, to a recording file."""
+    """Observer that writes the frames entering a call, with their times, to a recording file,
+    under the transcript's rules.
+
+    * Consent: with ``require_consent`` the frames are held in memory (at most
+      ``max_pending_bytes``; beyond that they are dropped and counted) until the caller's choice
+      is seen (a ``RetentionConsentFrame`` anywhere in the pipeline); audio beyond the bound is
+      dropped, other frames (key presses) are always held. Granted: the held frames
+      are written (the replay needs the key press that granted it) and recording goes on.
+      Refused, or never given by the end of the call: nothing is written, no file is created.
+      A refusal later in the call (a withdrawal) deletes the file.
+    * Payment: between ``PauseRecordingFrame`` and ``ResumeRecordingFrame`` (seen at their first
+      hop, the moment the policy pauses) the caller's audio is recorded as silence of the same
+      length, so the replay keeps its timing, and key presses are dropped.
+    * At rest: with a ``cipher`` (the transcript key) every frame line and the metadata are
+      sealed with AES-256-GCM; the file is created readable by its owner only.
+    """
 
     def __init__(
         self,
@@ -104,32 +168,147 @@ class FrameRecorder(Observer):
         clock: Clock | None = None,
         call_id: str = "",
         metadata: dict[str, Any] | None = None,
+        cipher: TranscriptCipher | None = None,
+        require_consent: bool = False,
+        max_pending_bytes: int = 8 * 1024 * 1024,
     ) -> None:
         self.path = Path(path)
+        self.call_id = call_id
         self._clock = clock or Clock()
+        self._cipher = cipher
         self._t0: float | None = None
-        self._fh: IO[str] | None = self.path.open("w", encoding="utf-8")
-        header = {
-            "format": FORMAT,
-            "version": VERSION,
-            "call_id": call_id,
-            "started_at": time.time(),
-            "metadata": _encode(metadata or {}),
-        }
-        self._fh.write(json.dumps(header) + "\n")
-        self.count = 0
+        self._fh: IO[str] | None = None
+        self._metadata = _encode(metadata or {})
+        self._started_at = time.time()
+        # None: consent awaited (frames held); True: recording; False: refused, nothing kept.
+        self.consent: bool | None = None if require_consent else True
+        self.require_consent = require_consent
+        self.paused = False
+        self.max_pending_bytes = max_pending_bytes
+        self._pending: list[dict[str, Any]] = []
+        self._pending_bytes = 0
+        self.dropped_before_consent = 0
+        self.silenced = 0  # audio frames recorded as silence (payment pause)
+        self.dropped_keys = 0  # key presses not recorded (payment pause)
+        self.count = 0  # frame lines written
+        if not require_consent:
+            self._open()
+
+    # ------------------------------------------------------------------ observer hooks
+
+    def on_push(
+        self, src: FrameProcessor, dst: FrameProcessor, frame: Frame, direction: FrameDirection
+    ) -> None:
+        if not isinstance(frame, _RETENTION_FRAMES):
+            return
+        if isinstance(frame, PauseRecordingFrame):
+            self.paused = True
+        elif isinstance(frame, ResumeRecordingFrame):
+            self.paused = False
+        elif frame.granted:
+            self._grant()
+        else:
+            self.refuse()
 
     def on_input(self, frame: Frame, direction: FrameDirection) -> None:
-        if self._fh is None:
+        if self.consent is False:
             return
         now = self._clock.now()
         if self._t0 is None:
             self._t0 = now
-        self._fh.write(json.dumps(frame_to_record(frame, now - self._t0, direction)) + "\n")
-        self.count += 1
+        rec = frame_to_record(frame, now - self._t0, direction)
+        if self.paused:
+            if isinstance(frame, DTMFFrame):
+                self.dropped_keys += 1
+                return
+            if isinstance(frame, InputAudioFrame):
+                silence = bytes([_SILENCE_BYTE.get(frame.encoding, 0)]) * len(frame.audio)
+                rec["fields"]["audio"] = _encode(silence)
+                self.silenced += 1
+        if self.consent is None:
+            self._hold(rec)
+        else:
+            self._write(rec)
 
     def on_finish(self) -> None:
+        if self.consent is None:
+            # The call ended before the caller chose: nothing of it is kept.
+            self._pending.clear()
+            self.consent = False
         self.close()
+
+    # ------------------------------------------------------------------ consent
+
+    def _grant(self) -> None:
+        if self.consent is not None:
+            return
+        self.consent = True
+        self._open()
+        pending, self._pending = self._pending, []
+        for rec in pending:
+            self._write(rec)
+
+    def refuse(self) -> None:
+        """The caller declined or withdrew consent: stop, and delete what was recorded."""
+        if self.consent is False:
+            return
+        self.consent = False
+        self._pending.clear()
+        if self._fh is not None:
+            self.close()
+            self.path.unlink(missing_ok=True)
+            logger.info("consent refused: recording %s deleted", self.path.name)
+
+    def _hold(self, rec: dict[str, Any]) -> None:
+        size = len(json.dumps(rec))
+        # Only audio is dropped over the bound: the key press that decides consent must stay
+        # for the replay to pass the consent gate as the call did.
+        if rec["type"] == "InputAudioFrame" and self._pending_bytes + size > self.max_pending_bytes:
+            self.dropped_before_consent += 1
+            if self.dropped_before_consent == 1:
+                logger.warning(
+                    "recording %s: %d bytes held while waiting for consent; later audio "
+                    "before the caller's choice is not recorded",
+                    self.path.name,
+                    self._pending_bytes,
+                )
+            return
+        self._pending.append(rec)
+        self._pending_bytes += size
+
+    # ------------------------------------------------------------------ the file
+
+    def _open(self) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._fh = os.fdopen(fd, "w", encoding="utf-8")
+        header: dict[str, Any] = {
+            "format": FORMAT,
+            "version": VERSION,
+            "call_id": self.call_id,
+            "started_at": self._started_at,
+            "encrypted": self._cipher is not None,
+            "consent_required": self.require_consent,
+            "dropped_before_consent": self.dropped_before_consent,
+        }
+        if self._cipher is None:
+            header["metadata"] = self._metadata
+        else:
+            header["key_id"] = self._cipher.key_id
+            sealed = self._cipher.seal(
+                json.dumps(self._metadata).encode(), _aad(self.call_id, "header")
+            )
+            header["sealed_metadata"] = base64.b64encode(sealed).decode("ascii")
+        self._fh.write(json.dumps(header) + "\n")
+
+    def _write(self, rec: dict[str, Any]) -> None:
+        if self._fh is None:
+            return
+        line = json.dumps(rec)
+        if self._cipher is not None:
+            sealed = self._cipher.seal(line.encode(), _aad(self.call_id, self.count))
+            line = json.dumps({"sealed": base64.b64encode(sealed).decode("ascii")})
+        self._fh.write(line + "\n")
+        self.count += 1
 
     def close(self) -> None:
         if self._fh is not None:
@@ -158,8 +337,32 @@ class Recording:
         return self.frames[-1].t if self.frames else 0.0
 
 
-def iter_recording(path: str | Path) -> Iterator[RecordedFrame | dict[str, Any]]:
-    """Yield the header dict, then each recorded frame."""
+def _unseal(
+    cipher: TranscriptCipher | None, sealed_b64: str, aad: str, key_id: Any, path: str | Path
+) -> bytes:
+    from voxpipe.state.errors import TranscriptKeyError
+
+    if cipher is None:
+        raise RecordingError(
+            f"{path}: the recording is encrypted (key id {key_id}): set TRANSCRIPT_KEY to the "
+            "transcript key it was recorded with"
+        )
+    try:
+        return cipher.open(base64.b64decode(sealed_b64), aad)
+    except (TranscriptKeyError, ValueError) as exc:
+        raise RecordingError(
+            f"{path}: cannot decrypt the recording with this TRANSCRIPT_KEY (key id "
+            f"{cipher.key_id}, recorded with {key_id}): {exc}"
+        ) from exc
+
+
+def iter_recording(
+    path: str | Path, *, cipher: TranscriptCipher | None = None
+) -> Iterator[RecordedFrame | dict[str, Any]]:
+    """Yield the header dict (metadata decrypted), then each recorded frame.
+
+    An encrypted recording needs ``cipher`` (the transcript key it was recorded with).
+    """
     types = frame_types()
     with Path(path).open(encoding="utf-8") as fh:
         first = fh.readline()
@@ -169,28 +372,49 @@ def iter_recording(path: str | Path) -> Iterator[RecordedFrame | dict[str, Any]]
             raise RecordingError(f"{path}: not a voxpipe recording (bad header: {exc})") from exc
         if not isinstance(header, dict) or header.get("format") != FORMAT:
             raise RecordingError(f"{path}: not a voxpipe recording (no {FORMAT!r} header)")
-        if header.get("version") != VERSION:
+        if header.get("version") not in _READABLE_VERSIONS:
             raise RecordingError(
                 f"{path}: recording version {header.get('version')} is not supported "
-                f"(this voxpipe reads version {VERSION})"
+                f"(this voxpipe reads versions {', '.join(map(str, _READABLE_VERSIONS))})"
             )
+        encrypted = bool(header.get("encrypted"))
+        call_id = str(header.get("call_id") or "")
+        key_id = header.get("key_id")
+        if encrypted:
+            plain = _unseal(
+                cipher,
+                str(header.get("sealed_metadata", "")),
+                _aad(call_id, "header"),
+                key_id,
+                path,
+            )
+            header = {k: v for k, v in header.items() if k != "sealed_metadata"}
+            header["metadata"] = json.loads(plain)
         yield header
+        index = 0
         for lineno, line in enumerate(fh, start=2):
             if not line.strip():
                 continue
             try:
                 rec = json.loads(line)
+                if encrypted:
+                    if not isinstance(rec, dict) or "sealed" not in rec:
+                        raise RecordingError(f"{path}:{lineno}: a clear line in an encrypted file")
+                    rec = json.loads(
+                        _unseal(cipher, rec["sealed"], _aad(call_id, index), key_id, path)
+                    )
             except json.JSONDecodeError as exc:
                 raise RecordingError(f"{path}:{lineno}: bad JSON: {exc}") from exc
+            index += 1
             direction = (
                 FrameDirection.UPSTREAM if rec.get("dir") == "up" else FrameDirection.DOWNSTREAM
             )
             yield RecordedFrame(float(rec["t"]), direction, record_to_frame(rec, types))
 
 
-def read_recording(path: str | Path) -> Recording:
-    """Read a whole recording into memory."""
-    it = iter_recording(path)
+def read_recording(path: str | Path, *, cipher: TranscriptCipher | None = None) -> Recording:
+    """Read a whole recording into memory (an encrypted one with its ``cipher``)."""
+    it = iter_recording(path, cipher=cipher)
     header = next(it)
     assert isinstance(header, dict)
     rec = Recording(header)
