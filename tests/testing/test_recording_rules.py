@@ -80,6 +80,7 @@ CALL: list[Frame | Sleep] = [
     DTMFFrame("1"),  # consent
     Sleep(0.02),
     audio(),
+    Sleep(0.02),
     TranscriptionFrame("I'll pay by card"),
     audio(),  # the card number: silence in the recording
     DTMFFrame("4"),  # keyed card digits: not recorded
@@ -96,7 +97,8 @@ async def test_held_until_consent_then_written_with_payment_audio_silenced(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "call.jsonl"
-    recorder = await record(path, CALL, require_consent=True)
+    # A holdback shorter than the gaps: only what follows the pause is silenced here.
+    recorder = await record(path, CALL, require_consent=True, holdback_s=0.01)
     rec = read_recording(path)
     kinds = [(type(r.frame).__name__, getattr(r.frame, "digit", None)) for r in rec.frames]
     assert kinds == [
@@ -119,6 +121,33 @@ async def test_held_until_consent_then_written_with_payment_audio_silenced(
     assert recorder.silenced == 2 and recorder.dropped_keys == 2
     assert rec.header["consent_required"] is True
     assert os.stat(path).st_mode & 0o777 == 0o600
+
+
+async def test_a_pause_silences_the_card_number_read_out_before_it(tmp_path: Path) -> None:
+    # The caller reads a card number unprompted; the guard pauses once the final transcript is
+    # redacted, two seconds later. The audio held back (20 s by default) is silenced too.
+    path = tmp_path / "call.jsonl"
+    frames: list[Frame | Sleep] = [
+        audio(),  # long before: kept
+        Sleep(30.0),
+        DTMFFrame("3"),  # a key inside the held-back span: dropped
+        audio(),
+        Sleep(1.0),
+        audio(),
+        Sleep(1.0),
+        TranscriptionFrame("I'll pay by card"),
+        audio(),
+        TranscriptionFrame("done"),
+        Sleep(1.0),
+        audio(),
+    ]
+    recorder = await record(path, frames)
+    rec = read_recording(path)
+    audios = [r.frame.audio for r in rec.frames if isinstance(r.frame, InputAudioFrame)]
+    silence = b"\xff" * len(VOICE)
+    assert audios == [VOICE, silence, silence, silence, VOICE]
+    assert not any(isinstance(r.frame, DTMFFrame) for r in rec.frames)
+    assert recorder.dropped_keys == 1
 
 
 async def test_nothing_is_recorded_of_a_caller_who_declines_or_does_not_answer(

@@ -25,16 +25,15 @@ import json
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from voxpipe.frames import (
-    DTMFFrame,
     Frame,
     FrameDirection,
-    InputAudioFrame,
     PauseRecordingFrame,
     ResumeRecordingFrame,
     RetentionConsentFrame,
@@ -156,7 +155,10 @@ class FrameRecorder(Observer):
       A refusal later in the call (a withdrawal) deletes the file.
     * Payment: between ``PauseRecordingFrame`` and ``ResumeRecordingFrame`` (seen at their first
       hop, the moment the policy pauses) the caller's audio is recorded as silence of the same
-      length, so the replay keeps its timing, and key presses are dropped.
+      length, so the replay keeps its timing, and key presses are dropped. Frames reach the file
+      ``holdback_s`` of call time late: a pause also silences the caller audio (and drops the key
+      presses) of that span before it, which holds a card number read out unprompted that the
+      payment guard only detected in the final transcript.
     * At rest: with a ``cipher`` (the transcript key) every frame line and the metadata are
       sealed with AES-256-GCM; the file is created readable by its owner only.
     """
@@ -171,6 +173,7 @@ class FrameRecorder(Observer):
         cipher: TranscriptCipher | None = None,
         require_consent: bool = False,
         max_pending_bytes: int = 8 * 1024 * 1024,
+        holdback_s: float = 20.0,
     ) -> None:
         self.path = Path(path)
         self.call_id = call_id
@@ -188,6 +191,8 @@ class FrameRecorder(Observer):
         self._pending: list[dict[str, Any]] = []
         self._pending_bytes = 0
         self.dropped_before_consent = 0
+        self.holdback_s = holdback_s
+        self._recent: deque[dict[str, Any]] = deque()  # allowed, not yet written (holdback)
         self.silenced = 0  # audio frames recorded as silence (payment pause)
         self.dropped_keys = 0  # key presses not recorded (payment pause)
         self.count = 0  # frame lines written
@@ -202,6 +207,8 @@ class FrameRecorder(Observer):
         if not isinstance(frame, _RETENTION_FRAMES):
             return
         if isinstance(frame, PauseRecordingFrame):
+            if not self.paused:
+                self._silence_held()
             self.paused = True
         elif isinstance(frame, ResumeRecordingFrame):
             self.paused = False
@@ -217,18 +224,12 @@ class FrameRecorder(Observer):
         if self._t0 is None:
             self._t0 = now
         rec = frame_to_record(frame, now - self._t0, direction)
-        if self.paused:
-            if isinstance(frame, DTMFFrame):
-                self.dropped_keys += 1
-                return
-            if isinstance(frame, InputAudioFrame):
-                silence = bytes([_SILENCE_BYTE.get(frame.encoding, 0)]) * len(frame.audio)
-                rec["fields"]["audio"] = _encode(silence)
-                self.silenced += 1
+        if self.paused and not self._silence(rec):
+            return
         if self.consent is None:
             self._hold(rec)
         else:
-            self._write(rec)
+            self._keep(rec)
 
     def on_finish(self) -> None:
         if self.consent is None:
@@ -246,7 +247,7 @@ class FrameRecorder(Observer):
         self._open()
         pending, self._pending = self._pending, []
         for rec in pending:
-            self._write(rec)
+            self._keep(rec)
 
     def refuse(self) -> None:
         """The caller declined or withdrew consent: stop, and delete what was recorded."""
@@ -254,6 +255,7 @@ class FrameRecorder(Observer):
             return
         self.consent = False
         self._pending.clear()
+        self._recent.clear()
         if self._fh is not None:
             self.close()
             self.path.unlink(missing_ok=True)
@@ -275,6 +277,32 @@ class FrameRecorder(Observer):
             return
         self._pending.append(rec)
         self._pending_bytes += size
+
+    # ------------------------------------------------------------------ payment pauses
+
+    def _silence(self, rec: dict[str, Any]) -> bool:
+        """Make ``rec`` keep nothing of the caller (audio -> silence); False to drop it."""
+        if rec["type"] == "DTMFFrame":
+            self.dropped_keys += 1
+            return False
+        if rec["type"] == "InputAudioFrame":
+            fields = rec["fields"]
+            size = len(_decode(fields["audio"]))
+            byte = _SILENCE_BYTE.get(str(fields.get("encoding", "pcm16")), 0)
+            fields["audio"] = _encode(bytes([byte]) * size)
+            self.silenced += 1
+        return True
+
+    def _silence_held(self) -> None:
+        """A pause started: what is not written yet (holdback, before consent) is silenced too."""
+        self._recent = deque(r for r in self._recent if self._silence(r))
+        self._pending = [r for r in self._pending if self._silence(r)]
+
+    def _keep(self, rec: dict[str, Any]) -> None:
+        self._recent.append(rec)
+        horizon = rec["t"] - self.holdback_s
+        while self._recent and self._recent[0]["t"] < horizon:
+            self._write(self._recent.popleft())
 
     # ------------------------------------------------------------------ the file
 
@@ -311,6 +339,9 @@ class FrameRecorder(Observer):
         self.count += 1
 
     def close(self) -> None:
+        """Write what is held back and close the file."""
+        while self._recent:
+            self._write(self._recent.popleft())
         if self._fh is not None:
             self._fh.close()
             self._fh = None
