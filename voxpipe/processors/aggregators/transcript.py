@@ -107,6 +107,7 @@ class TranscriptRecorder(FrameProcessor):
         self._started_at = time.time()
         self.meta.setdefault("call_id", self.session_id)
         self.meta.setdefault("started_at", self._started_at)
+        self.meta.setdefault("worker_id", self.heartbeat.worker_id)  # named from the first write
         if self.retaining:
             await self.sessions.set_meta(self.session_id, self.meta)
         self._writer = self.create_task(
