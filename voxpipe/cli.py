@@ -231,7 +231,7 @@ def _replay(args: argparse.Namespace) -> int:
     path = Path(args.recording)
     if not path.is_file():
         raise CommandError(f"recording {path} does not exist")
-    bot_spec = args.bot or recording_bot(path)
+    bot_spec = args.bot or recording_bot(path, _settings())
     if not bot_spec:
         raise CommandError(f"{path} does not name its bot: pass --bot BOT.py")
     golden: Any = None

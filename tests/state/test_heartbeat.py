@@ -1,10 +1,10 @@
-"""SessionHeartbeat keeps a live call's session fresh, and stops with the call."""
+"""SessionHeartbeat keeps a live call known alive, stores no conversation, and stops with it."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 
+from voxpipe.pipelines.clock import VirtualClock
 from voxpipe.state.errors import StoreUnavailableError
 from voxpipe.state.heartbeat import SessionHeartbeat, default_worker_id
 from voxpipe.state.memory import MemorySessionStore
@@ -13,36 +13,57 @@ from voxpipe.state.memory import MemorySessionStore
 class CountingStore(MemorySessionStore):
     def __init__(self) -> None:
         super().__init__()
-        self.touches = 0
+        self.beats = 0
         self.fail_next = 0
+        self.beat_event = asyncio.Event()
 
-    async def touch(self, session_id: str, worker_id: str | None = None) -> None:
+    async def heartbeat(self, session_id: str, worker_id: str) -> None:
+        self.beat_event.set()
         if self.fail_next:
             self.fail_next -= 1
             raise StoreUnavailableError("down (test)")
-        self.touches += 1
-        await super().touch(session_id, worker_id)
+        self.beats += 1
+        await super().heartbeat(session_id, worker_id)
 
 
-async def wait_for(condition, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    # Polls the condition; the deadline only guards against a heartbeat that never comes.
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.005)
+def test_beats_every_interval_until_stopped_and_creates_no_session() -> None:
+    clock = VirtualClock()
+
+    async def main() -> None:
+        store = CountingStore()
+        async with SessionHeartbeat(store, "CA1", interval_s=10) as hb:
+            assert store.beats == 1  # the first beat is immediate
+            beat = await store.liveness("CA1")
+            assert beat is not None and beat.worker_id == default_worker_id()
+            # No session: a call that may store nothing yet still beats.
+            assert await store.load("CA1") is None and await store.list_sessions() == []
+            await asyncio.sleep(95)  # virtual time: nine more beats are due in it
+            assert store.beats == 10
+            task = hb._task.task
+        assert hb.beats == store.beats and not hb.running
+        # Stopped for good: the beating task is finished, not merely paused.
+        assert task is not None and task.cancelled()
+        await asyncio.sleep(100)
+        assert store.beats == 10
+
+    clock.run(main())
 
 
-async def test_beats_until_stopped_and_names_the_worker() -> None:
-    store = CountingStore()
-    async with SessionHeartbeat(store, "CA1", interval_s=0.01) as hb:
-        assert store.touches == 1  # the first beat is immediate
+def test_a_beat_refreshes_an_existing_session_only() -> None:
+    clock = VirtualClock(start=100.0)
+
+    async def main() -> None:
+        store = MemorySessionStore(clock=clock.now)
+        await store.set_meta("CA1", {"caller": "+44"})
+        await asyncio.sleep(30)
+        await store.heartbeat("CA1", "w1")
         state = await store.load("CA1")
-        assert state is not None and state.meta["worker_id"] == default_worker_id()
-        await wait_for(lambda: store.touches >= 4)
-        task = hb._task
-    assert hb.beats == store.touches
-    # Stopped for good: the beating task is finished, not merely paused.
-    assert task is not None and task.cancelled() and hb._task is None
+        assert state is not None and state.heartbeat_at == 130.0
+        assert state.meta == {"caller": "+44", "worker_id": "w1"}
+        await store.delete("CA1")
+        assert await store.liveness("CA1") is None  # deleted with the session
+
+    clock.run(main())
 
 
 async def test_a_failed_beat_is_retried_at_the_next_interval() -> None:
@@ -51,8 +72,11 @@ async def test_a_failed_beat_is_retried_at_the_next_interval() -> None:
     hb = SessionHeartbeat(store, "CA1", interval_s=0.01, worker_id="w")
     await hb.start()  # the first beat fails: logged, not raised
     try:
-        await wait_for(lambda: store.touches >= 1)
-        state = await store.load("CA1")
-        assert state is not None and state.meta["worker_id"] == "w"
+        while store.beats < 1:
+            store.beat_event.clear()
+            await store.beat_event.wait()
+        assert hb.failures == 2
+        beat = await store.liveness("CA1")
+        assert beat is not None and beat.worker_id == "w"
     finally:
         await hb.stop()

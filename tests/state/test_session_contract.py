@@ -132,3 +132,22 @@ async def test_loaded_state_is_a_copy(store: SessionStore) -> None:
     state.meta["x"] = 1
     again = await store.load("s")
     assert again is not None and again.turns[0].text == "utterance 1" and "x" not in again.meta
+
+
+async def test_a_heartbeat_is_liveness_only(store: SessionStore, clock: Clock) -> None:
+    # Before the call may store anything: liveness, and no session at all.
+    await store.heartbeat("CA1", "w1")
+    beat = await store.liveness("CA1")
+    assert beat is not None and (beat.worker_id, beat.at) == ("w1", clock.now)
+    assert await store.load("CA1") is None and await store.list_sessions() == []
+    # Once the session exists, a beat keeps it fresh (and so away from the sweeper).
+    await store.set_meta("CA1", {"caller": "+44"})
+    clock.now += 50
+    assert await store.stale_sessions(40) == ["CA1"]
+    await store.heartbeat("CA1", "w2")
+    assert await store.stale_sessions(40) == []
+    state = await store.load("CA1")
+    assert state is not None and state.heartbeat_at == clock.now
+    assert state.meta == {"caller": "+44", "worker_id": "w2"}
+    await store.delete("CA1")
+    assert await store.liveness("CA1") is None

@@ -233,10 +233,11 @@ def _receive_outcome(receiving: asyncio.Task[str], ended_by: str) -> tuple[str, 
 
 
 def call_recorder(st: ServerState, call: Call, task: PipelineTask) -> Any:
-    from voxpipe.testing.recording import FrameRecorder
+    from voxpipe.state import make_transcript_cipher
+    from voxpipe.testing.recording import FrameRecorder, pipeline_requires_consent
 
     assert st.record_dir is not None
-    st.record_dir.mkdir(parents=True, exist_ok=True)
+    st.record_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     name = _SAFE.sub("_", call.call_id)[:80] or "call"
     path = Path(st.record_dir) / f"{name}.jsonl"
     n = 1
@@ -250,4 +251,12 @@ def call_recorder(st: ServerState, call: Call, task: PipelineTask) -> Any:
         "encoding": call.audio_in.encoding,
         "sample_rate": call.audio_in.sample_rate,
     }
-    return FrameRecorder(path, clock=task.clock, call_id=call.call_id, metadata=meta)
+    # The transcript's rules: the bot's consent (held until known), payment pauses, the key.
+    return FrameRecorder(
+        path,
+        clock=task.clock,
+        call_id=call.call_id,
+        metadata=meta,
+        cipher=make_transcript_cipher(st.settings),
+        require_consent=pipeline_requires_consent(task.pipeline.processors()),
+    )

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from voxpipe.state.errors import StoreUnavailableError, TranscriptKeyError
+from voxpipe.state.errors import SessionDataLostError, StoreUnavailableError, TranscriptKeyError
 from voxpipe.state.heartbeat import SessionHeartbeat, default_worker_id
 from voxpipe.state.memory import MemorySessionStore
-from voxpipe.state.session import SessionState, SessionStore, Turn
+from voxpipe.state.session import Liveness, SessionState, SessionStore, Turn
 from voxpipe.state.transcripts import ReadRecord, Transcript, TranscriptStore
 
 if TYPE_CHECKING:
@@ -23,8 +23,10 @@ if TYPE_CHECKING:
     from voxpipe.state.sweeper import OrphanSweeper
 
 __all__ = [
+    "Liveness",
     "MemorySessionStore",
     "ReadRecord",
+    "SessionDataLostError",
     "SessionHeartbeat",
     "SessionState",
     "SessionStore",

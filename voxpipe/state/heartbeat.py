@@ -1,4 +1,4 @@
-"""The heartbeat a live call writes to its session, so the orphan sweeper knows its worker lives."""
+"""The heartbeat a live call writes, so the orphan sweeper knows its worker lives."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import socket
 from types import TracebackType
 
+from voxpipe.state.background import BackgroundTask
 from voxpipe.state.session import SessionStore
 
 logger = logging.getLogger(__name__)
@@ -19,10 +20,14 @@ def default_worker_id() -> str:
 
 
 class SessionHeartbeat:
-    """Touches one session every `interval_s` from `start()` until `stop()` (or the `async with`).
+    """Beats for one call every `interval_s` from `start()` until `stop()` (or the `async with`).
 
-    A failed touch is logged and retried at the next beat: a missed beat or two is harmless as
-    long as the interval is well under the sweeper's heartbeat timeout.
+    A beat is `SessionStore.heartbeat`: the call's liveness (worker id and time) and, once the
+    call has a session, the session's heartbeat and TTL. It holds no conversation data and
+    creates no session, so it runs from the first moment of a call, before consent too. A
+    failed beat is logged and retried at the next one: a missed beat or two is harmless as long
+    as the interval is well under the sweeper's heartbeat timeout. Timing follows the running
+    event loop, so on a virtual clock the beats follow virtual time.
     """
 
     def __init__(
@@ -33,38 +38,41 @@ class SessionHeartbeat:
         interval_s: float = 10.0,
         worker_id: str | None = None,
     ) -> None:
+        if interval_s <= 0:
+            raise ValueError(f"heartbeat interval must be > 0, got {interval_s}")
         self.store = store
         self.session_id = session_id
         self.interval_s = interval_s
         self.worker_id = worker_id or default_worker_id()
         self.beats = 0
-        self._task: asyncio.Task[None] | None = None
+        self.failures = 0
+        self._task = BackgroundTask(self._run, f"voxpipe-heartbeat-{session_id}")
+
+    @property
+    def running(self) -> bool:
+        """True between `start()` and `stop()`."""
+        return self._task.running
 
     async def start(self) -> None:
-        """Beat once now (so the session exists with its worker id), then periodically."""
-        await self._beat()
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self._run(), name=f"voxpipe-heartbeat-{self.session_id}"
-            )
+        """Beat once now (so the call is known alive from its start), then periodically."""
+        if self._task.running:
+            return
+        await self.beat()
+        self._task.start()
 
     async def stop(self) -> None:
-        """Stop beating (the session is then swept after the timeout unless deleted)."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        """Stop beating (a session still stored is then swept after the timeout)."""
+        await self._task.stop()
 
-    async def _beat(self) -> None:
+    async def beat(self) -> None:
+        """One beat now; a failure is logged, never raised."""
         try:
-            await self.store.touch(self.session_id, worker_id=self.worker_id)
+            await self.store.heartbeat(self.session_id, self.worker_id)
             self.beats += 1
         except Exception as exc:
+            self.failures += 1
             logger.warning(
-                "heartbeat for session %s failed: %s",
+                "heartbeat for call %s failed: %s",
                 self.session_id,
                 exc,
                 extra={"call_id": self.session_id},
@@ -73,7 +81,7 @@ class SessionHeartbeat:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval_s)
-            await self._beat()
+            await self.beat()
 
     async def __aenter__(self) -> SessionHeartbeat:
         await self.start()

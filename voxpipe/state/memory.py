@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from voxpipe.state.session import SessionState, Turn
+from voxpipe.state.session import Liveness, SessionState, Turn
 
 _PURGE_EVERY = 1024
 
@@ -28,6 +28,8 @@ class MemorySessionStore:
         self._clock = clock
         self._sessions: dict[str, SessionState] = {}
         self._expires_at: dict[str, float] = {}
+        # Heartbeats, apart from the sessions: a call beats before it may store anything.
+        self._alive: dict[str, Liveness] = {}
         self._writes = 0
 
     async def start(self) -> None:
@@ -55,6 +57,8 @@ class MemorySessionStore:
         expired = [sid for sid, at in self._expires_at.items() if at <= now]
         for sid in expired:
             self._drop(sid)
+        for sid in [sid for sid, beat in self._alive.items() if beat.at + self.ttl_s <= now]:
+            del self._alive[sid]
         return len(expired)
 
     def _activity(self, session_id: str) -> SessionState:
@@ -96,6 +100,22 @@ class MemorySessionStore:
         if worker_id is not None:
             state.meta["worker_id"] = worker_id
 
+    async def heartbeat(self, session_id: str, worker_id: str) -> None:
+        now = self._clock()
+        self._alive[session_id] = Liveness(worker_id, now)
+        state = self._live(session_id)
+        if state is not None:  # refreshed, never created
+            state.heartbeat_at = now
+            state.meta["worker_id"] = worker_id
+            self._expires_at[session_id] = now + self.ttl_s
+
+    async def liveness(self, session_id: str) -> Liveness | None:
+        beat = self._alive.get(session_id)
+        if beat is not None and beat.at + self.ttl_s <= self._clock():
+            del self._alive[session_id]
+            return None
+        return beat
+
     async def save(self, state: SessionState) -> None:
         stored = copy.deepcopy(state)
         del stored.turns[: -self.max_turns]
@@ -108,6 +128,7 @@ class MemorySessionStore:
 
     async def delete(self, session_id: str) -> None:
         self._drop(session_id)
+        self._alive.pop(session_id, None)
 
     async def list_sessions(self) -> list[str]:
         return [sid for sid in list(self._sessions) if self._live(sid) is not None]

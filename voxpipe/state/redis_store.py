@@ -4,8 +4,14 @@ Layout, with `P` the key prefix (default `voxpipe:`):
 - `P{session}:meta`  hash: metadata fields as `m:<key>` -> JSON, plus `_created_at`,
   `_heartbeat_at`, `_turn_count`, `_last_turn_id`.
 - `P{session}:turns` list of JSON turns, oldest first, trimmed to the last `max_turns`.
+- `P{session}:alive` string: the call's last heartbeat `{"worker_id", "at"}` and nothing else;
+  written by every beat from the start of a call, also before consent allows a session.
 - `Psessions`        sorted set: session id scored by its last heartbeat (for the sweeper).
-Both per-session keys get the TTL on every write, so an abandoned session expires by itself.
+- `Pgeneration`      a random token set once per Redis dataset. Every write checks it inside its
+  script: a Redis that restarted empty (or was flushed) has lost it, so the write is refused
+  with `SessionDataLostError` instead of creating a partial session, and the owner writes its
+  full state back.
+The per-session keys get the TTL on every write, so an abandoned session expires by itself.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -27,28 +34,72 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from voxpipe.config.settings import mask_url_password
-from voxpipe.state.errors import StoreUnavailableError
-from voxpipe.state.session import SessionState, Turn
+from voxpipe.state.errors import SessionDataLostError, StoreUnavailableError
+from voxpipe.state.session import Liveness, SessionState, Turn
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# Every write script starts with the generation check (KEYS[1] holds the dataset's token):
+# returning 0 writes nothing, so a Redis that lost its data never gets a partial session.
+_CHECK_GENERATION = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+"""
+
 # Append one turn atomically: push, trim, count, heartbeat, TTL, index. A replay of the same
 # turn (its reply was lost, so the caller could not know it landed) is recognised by its id.
-_APPEND_SCRIPT = """
-if redis.call('HGET', KEYS[1], '_last_turn_id') ~= ARGV[2] then
-  redis.call('RPUSH', KEYS[2], ARGV[1])
-  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[5]), -1)
-  redis.call('HINCRBY', KEYS[1], '_turn_count', 1)
-  redis.call('HSET', KEYS[1], '_last_turn_id', ARGV[2])
+_APPEND_SCRIPT = (
+    _CHECK_GENERATION
+    + """
+if redis.call('HGET', KEYS[2], '_last_turn_id') ~= ARGV[3] then
+  redis.call('RPUSH', KEYS[3], ARGV[2])
+  redis.call('LTRIM', KEYS[3], -tonumber(ARGV[6]), -1)
+  redis.call('HINCRBY', KEYS[2], '_turn_count', 1)
+  redis.call('HSET', KEYS[2], '_last_turn_id', ARGV[3])
 end
-redis.call('HSETNX', KEYS[1], '_created_at', ARGV[3])
-redis.call('HSET', KEYS[1], '_heartbeat_at', ARGV[3])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('EXPIRE', KEYS[2], ARGV[4])
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[6])
+redis.call('HSETNX', KEYS[2], '_created_at', ARGV[4])
+redis.call('HSET', KEYS[2], '_heartbeat_at', ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+redis.call('EXPIRE', KEYS[3], ARGV[5])
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[7])
 return 1
 """
+)
+
+# Activity (set_meta, touch): create the session if needed, merge fields, heartbeat, TTL, index.
+# ARGV[5..] are field/value pairs.
+_ACTIVITY_SCRIPT = (
+    _CHECK_GENERATION
+    + """
+redis.call('HSETNX', KEYS[2], '_created_at', ARGV[2])
+redis.call('HSET', KEYS[2], '_heartbeat_at', ARGV[2])
+for i = 5, #ARGV, 2 do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+end
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+redis.call('ZADD', KEYS[4], ARGV[2], ARGV[4])
+return 1
+"""
+)
+
+# Heartbeat: the liveness key always; the session's heartbeat, TTL and index entry only when the
+# session exists (a beat never creates one, so a call without consent stores nothing).
+_HEARTBEAT_SCRIPT = (
+    _CHECK_GENERATION
+    + """
+redis.call('SET', KEYS[5], ARGV[5], 'EX', ARGV[3])
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('HSET', KEYS[2], '_heartbeat_at', ARGV[2], 'm:worker_id', ARGV[6])
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+  redis.call('EXPIRE', KEYS[3], ARGV[3])
+  redis.call('ZADD', KEYS[4], ARGV[2], ARGV[4])
+end
+return 1
+"""
+)
 
 _META_PREFIX = "m:"
 
@@ -75,6 +126,11 @@ class RedisSessionStore:
         self._clock = clock
         self._description = description
         self._append = client.register_script(_APPEND_SCRIPT)
+        self._activity_script = client.register_script(_ACTIVITY_SCRIPT)
+        self._heartbeat = client.register_script(_HEARTBEAT_SCRIPT)
+        # The dataset token this store writes under (None until the first start or write).
+        self._generation: str | None = None
+        self.data_losses = 0
 
     @classmethod
     def from_url(
@@ -113,6 +169,14 @@ class RedisSessionStore:
     def _turns_key(self, session_id: str) -> str:
         return f"{self.key_prefix}{session_id}:turns"
 
+    def _alive_key(self, session_id: str) -> str:
+        return f"{self.key_prefix}{session_id}:alive"
+
+    @property
+    def generation_key(self) -> str:
+        """The dataset token every write checks (gone when Redis lost its data)."""
+        return f"{self.key_prefix}generation"
+
     @property
     def index_key(self) -> str:
         """The sorted set of session ids by last heartbeat."""
@@ -126,8 +190,56 @@ class RedisSessionStore:
 
     # --- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
-        """Check Redis answers; raises StoreUnavailableError if it does not."""
+        """Check Redis answers and read its generation.
+
+        Raises StoreUnavailableError if Redis does not answer, and SessionDataLostError if it
+        answers with another dataset than the one this store wrote to before (it restarted
+        empty while the store was away): the caller writes its state back.
+        """
         await self.ping()
+        if await self._adopt_generation():
+            raise SessionDataLostError(
+                f"{self._description} lost its data since the last write (restarted empty?)"
+            )
+
+    async def _adopt_generation(self, what: str = "generation") -> bool:
+        """Read (creating it if missing) the dataset's token; True if it is not the one we had."""
+        token = uuid.uuid4().hex
+
+        async def run() -> str:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.set(self.generation_key, token, nx=True)
+                pipe.get(self.generation_key)
+                _, current = await pipe.execute()
+            return str(current)
+
+        current = await self._call(what, run)
+        changed = self._generation is not None and current != self._generation
+        self._generation = current
+        if changed:
+            self.data_losses += 1
+        return changed
+
+    async def _generation_token(self, what: str) -> str:
+        if self._generation is None:
+            await self._adopt_generation(what)
+        assert self._generation is not None
+        return self._generation
+
+    async def _lost(self, what: str) -> SessionDataLostError:
+        """The generation check refused a write: adopt the new dataset and report the loss."""
+        if await self._adopt_generation(what):
+            # Once per loss (a concurrent operation may have adopted the new dataset already).
+            logger.warning(
+                "%s lost its data (restarted empty or flushed): %s refused so that no partial "
+                "session is written",
+                self._description,
+                what,
+            )
+        return SessionDataLostError(
+            f"{self._description} lost its data (restarted empty?): {what} refused; write the "
+            "session back whole"
+        )
 
     async def ping(self) -> None:
         """Raise StoreUnavailableError unless Redis answers PING."""
@@ -138,14 +250,18 @@ class RedisSessionStore:
 
     # --- operations ---------------------------------------------------------------------------
     async def load(self, session_id: str) -> SessionState | None:
-        async def run() -> tuple[dict[str, str], list[str]]:
+        async def run() -> tuple[dict[str, str], list[str], str | None]:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.hgetall(self._meta_key(session_id))
                 pipe.lrange(self._turns_key(session_id), 0, -1)
-                meta, turns = await pipe.execute()
-            return meta, turns
+                pipe.get(self.generation_key)
+                meta, turns, generation = await pipe.execute()
+            return meta, turns, generation
 
-        raw_meta, raw_turns = await self._call("load", run)
+        raw_meta, raw_turns, generation = await self._call("load", run)
+        if self._generation is not None and generation != self._generation:
+            # Reading "no such session" from an emptied Redis would make the owner forget it.
+            raise await self._lost("load")
         if not raw_meta and not raw_turns:
             return None
         meta = {
@@ -164,8 +280,14 @@ class RedisSessionStore:
 
     async def append_turn(self, session_id: str, turn: Turn) -> None:
         now = self._clock()
-        keys = [self._meta_key(session_id), self._turns_key(session_id), self.index_key]
+        keys = [
+            self.generation_key,
+            self._meta_key(session_id),
+            self._turns_key(session_id),
+            self.index_key,
+        ]
         args: list[str | int] = [
+            await self._generation_token("append_turn"),
             json.dumps(turn.to_dict()),
             turn.turn_id,
             repr(now),
@@ -173,7 +295,8 @@ class RedisSessionStore:
             self.max_turns,
             session_id,
         ]
-        await self._call("append_turn", lambda: self._append(keys=keys, args=args))
+        if not await self._call("append_turn", lambda: self._append(keys=keys, args=args)):
+            raise await self._lost("append_turn")
 
     async def set_meta(self, session_id: str, values: Mapping[str, Any]) -> None:
         fields = {f"{_META_PREFIX}{k}": json.dumps(v) for k, v in values.items()}
@@ -183,20 +306,47 @@ class RedisSessionStore:
         fields = {} if worker_id is None else {f"{_META_PREFIX}worker_id": json.dumps(worker_id)}
         await self._activity("touch", session_id, fields)
 
-    async def _activity(self, what: str, session_id: str, fields: dict[Any, Any]) -> None:
+    async def _activity(self, what: str, session_id: str, fields: dict[str, str]) -> None:
         now = self._clock()
-        meta_key, turns_key = self._meta_key(session_id), self._turns_key(session_id)
+        keys = [
+            self.generation_key,
+            self._meta_key(session_id),
+            self._turns_key(session_id),
+            self.index_key,
+        ]
+        token = await self._generation_token(what)
+        args: list[str | int] = [token, repr(now), self.ttl_s, session_id]
+        for name, value in fields.items():
+            args += [name, value]
+        if not await self._call(what, lambda: self._activity_script(keys=keys, args=args)):
+            raise await self._lost(what)
 
-        async def run() -> None:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hsetnx(meta_key, "_created_at", repr(now))
-                pipe.hset(meta_key, mapping={**fields, "_heartbeat_at": repr(now)})
-                pipe.expire(meta_key, self.ttl_s)
-                pipe.expire(turns_key, self.ttl_s)
-                pipe.zadd(self.index_key, {session_id: now})
-                await pipe.execute()
+    async def heartbeat(self, session_id: str, worker_id: str) -> None:
+        now = self._clock()
+        keys = [
+            self.generation_key,
+            self._meta_key(session_id),
+            self._turns_key(session_id),
+            self.index_key,
+            self._alive_key(session_id),
+        ]
+        args: list[str | int] = [
+            await self._generation_token("heartbeat"),
+            repr(now),
+            self.ttl_s,
+            session_id,
+            json.dumps({"worker_id": worker_id, "at": now}),
+            json.dumps(worker_id),
+        ]
+        if not await self._call("heartbeat", lambda: self._heartbeat(keys=keys, args=args)):
+            raise await self._lost("heartbeat")
 
-        await self._call(what, run)
+    async def liveness(self, session_id: str) -> Liveness | None:
+        raw = await self._call("liveness", lambda: self._redis.get(self._alive_key(session_id)))
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        return Liveness(str(data["worker_id"]), float(data["at"]))
 
     async def save(self, state: SessionState) -> None:
         now = self._clock()
@@ -228,7 +378,11 @@ class RedisSessionStore:
     async def delete(self, session_id: str) -> None:
         async def run() -> None:
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.delete(self._meta_key(session_id), self._turns_key(session_id))
+                pipe.delete(
+                    self._meta_key(session_id),
+                    self._turns_key(session_id),
+                    self._alive_key(session_id),
+                )
                 pipe.zrem(self.index_key, session_id)
                 await pipe.execute()
 

@@ -8,9 +8,10 @@ import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from voxpipe.state.errors import StoreUnavailableError
+from voxpipe.state.background import BackgroundTask
+from voxpipe.state.errors import SessionDataLostError, StoreUnavailableError
 from voxpipe.state.memory import MemorySessionStore
-from voxpipe.state.session import SessionState, SessionStore, Turn, merge_states
+from voxpipe.state.session import Liveness, SessionState, SessionStore, Turn, merge_states
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,11 @@ class ResilientSessionStore:
     are marked dirty. A background task retries the primary every `retry_interval_s`; once it
     answers, each dirty session is written back whole (merged with what the primary holds if
     this worker never saw the session's earlier history), then the store is healthy again.
+
+    A primary that answers but lost its data (a Redis restarted empty between two writes, seen
+    by its generation check) is handled like a longer outage: every session this worker wrote
+    is written back whole from the mirror, at once, instead of the next writes landing in the
+    empty store as partial sessions.
     """
 
     def __init__(
@@ -53,10 +59,13 @@ class ResilientSessionStore:
         # Sessions whose mirror holds their full stored history (loaded from or created via
         # this store); others must be merged with the primary's copy at write-back.
         self._complete: set[str] = set()
+        # Sessions this worker wrote (its calls): what it writes back when the primary lost data.
+        self._owned: set[str] = set()
         self._locks = [asyncio.Lock() for _ in range(_LOCK_STRIPES)]
         self._reconcile_lock = asyncio.Lock()
-        self._recovery_task: asyncio.Task[None] | None = None
+        self._recovery = BackgroundTask(self._recover, "voxpipe-session-store-recovery")
         self._closed = False
+        self.data_losses = 0
 
     @property
     def healthy(self) -> bool:
@@ -76,19 +85,16 @@ class ResilientSessionStore:
         """Connect to the primary; if it is down, start degraded rather than fail the server."""
         try:
             await self._primary.start()
+        except SessionDataLostError as exc:
+            self._lost(exc)
+            self._degrade(exc)
         except StoreUnavailableError as exc:
             self._degrade(exc)
 
     async def close(self) -> None:
         """Write back what is pending if the primary answers, then release everything."""
         self._closed = True
-        if self._recovery_task is not None:
-            self._recovery_task.cancel()
-            try:
-                await self._recovery_task
-            except asyncio.CancelledError:
-                pass
-            self._recovery_task = None
+        await self._recovery.stop()
         if not self._healthy:
             await self.reconcile()
         if self._dirty:
@@ -110,7 +116,7 @@ class ResilientSessionStore:
 
     # --- failure and recovery -----------------------------------------------------------------
     def _degrade(self, exc: BaseException) -> None:
-        if self._healthy:
+        if self._healthy and not isinstance(exc, SessionDataLostError):  # _lost said it
             # Logged once per outage, not once per operation: a busy worker would flood the log.
             logger.warning(
                 "session store unreachable, calls continue in memory and will be written back "
@@ -119,10 +125,19 @@ class ResilientSessionStore:
             )
         self._healthy = False
         self._healthy_event.clear()
-        if not self._closed and (self._recovery_task is None or self._recovery_task.done()):
-            self._recovery_task = asyncio.get_running_loop().create_task(
-                self._recover(), name="voxpipe-session-store-recovery"
-            )
+        if not self._closed:
+            self._recovery.start()  # no-op while it runs
+
+    def _lost(self, exc: SessionDataLostError) -> None:
+        """The primary lost its data: everything this worker wrote must be written back."""
+        lost = {sid for sid in self._owned if self._mirror.has(sid)}
+        self._dirty |= lost
+        self.data_losses += 1
+        logger.warning(
+            "session store lost its data (%s): writing %d session(s) back from memory",
+            exc,
+            len(lost),
+        )
 
     async def _recover(self) -> None:
         while not self._healthy:
@@ -141,7 +156,11 @@ class ResilientSessionStore:
             if self._healthy:
                 return True
             try:
-                await self._primary.start()
+                try:
+                    await self._primary.start()
+                except SessionDataLostError as exc:
+                    # It restarted empty during the outage: not only the dirty sessions are gone.
+                    self._lost(exc)
                 written = 0
                 while self._dirty:
                     session_id = next(iter(self._dirty))
@@ -185,27 +204,43 @@ class ResilientSessionStore:
         else:
             await self._mirror.delete(session_id)
         self._complete.add(session_id)
-        if len(self._complete) > 4096:
-            self._complete &= set(await self._mirror.list_sessions())
+        if len(self._complete) > 4096 or len(self._owned) > 4096:
+            live = set(await self._mirror.list_sessions())
+            self._complete &= live
+            self._owned &= live | {session_id}
 
     async def _write(self, session_id: str, op: Callable[[SessionStore], Awaitable[None]]) -> None:
+        lost = False
         async with self._lock(session_id):
+            self._owned.add(session_id)
             if self._healthy:
                 try:
                     await self._warm(session_id)
                     await op(self._primary)
                     await op(self._mirror)
                     return
+                except SessionDataLostError as exc:
+                    lost = True
+                    self._lost(exc)
+                    self._degrade(exc)
                 except StoreUnavailableError as exc:
                     self._degrade(exc)
             await op(self._mirror)
             self._dirty.add(session_id)
+        if lost:
+            # Write everything back now (outside the session's lock, which write-back takes).
+            await self.reconcile()
 
     async def load(self, session_id: str) -> SessionState | None:
+        lost = False
         async with self._lock(session_id):
             if self._healthy:
                 try:
                     state = await self._primary.load(session_id)
+                except SessionDataLostError as exc:
+                    lost = True
+                    self._lost(exc)
+                    self._degrade(exc)
                 except StoreUnavailableError as exc:
                     self._degrade(exc)
                 else:
@@ -215,7 +250,10 @@ class ResilientSessionStore:
                         await self._mirror.delete(session_id)
                     self._complete.add(session_id)
                     return state
-            return await self._mirror.load(session_id)
+            state = await self._mirror.load(session_id)
+        if lost:
+            await self.reconcile()
+        return state
 
     async def append_turn(self, session_id: str, turn: Turn) -> None:
         await self._write(session_id, lambda store: store.append_turn(session_id, turn))
@@ -226,11 +264,41 @@ class ResilientSessionStore:
     async def touch(self, session_id: str, worker_id: str | None = None) -> None:
         await self._write(session_id, lambda store: store.touch(session_id, worker_id))
 
+    async def heartbeat(self, session_id: str, worker_id: str) -> None:
+        # Not a write of conversation data: no warm-up, and never dirty (a write-back of a
+        # session the mirror does not hold would delete it); the next beat refreshes liveness.
+        lost = False
+        async with self._lock(session_id):
+            if self._healthy:
+                try:
+                    await self._primary.heartbeat(session_id, worker_id)
+                    await self._mirror.heartbeat(session_id, worker_id)
+                    return
+                except SessionDataLostError as exc:
+                    lost = True
+                    self._lost(exc)
+                    self._degrade(exc)
+                except StoreUnavailableError as exc:
+                    self._degrade(exc)
+            await self._mirror.heartbeat(session_id, worker_id)
+        if lost and await self.reconcile():
+            # The beat that noticed the loss was refused: beat again into the restored store.
+            await self.heartbeat(session_id, worker_id)
+
+    async def liveness(self, session_id: str) -> Liveness | None:
+        if self._healthy:
+            try:
+                return await self._primary.liveness(session_id)
+            except StoreUnavailableError as exc:
+                self._degrade(exc)
+        return await self._mirror.liveness(session_id)
+
     async def save(self, state: SessionState) -> None:
         sid = state.session_id
         async with self._lock(sid):
             # A full replacement makes the mirror complete whatever it held before.
             self._complete.add(sid)
+            self._owned.add(sid)
             await self._mirror.save(state)
             if self._healthy:
                 try:
@@ -243,6 +311,7 @@ class ResilientSessionStore:
     async def delete(self, session_id: str) -> None:
         async with self._lock(session_id):
             await self._mirror.delete(session_id)
+            self._owned.discard(session_id)
             # The mirror now knows the whole truth about this session: it has none.
             self._complete.add(session_id)
             if self._healthy:

@@ -64,6 +64,14 @@ class Turn:
         )
 
 
+@dataclass(slots=True, frozen=True)
+class Liveness:
+    """A call's last heartbeat: which worker owns it and when it last said it was alive."""
+
+    worker_id: str
+    at: float
+
+
 @dataclass(slots=True)
 class SessionState:
     """A snapshot of one session: its metadata, its last turns and its heartbeat."""
@@ -99,13 +107,21 @@ class SessionStore(Protocol):
         """Merge metadata into the session (creating it if needed) and extend its TTL."""
 
     async def touch(self, session_id: str, worker_id: str | None = None) -> None:
-        """Heartbeat: the owning worker is alive; extends the TTL."""
+        """Activity: the owning worker is alive; creates the session if needed, extends the TTL."""
+
+    async def heartbeat(self, session_id: str, worker_id: str) -> None:
+        """Liveness of a live call, with no conversation data: records the call's last beat and
+        worker, and refreshes the session's heartbeat and TTL when the session exists. Never
+        creates a session (a call that may not be stored yet beats too)."""
+
+    async def liveness(self, session_id: str) -> Liveness | None:
+        """The call's last heartbeat, or None if it never beat (or was deleted)."""
 
     async def save(self, state: SessionState) -> None:
         """Replace the whole session with `state` (used to reconcile after an outage)."""
 
     async def delete(self, session_id: str) -> None:
-        """Remove the session; deleting a missing session is not an error."""
+        """Remove the session and its liveness; deleting a missing session is not an error."""
 
     async def list_sessions(self) -> list[str]:
         """Ids of every live session."""

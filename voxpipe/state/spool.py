@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from voxpipe.state.background import BackgroundTask
 from voxpipe.state.errors import TranscriptKeyError
 from voxpipe.state.transcripts import ReadRecord, Transcript, TranscriptStore
 
@@ -63,7 +64,7 @@ class SpoolingTranscriptStore:
         self._flush_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask(self._retry_loop, "voxpipe-transcript-spool")
 
     # --- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -80,22 +81,13 @@ class SpoolingTranscriptStore:
                 exc,
                 self.spool_dir,
             )
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self._retry_loop(), name="voxpipe-transcript-spool"
-            )
+        self._task.start()
         # Anything left by a previous run goes first.
         self._wake.set()
 
     async def close(self) -> None:
         """Stop retrying after one last attempt, then close the database."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await self._task.stop()
         await self.flush_spool()
         left = self.pending()
         if left:
@@ -299,7 +291,10 @@ class SpoolingTranscriptStore:
     async def _retry_loop(self) -> None:
         while True:
             try:
-                await asyncio.wait_for(self._wake.wait(), self.retry_interval_s)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that
+                # arrives as the wake-up completes, and stop() would then wait forever.
+                async with asyncio.timeout(self.retry_interval_s):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
             self._wake.clear()

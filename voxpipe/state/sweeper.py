@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from voxpipe.state.background import BackgroundTask
 from voxpipe.state.session import SessionStore
 from voxpipe.state.transcripts import Transcript, TranscriptStore
 
@@ -27,7 +28,8 @@ class OrphanSweeper:
 
     A session is orphaned when its last heartbeat is older than `heartbeat_timeout_s`: the
     worker that owned the call died (killed, crashed, lost its network) without writing the
-    transcript. The transcript is built from what the session store holds, so nothing that was
+    transcript. Every live call beats every `HEARTBEAT_INTERVAL_S` from its start to its end
+    (`SessionHeartbeat`), however long nothing is said, so only a dead worker's call goes stale. The transcript is built from what the session store holds, so nothing that was
     stored is lost. Several workers may sweep at once: the transcript write is idempotent on
     call id, and a session is deleted only after its transcript is written.
     """
@@ -46,7 +48,7 @@ class OrphanSweeper:
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.interval_s = interval_s
         self._clock = clock
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask(self._run, "voxpipe-orphan-sweeper")
         self.sweeps = 0
 
     async def sweep_once(self) -> SweepResult:
@@ -59,8 +61,12 @@ class OrphanSweeper:
                 # Expired between the listing and the load: nothing left to save.
                 await self.sessions.delete(session_id)
                 continue
-            if now - state.heartbeat_at <= self.heartbeat_timeout_s:
-                continue  # the worker came back since the listing
+            last_beat = state.heartbeat_at
+            liveness = await self.sessions.liveness(session_id)
+            if liveness is not None:
+                last_beat = max(last_beat, liveness.at)
+            if now - last_beat <= self.heartbeat_timeout_s:
+                continue  # the call is alive (or its worker came back since the listing)
             transcript = Transcript.from_session(state, swept=True, swept_at=now)
             try:
                 await self.transcripts.write(transcript)
@@ -79,7 +85,7 @@ class OrphanSweeper:
                 "orphaned session %s (no heartbeat for %.0f s, worker %s): transcript of %d "
                 "turn(s) written, session cleared",
                 session_id,
-                now - state.heartbeat_at,
+                now - last_beat,
                 state.meta.get("worker_id", "unknown"),
                 len(state.turns),
                 extra={"call_id": transcript.call_id},
@@ -89,20 +95,11 @@ class OrphanSweeper:
 
     def start(self) -> None:
         """Sweep every `interval_s` in a background task until `stop()`."""
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(
-                self._run(), name="voxpipe-orphan-sweeper"
-            )
+        self._task.start()
 
     async def stop(self) -> None:
         """Stop the periodic sweeps."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await self._task.stop()
 
     async def _run(self) -> None:
         while True:

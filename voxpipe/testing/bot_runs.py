@@ -229,10 +229,13 @@ def replay_recording(
     return clock.run(_replay(clock, Path(recording), bot, settings=settings, progress=progress))
 
 
-def recording_bot(recording: str | Path) -> str | None:
+def recording_bot(recording: str | Path, settings: VoxpipeSettings | None = None) -> str | None:
     """The bot a recording was made with (from its header), if it says."""
+    from voxpipe.state import make_transcript_cipher
+
     try:
-        rec = read_recording(recording)
+        cipher = make_transcript_cipher(settings) if settings is not None else None
+        rec = read_recording(recording, cipher=cipher)
     except (OSError, RecordingError):
         return None
     bot = (rec.header.get("metadata") or {}).get("bot")
@@ -247,7 +250,9 @@ async def _replay(
     settings: VoxpipeSettings,
     progress: Progress | None,
 ) -> ReplayResult:
-    rec = read_recording(path)
+    from voxpipe.state import make_transcript_cipher
+
+    rec = read_recording(path, cipher=make_transcript_cipher(settings))
     meta: dict[str, Any] = dict(rec.header.get("metadata") or {})
     fmt_meta = meta.get("audio_format") or {}
     fmt = AudioFormat(

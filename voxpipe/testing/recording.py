@@ -1,11 +1,20 @@
 """Frame-stream recordings: write every frame entering a call with its time, read them back.
 
-File format ``voxpipe-frames`` version 1: UTF-8 JSON lines. The first line is a header
-``{"format": "voxpipe-frames", "version": 1, "call_id": ..., "started_at": <unix s>,
-"metadata": {...}}``; each following line is one frame
-``{"t": <seconds since the call started>, "dir": "down"|"up", "type": <frame class>,
-"ts": <frame timestamp>, "fields": {...}}``. Bytes are ``{"$b64": "..."}``, nested
-dataclasses (e.g. words) ``{"$type": "Word", ...fields}``.
+File format ``voxpipe-frames`` version 2 (version 1, the same without the sealing, is still
+read): UTF-8 JSON lines. The first line is a header ``{"format": "voxpipe-frames", "version":
+2, "call_id": ..., "started_at": <unix s>, "encrypted": false, "metadata": {...}}``; each
+following line is one frame ``{"t": <seconds since the call started>, "dir": "down"|"up",
+"type": <frame class>, "ts": <frame timestamp>, "fields": {...}}``. Bytes are
+``{"$b64": "..."}``, nested dataclasses (e.g. words) ``{"$type": "Word", ...fields}``.
+
+Encrypted at rest (``"encrypted": true``, with the transcript key, ``TRANSCRIPT_KEY``): the
+header carries ``key_id`` and ``sealed_metadata`` instead of ``metadata``, and each frame line
+is ``{"sealed": "<base64>"}``: the frame record sealed with AES-256-GCM, bound to the call id
+and its position in the file, so lines cannot be moved between files or reordered unnoticed.
+
+A recording keeps the rules of the transcript (see ``FrameRecorder``): nothing of a caller who
+has not consented where consent is asked, silence instead of their audio and no key presses
+during a payment pause.
 """
 
 from __future__ import annotations
@@ -13,18 +22,28 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-import time
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import TYPE_CHECKING, Any
 
-from voxpipe.frames import Frame, FrameDirection, Word, frame_types
+from voxpipe.frames import (
+    Frame,
+    FrameDirection,
+    Word,
+    frame_types,
+)
 from voxpipe.pipelines.clock import Clock
-from voxpipe.pipelines.observer import Observer
+
+if TYPE_CHECKING:
+    from voxpipe.state.crypto import TranscriptCipher
+
+logger = logging.getLogger(__name__)
 
 FORMAT = "voxpipe-frames"
-VERSION = 1
+VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 _SKIP_FIELDS = {"id", "timestamp", "exception"}
 _NESTED: dict[str, type[Any]] = {"Word": Word}
 
@@ -94,47 +113,9 @@ def record_to_frame(rec: dict[str, Any], types: dict[str, type[Frame]] | None = 
     return frame
 
 
-class FrameRecorder(Observer):
-    """Observer that writes every frame entering the call, with its time, to a recording file."""
-
-    def __init__(
-        self,
-        path: str | Path,
-        *,
-        clock: Clock | None = None,
-        call_id: str = "",
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        self.path = Path(path)
-        self._clock = clock or Clock()
-        self._t0: float | None = None
-        self._fh: IO[str] | None = self.path.open("w", encoding="utf-8")
-        header = {
-            "format": FORMAT,
-            "version": VERSION,
-            "call_id": call_id,
-            "started_at": time.time(),
-            "metadata": _encode(metadata or {}),
-        }
-        self._fh.write(json.dumps(header) + "\n")
-        self.count = 0
-
-    def on_input(self, frame: Frame, direction: FrameDirection) -> None:
-        if self._fh is None:
-            return
-        now = self._clock.now()
-        if self._t0 is None:
-            self._t0 = now
-        self._fh.write(json.dumps(frame_to_record(frame, now - self._t0, direction)) + "\n")
-        self.count += 1
-
-    def on_finish(self) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+def aad(call_id: str, index: int | str) -> str:
+    """What a sealed line is bound to: its call and its position in the file."""
+    return f"{call_id}#{index}"
 
 
 @dataclass(slots=True)
@@ -158,8 +139,32 @@ class Recording:
         return self.frames[-1].t if self.frames else 0.0
 
 
-def iter_recording(path: str | Path) -> Iterator[RecordedFrame | dict[str, Any]]:
-    """Yield the header dict, then each recorded frame."""
+def _unseal(
+    cipher: TranscriptCipher | None, sealed_b64: str, aad: str, key_id: Any, path: str | Path
+) -> bytes:
+    from voxpipe.state.errors import TranscriptKeyError
+
+    if cipher is None:
+        raise RecordingError(
+            f"{path}: the recording is encrypted (key id {key_id}): set TRANSCRIPT_KEY to the "
+            "transcript key it was recorded with"
+        )
+    try:
+        return cipher.open(base64.b64decode(sealed_b64), aad)
+    except (TranscriptKeyError, ValueError) as exc:
+        raise RecordingError(
+            f"{path}: cannot decrypt the recording with this TRANSCRIPT_KEY (key id "
+            f"{cipher.key_id}, recorded with {key_id}): {exc}"
+        ) from exc
+
+
+def iter_recording(
+    path: str | Path, *, cipher: TranscriptCipher | None = None
+) -> Iterator[RecordedFrame | dict[str, Any]]:
+    """Yield the header dict (metadata decrypted), then each recorded frame.
+
+    An encrypted recording needs ``cipher`` (the transcript key it was recorded with).
+    """
     types = frame_types()
     with Path(path).open(encoding="utf-8") as fh:
         first = fh.readline()
@@ -169,28 +174,49 @@ def iter_recording(path: str | Path) -> Iterator[RecordedFrame | dict[str, Any]]
             raise RecordingError(f"{path}: not a voxpipe recording (bad header: {exc})") from exc
         if not isinstance(header, dict) or header.get("format") != FORMAT:
             raise RecordingError(f"{path}: not a voxpipe recording (no {FORMAT!r} header)")
-        if header.get("version") != VERSION:
+        if header.get("version") not in _READABLE_VERSIONS:
             raise RecordingError(
                 f"{path}: recording version {header.get('version')} is not supported "
-                f"(this voxpipe reads version {VERSION})"
+                f"(this voxpipe reads versions {', '.join(map(str, _READABLE_VERSIONS))})"
             )
+        encrypted = bool(header.get("encrypted"))
+        call_id = str(header.get("call_id") or "")
+        key_id = header.get("key_id")
+        if encrypted:
+            plain = _unseal(
+                cipher,
+                str(header.get("sealed_metadata", "")),
+                aad(call_id, "header"),
+                key_id,
+                path,
+            )
+            header = {k: v for k, v in header.items() if k != "sealed_metadata"}
+            header["metadata"] = json.loads(plain)
         yield header
+        index = 0
         for lineno, line in enumerate(fh, start=2):
             if not line.strip():
                 continue
             try:
                 rec = json.loads(line)
+                if encrypted:
+                    if not isinstance(rec, dict) or "sealed" not in rec:
+                        raise RecordingError(f"{path}:{lineno}: a clear line in an encrypted file")
+                    rec = json.loads(
+                        _unseal(cipher, rec["sealed"], aad(call_id, index), key_id, path)
+                    )
             except json.JSONDecodeError as exc:
                 raise RecordingError(f"{path}:{lineno}: bad JSON: {exc}") from exc
+            index += 1
             direction = (
                 FrameDirection.UPSTREAM if rec.get("dir") == "up" else FrameDirection.DOWNSTREAM
             )
             yield RecordedFrame(float(rec["t"]), direction, record_to_frame(rec, types))
 
 
-def read_recording(path: str | Path) -> Recording:
-    """Read a whole recording into memory."""
-    it = iter_recording(path)
+def read_recording(path: str | Path, *, cipher: TranscriptCipher | None = None) -> Recording:
+    """Read a whole recording into memory (an encrypted one with its ``cipher``)."""
+    it = iter_recording(path, cipher=cipher)
     header = next(it)
     assert isinstance(header, dict)
     rec = Recording(header)
@@ -210,3 +236,25 @@ async def replay_frames(recording: Recording, task: Any, *, clock: Clock | None 
             await task.inject(item.frame)
         else:
             await task.queue_frame(item.frame, FrameDirection.UPSTREAM)
+
+
+# The writer lives in its own module; imported last, as it builds on the format above.
+from voxpipe.testing.frame_recorder import (  # noqa: E402
+    FrameRecorder,
+    pipeline_requires_consent,
+)
+
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "FrameRecorder",
+    "RecordedFrame",
+    "Recording",
+    "RecordingError",
+    "frame_to_record",
+    "iter_recording",
+    "pipeline_requires_consent",
+    "read_recording",
+    "record_to_frame",
+    "replay_frames",
+]

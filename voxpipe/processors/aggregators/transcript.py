@@ -28,6 +28,7 @@ from voxpipe.processors.aggregators.assistant import AssistantContextAggregator
 from voxpipe.processors.aggregators.context import ContextEntry, message_text
 from voxpipe.processors.base import FrameProcessor
 from voxpipe.processors.policy.cards import redact_card_numbers
+from voxpipe.state.heartbeat import SessionHeartbeat
 from voxpipe.state.session import SessionStore, Turn
 from voxpipe.state.transcripts import Transcript, TranscriptStore
 
@@ -44,15 +45,18 @@ _BOUNDARIES = (
 
 class TranscriptRecorder(FrameProcessor):
     """Placed after the assistant aggregator: stores each completed turn of the context in the
-    session store as it completes (a crashed worker loses at most the turn in flight), keeps the
-    session's heartbeat fresh for the orphan sweeper and, when
-    the call is over however it ended, writes every turn to the transcript store.
+    session store as it completes (a crashed worker loses at most the turn in flight), beats
+    the call's heartbeat every ``heartbeat_interval_s`` from its start until its transcript is
+    safe (silences, holds and payment pauses included, before consent too: a beat holds no
+    conversation data and creates no session), so the orphan sweeper never takes a live call,
+    and, when the call is over however it ended, writes every turn to the transcript store.
 
     While recording is paused (``PauseRecordingFrame`` … ``ResumeRecordingFrame``, e.g. while a
     card number is read out) turns are kept out of both stores. With ``require_consent`` nothing
     of the call is stored (not even its metadata) until a ``RetentionConsentFrame`` grants it;
-    what was said before the grant is skipped. A refusal, at any time, keeps the call out of both
-    stores (and removes what the session held). Card numbers are redacted from every stored turn
+    what was said before the grant is skipped. A refusal, at any time (a withdrawal during the
+    call is a ``RetentionConsentFrame(granted=False)`` too, or a call to ``refuse()``), keeps
+    the call out of both stores: what the session held is deleted and no transcript is written. Card numbers are redacted from every stored turn
     as a last line of defence (``PaymentGuard`` normally removed them before the context).
     """
 
@@ -66,10 +70,14 @@ class TranscriptRecorder(FrameProcessor):
         meta: dict[str, Any] | None = None,
         heartbeat_interval_s: float = 10.0,
         require_consent: bool = False,
+        worker_id: str | None = None,
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
         self.heartbeat_interval_s = heartbeat_interval_s
+        self.heartbeat = SessionHeartbeat(
+            sessions, call_id, interval_s=heartbeat_interval_s, worker_id=worker_id
+        )
         self.assistant = assistant
         self.context = assistant.context
         self.sessions = sessions
@@ -91,8 +99,11 @@ class TranscriptRecorder(FrameProcessor):
         self._user_done_at: float | None = None
         self._pending_latency: float | None = None  # caller's turn end -> bot's first audio
         self._finished = False
+        self._drop_liveness = False
 
     async def on_start(self, frame: StartFrame) -> None:
+        # First: the call is alive from its first moment, whatever it may store.
+        await self.heartbeat.start()
         self._started_at = time.time()
         self.meta.setdefault("call_id", self.session_id)
         self.meta.setdefault("started_at", self._started_at)
@@ -101,6 +112,7 @@ class TranscriptRecorder(FrameProcessor):
         owner = frame.metadata.get("owner")
         if owner and "owner" not in self.meta:
             self.meta["owner"] = owner
+        self.meta.setdefault("worker_id", self.heartbeat.worker_id)  # named from the first write
         if self.retaining:
             await self.sessions.set_meta(self.session_id, self.meta)
         self._writer = self.create_task(
@@ -124,22 +136,33 @@ class TranscriptRecorder(FrameProcessor):
             await self.sessions.set_meta(self.session_id, values)
 
     async def _consent(self, frame: RetentionConsentFrame) -> None:
-        if frame.granted and self.consent is None:
+        if frame.granted:
+            await self.grant(frame.source)
+        else:
+            await self.refuse(frame.source)
+
+    async def grant(self, source: str = "") -> None:
+        """The caller consented: what they say from now on is stored (no-op once decided)."""
+        if self.consent is None:
             self._collect()  # what came before the grant is skipped, never stored
             self.consent = True
             self._cursor = len(self.context.entries) - (1 if self._is_open_last() else 0)
-            self.meta["consent"] = frame.source or "granted"
+            self.meta["consent"] = source or "granted"
             if self.started:
                 await self.sessions.set_meta(self.session_id, self.meta)
-        elif not frame.granted:
-            was_stored = self.retaining
-            self.consent = False
-            self.turns.clear()
-            while not self._writes.empty():
-                self._writes.get_nowait()
-            if was_stored and self.started:
-                # Consent was assumed (or given) and is now refused: drop what was kept so far.
-                await self.sessions.delete(self.session_id)
+
+    async def refuse(self, source: str = "") -> None:
+        """The caller declined or withdrew consent: nothing more is stored, what the session
+        held is deleted, and no transcript is written (at any time, even after a grant)."""
+        was_stored = self.retaining
+        self.consent = False
+        self.meta["consent"] = source or "refused"
+        self.turns.clear()
+        while not self._writes.empty():
+            self._writes.get_nowait()
+        if was_stored and self.started:
+            # Consent was assumed (or given) and is now refused: drop what was kept so far.
+            await self.sessions.delete(self.session_id)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         if isinstance(frame, RetentionConsentFrame):
@@ -243,21 +266,29 @@ class TranscriptRecorder(FrameProcessor):
 
     async def cleanup(self) -> None:
         # Runs however the call ended (even a cancel that never reached this processor), after
-        # the pipeline stopped: database time never holds up the end of the call.
+        # the pipeline stopped: database time never holds up the end of the call. The heartbeat
+        # goes on until the transcript is safe (or left for the sweeper), then stops.
         await super().cleanup()  # stops the writer task; its queue is finished below
         if not self.started:
             return
+        try:
+            await self._finish_call()
+        finally:
+            await self.heartbeat.stop()
+        if self._drop_liveness:
+            try:  # the call is over: its liveness record goes too (nothing is left to sweep)
+                await self.sessions.delete(self.session_id)
+            except Exception as exc:
+                self.logger.error("session delete failed: %s", exc)
+
+    async def _finish_call(self) -> None:
+        self._drop_liveness = True
         self._collect_final()
         if not self.retaining:
             self.logger.info(
                 "call not retained (consent %s): no transcript written",
                 "declined" if self.consent is False else "not given",
             )
-            if self.consent is False:
-                try:  # a session write that was in flight when the caller declined
-                    await self.sessions.delete(self.session_id)
-                except Exception as exc:
-                    self.logger.error("session delete failed: %s", exc)
             return
         while not self._writes.empty():
             turn = self._writes.get_nowait()
@@ -281,10 +312,10 @@ class TranscriptRecorder(FrameProcessor):
         )
         try:
             await self.transcripts.write(transcript)
-            await self.sessions.delete(self.session_id)
         except Exception as exc:
             # The spooling store does not raise; a store that does keeps the session for the
             # sweeper, which writes the transcript from it later.
+            self._drop_liveness = False
             self.logger.error("transcript write failed, left for the sweeper: %s", exc)
 
 
