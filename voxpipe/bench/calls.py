@@ -319,7 +319,10 @@ def _serve(bot: str) -> None:
     configure_logging("ERROR")
     _exit_with_parent()
     # Simulated callers dial unsigned, on loopback: the development switch (issue 18).
-    settings = VoxpipeSettings(_env_file=None, allow_unsigned_webhooks=True)  # type: ignore[call-arg]
+    # No per-worker call cap: the bench finds out how many calls a worker can carry.
+    settings = VoxpipeSettings(  # type: ignore[call-arg]
+        _env_file=None, allow_unsigned_webhooks=True, max_calls=0
+    )
     app = create_app(bot, settings)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -327,6 +330,9 @@ def _serve(bot: str) -> None:
     config = uvicorn_config(app, settings, host="127.0.0.1", port=sock.getsockname()[1])
     config.backlog = 1024
     tune_gc()
+    # Listening before the port is announced: a caller that dials while the app still starts
+    # waits in the backlog instead of being refused.
+    sock.listen(config.backlog)
     print(json.dumps({"port": sock.getsockname()[1]}), flush=True)
     uvicorn.Server(config).run(sockets=[sock])
 
