@@ -46,6 +46,9 @@ class RecordsBackend:
         rdb = RecordsDB(db)
         audit = AuditLog(rdb)
         calls = CallRecords(rdb, make_transcript_cipher(settings), audit)
+        from voxpipe.records.storage import recording_store
+
+        calls.recordings = recording_store(settings)
         return cls(rdb, calls, audit, TokenStore(rdb), JwtVerifier.from_settings(settings))
 
 
