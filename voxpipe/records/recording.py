@@ -215,7 +215,7 @@ class _Timeline:
             if b > a:
                 right[a - self.done : b - self.done] = pcm[a - start : b - start]
             if start + len(pcm) > upto:
-                kept.append((upto, pcm[max(0, upto - start) :]))
+                kept.append((max(start, upto), pcm[max(0, upto - start) :]))
         self.segments = kept
         for p_start, p_end in self.pauses:
             end = upto if p_end == -1 else p_end
@@ -248,7 +248,7 @@ class CallRecording(FrameProcessor):
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
-        self.call_id = call_id
+        self.recorded_call_id = call_id
         self.store = store
         self.ring = ring
         self.require_consent = require_consent
@@ -340,12 +340,14 @@ class CallRecording(FrameProcessor):
         if self._timeline is not None or self.deleted:
             return
         rate = self.sample_rate or 8000
-        path = self.store.spool.part_path(self.call_id)
-        self._writer = RecordingWriter(path, rate, ring=self.ring, aad=recording_aad(self.call_id))
+        path = self.store.spool.part_path(self.recorded_call_id)
+        self._writer = RecordingWriter(
+            path, rate, ring=self.ring, aad=recording_aad(self.recorded_call_id)
+        )
         self._timeline = _Timeline(rate, self.clock.now(), self._writer)
         if self.paused:
             self._timeline.pause(self.clock.now())
-        logger.info("recording call %s at %d Hz (%s)", self.call_id, rate, path)
+        logger.info("recording call %s at %d Hz (%s)", self.recorded_call_id, rate, path)
 
     async def _consent(self, frame: RetentionConsentFrame) -> None:
         if frame.granted:
@@ -366,11 +368,13 @@ class CallRecording(FrameProcessor):
             self._writer = None
         self.deleted = True
         try:
-            await self.store.delete(self.call_id)
+            await self.store.delete(self.recorded_call_id)
         except Exception as exc:  # the store is down: the spool copy is gone already
-            logger.warning("could not delete the stored recording of %s: %s", self.call_id, exc)
+            logger.warning(
+                "could not delete the stored recording of %s: %s", self.recorded_call_id, exc
+            )
         if had:
-            logger.info("recording of call %s deleted: consent refused", self.call_id)
+            logger.info("recording of call %s deleted: consent refused", self.recorded_call_id)
 
     # ------------------------------------------------------------------ the end
 
@@ -393,9 +397,9 @@ class CallRecording(FrameProcessor):
         self._writer = None
         tl.commit(self.clock.now(), final=True)
         writer.close()
-        self.finished = self.store.spool.finish(self.call_id)
+        self.finished = self.store.spool.finish(self.recorded_call_id)
         self.store.start()  # the retry loop, for this and any earlier recording
-        await self.store.upload(self.call_id)
+        await self.store.upload(self.recorded_call_id)
         return self.finished
 
 
