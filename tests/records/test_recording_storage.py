@@ -160,3 +160,50 @@ async def test_file_backend_on_the_real_filesystem(tmp_path: Path) -> None:
         backend_from_url("ftp://x/y")
     with pytest.raises(ValueError, match="cannot name a recording"):
         spool.part_path("../etc/passwd")
+
+
+async def test_a_call_recorded_while_s3_is_down_is_uploaded_when_it_returns(
+    tmp_path: Path, moto: Moto
+) -> None:
+    """A whole call (pipeline on the virtual clock in a worker thread) with S3 down: the sealed
+    recording waits in the spool, and opens intact once uploaded after the store is back."""
+    from voxpipe.frames import EndFrame
+    from voxpipe.pipelines import Pipeline, PipelineTask, VirtualClock
+    from voxpipe.records.envelope import KeyRing, open_sealed
+    from voxpipe.records.recording import CallRecording, recording_aad
+    from voxpipe.transports.memory import MemoryTransport
+    from voxpipe.transports.params import TransportParams
+    from voxpipe.transports.wire import AudioFormat
+
+    phone = AudioFormat("mulaw", 8000)
+    ring = KeyRing(os.urandom(32))
+    store = RecordingStore(
+        S3Backend("calls", "rec", client=_client(moto.url)),
+        RecordingSpool(tmp_path / "spool"),
+        retry_interval_s=0.05,
+    )
+    rec = CallRecording("CA-s3down", store, ring=ring)
+
+    async def call() -> None:
+        t = MemoryTransport(TransportParams(audio_in=phone, audio_out=phone, vad_enabled=False))
+        rec.attach(t.input(), t.output())
+        task = PipelineTask(Pipeline([t.input(), rec, t.output()]), params=t.task_params())
+        runner = asyncio.get_running_loop().create_task(task.run())
+        await task.wait_started()
+        await t.play_wire(bytes([0x55]) * 8000 * 2)  # 2 s of caller audio
+        await task.queue_frame(EndFrame(reason="test"))
+        await runner
+
+    await asyncio.to_thread(VirtualClock().run, call())
+    assert store.spool.ready() == ["CA-s3down"]  # kept: the store was down at the call's end
+    spooled = store.spool.ready_path("CA-s3down").read_bytes()
+
+    moto.start()
+    client = _client(moto.url)
+    client.create_bucket(Bucket="calls")  # type: ignore[attr-defined]
+    assert await store.flush() == 0
+    assert store.spool.ready() == []
+    body = client.get_object(Bucket="calls", Key="rec/CA-s3down.wav")["Body"].read()  # type: ignore[attr-defined]
+    assert body == spooled
+    wav = open_sealed(ring, body, recording_aad("CA-s3down"))
+    assert len(wav) == 44 + 2 * 8000 * 4

@@ -135,7 +135,14 @@ class S3Backend:
                 raise RuntimeError(
                     "RECORDINGS_URL=s3://... needs boto3: pip install 'voxpipe[records]'"
                 ) from exc
-            client = boto3.client("s3", endpoint_url=endpoint_url)
+            from botocore.config import Config
+
+            # Bounded retries and timeouts: an upload that cannot succeed soon goes back to the
+            # spool (retried later) instead of holding the end of a call for minutes.
+            config = Config(
+                connect_timeout=5, read_timeout=60, retries={"max_attempts": 3, "mode": "standard"}
+            )
+            client = boto3.client("s3", endpoint_url=endpoint_url, config=config)
         self.client = client
         self.bucket = bucket
         self.prefix = prefix.strip("/")
