@@ -201,6 +201,8 @@ class _Timeline:
                 )
                 left_end = limit - self.slack
             upto = min(left_end, limit)
+            # Caller audio fed faster than the clock (a replay): keep at most a minute ahead.
+            upto = max(upto, left_end - 60 * self.rate)
         n = upto - self.done
         if n <= 0:
             return
