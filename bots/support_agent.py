@@ -60,6 +60,7 @@ from voxpipe.processors.policy.payment import (
 )
 from voxpipe.processors.stt.factory import stt_from_settings
 from voxpipe.processors.tts.factory import tts_from_settings
+from voxpipe.records.recording import recording_for_call
 from voxpipe.state.shared import shared_stores
 
 logger = logging.getLogger("bots.support_agent")
@@ -380,9 +381,17 @@ async def bot(call: Call) -> Pipeline:
         compliance.append(gate)
         opening = []
 
+    transport_in, transport_out = call.transport.input(), call.transport.output()
+    # The call recording (RECORDING=on): right after the compliance processors, so a payment
+    # pause or a consent answer takes effect the moment it is decided.
+    recording = recording_for_call(call, require_consent=prompts is not None)
+    if recording is not None:
+        recording.attach(transport_in, transport_out)
+        compliance.append(recording)
+
     return Pipeline(
         [
-            call.transport.input(),
+            transport_in,
             stt,
             *compliance,
             SilenceArtifactFilter(window_s=settings.silence_artifact_window_s),
@@ -392,7 +401,7 @@ async def bot(call: Call) -> Pipeline:
             OutagePolicy(outage_lines),
             llm,
             tts,
-            call.transport.output(),
+            transport_out,
             assistant,
             GoodbyeHangup(),
             recorder,

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+import wave
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from voxpipe.config.settings import VoxpipeSettings
@@ -82,6 +84,7 @@ async def test_a_whole_call_leaves_a_transcript_row_with_every_turn(
             database_url=f"{PG}?search_path={pg_schema}",
             redis_url=REDIS,
             spool_dir=str(tmp_path / "spool"),
+            recordings_url=str(tmp_path / "recordings"),
             allow_unsigned_webhooks=True,  # the simulated caller dials unsigned, on loopback
         )
         app = create_app(BOT, settings)
@@ -124,3 +127,8 @@ async def test_a_whole_call_leaves_a_transcript_row_with_every_turn(
         "Order four five six ships tomorrow.",
         "Thanks for calling. Goodbye!",
     ]
+    # The call was recorded (RECORDING=on by default): stereo 8 kHz, caller left, bot right.
+    with wave.open(str(tmp_path / "recordings" / f"{call_sid}.wav")) as w:
+        assert (w.getnchannels(), w.getframerate()) == (2, 8000)
+        frames = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").reshape(-1, 2)
+    assert np.count_nonzero(frames[:, 0]) > 8000 and np.count_nonzero(frames[:, 1]) > 8000

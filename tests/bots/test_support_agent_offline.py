@@ -22,7 +22,10 @@ def test_offline_support_call_answers_escalates_and_keeps_the_transcript(tmp_pat
     )
     db = tmp_path / "calls.sqlite3"
     settings = VoxpipeSettings(  # type: ignore[call-arg]
-        _env_file=None, sqlite_path=str(db), spool_dir=str(tmp_path / "spool")
+        _env_file=None,
+        sqlite_path=str(db),
+        spool_dir=str(tmp_path / "spool"),
+        recordings_url=str(tmp_path / "recordings"),
     )
     out = run_wav_call(load_bot(BOT), wav, settings=settings, metadata={"call_id": "CAoffline"})
     said = out.transcript

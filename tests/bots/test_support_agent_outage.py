@@ -78,6 +78,7 @@ def settings_for(
         consent_mode="off",
         sqlite_path=str(tmp_path / "voxpipe.sqlite3"),
         spool_dir=str(tmp_path / "spool"),
+        recordings_url=str(tmp_path / "recordings"),
         allow_unsigned_webhooks=True,  # the simulated caller dials unsigned, on loopback
         **kwargs,
     )

@@ -44,6 +44,7 @@ def new_key() -> str:
 def make_settings(tmp_path: Path, **kwargs: Any) -> VoxpipeSettings:
     kwargs.setdefault("allow_unsigned_webhooks", True)
     kwargs.setdefault("spool_dir", str(tmp_path / "spool"))
+    kwargs.setdefault("recordings_url", str(tmp_path / "recordings"))
     kwargs.setdefault("sqlite_path", str(tmp_path / "calls.sqlite3"))
     return VoxpipeSettings(_env_file=None, **kwargs)  # type: ignore[call-arg]
 

@@ -408,6 +408,30 @@ class VoxpipeSettings(BaseSettings):
         "role", description="JWT claim holding the role: admin, auditor or agent."
     )
 
+    # --- records: call recording and object storage (issue 12, points 1 and 3) -------------
+    recording: Literal["on", "off"] = Field(
+        "on",
+        description="Record calls (two channels: caller left, bot as heard right) where "
+        "consent allows; off = never.",
+    )
+    recordings_url: str = Field(
+        "./voxpipe-recordings",
+        description="Where finished recordings go: file:///path (or a plain path) or "
+        "s3://bucket/prefix. Written through the durable spool SPOOL_DIR/recordings.",
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint (unset = AWS); credentials the standard AWS way."
+    )
+    s3_sse: str | None = Field(
+        None, description="Server-side encryption header for uploads: AES256 or aws:kms."
+    )
+    s3_sse_kms_key_id: str | None = Field(
+        None, description="KMS key id sent with S3_SSE=aws:kms (unset = the bucket's default)."
+    )
+    s3_multipart_threshold_mb: int = Field(
+        8, ge=5, description="Recordings larger than this many MiB are uploaded in parts."
+    )
+
     @field_validator("records_kek")
     @classmethod
     def _check_records_kek(cls, value: SecretStr | None) -> SecretStr | None:

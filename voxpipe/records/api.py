@@ -17,6 +17,7 @@ from fastapi import APIRouter, HTTPException, Request
 from starlette.responses import JSONResponse, Response
 
 from voxpipe.records.oidc import looks_like_jwt
+from voxpipe.records.recording_api import has_recording, serve_recording
 from voxpipe.records.repo import CallFilter, LegalHoldError
 from voxpipe.records.runtime import RecordsBackend, backend_of
 from voxpipe.records.tokens import Principal
@@ -193,23 +194,14 @@ def records_router() -> APIRouter:
         )
         if record is None:
             raise HTTPException(404, "no such call")
+        record["has_recording"] = await has_recording(request, call_id)
         return JSONResponse(record)
 
     @router.get("/calls/{call_id}/recording", include_in_schema=False)
     async def read_recording(request: Request, call_id: str) -> Response:
         backend = await _backend(request)
         who = await _authorize(request, backend, "recording.read", call_id)
-        # No recording writer exists yet (issue 12 points 1 and 3): every call has none.
-        exists = await backend.calls.is_escalated(call_id) is not None
-        await backend.audit.append(
-            actor=who.name,
-            role=who.role,
-            action="recording.read",
-            call_id=call_id,
-            outcome="no_recording" if exists else "not_found",
-            client=client_address(request),
-        )
-        raise HTTPException(404, "no recording" if exists else "no such call")
+        return await serve_recording(request, backend, who, call_id)
 
     @router.get("/audit", include_in_schema=False)
     async def read_audit(request: Request) -> Response:

@@ -62,6 +62,8 @@ def check_compliance(settings: VoxpipeSettings, record_dir: str | Path | None = 
             "RECORDS_KEK (and TRANSCRIPT_KEY) unset: transcripts, caller numbers and call "
             "metadata are stored in clear"
         )
+        if settings.recording == "on":
+            logger.warning("RECORDS_KEK unset: call recordings are stored in clear (RECORDING=on)")
 
 
 def _webhook_secret_problem(settings: VoxpipeSettings) -> str | None:

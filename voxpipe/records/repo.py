@@ -62,6 +62,14 @@ class CallRecords:
         self.cipher = cipher
         self.sealer = RecordSealer(cipher)
         self.audit = audit
+        # The call recordings (voxpipe.records.storage.RecordingStore): erased and purged with
+        # their call. A store that cannot delete fails the transaction, so no row goes without.
+        self.recordings: Any = None
+
+    async def _delete_recording(self, call_id: str) -> bool:
+        if self.recordings is None:
+            return False
+        return bool(await self.recordings.delete(call_id))
 
     def _meta_columns(self) -> str:
         e = self.db.epoch
@@ -163,7 +171,9 @@ class CallRecords:
         return None if not rows else bool(rows[0][0])
 
     async def erase(self, call_id: str, who: Principal, client: str) -> bool:
-        """Delete one call's record (an erasure request); LegalHoldError when on hold."""
+        """Delete one call's record and recording (an erasure request); LegalHoldError when on
+        hold."""
+        recording = False
         async with self.db.transaction() as tx:
             rows = await tx.fetch(
                 "SELECT legal_hold FROM transcripts WHERE call_id = ?", (call_id,)
@@ -181,6 +191,7 @@ class CallRecords:
                 held = True
             else:
                 held = False
+                recording = await self._delete_recording(call_id)
                 n = await tx.execute("DELETE FROM transcripts WHERE call_id = ?", (call_id,))
                 await self.audit.append_in(
                     tx,
@@ -188,12 +199,13 @@ class CallRecords:
                     role=who.role,
                     action="call.delete",
                     call_id=call_id,
-                    outcome="deleted" if n else "not_found",
+                    outcome="deleted" if n or recording else "not_found",
                     client=client,
+                    detail={"recording_deleted": recording},
                 )
         if held:
             raise LegalHoldError(f"call {call_id} is under legal hold")
-        return bool(rows)
+        return bool(rows) or recording
 
     async def set_hold(self, call_id: str, on: bool, who: Principal, client: str = "-") -> bool:
         """Set or clear the legal hold of one call; False when there is no such call."""
@@ -226,6 +238,7 @@ class CallRecords:
             deleted = [str(r[0]) for r in due if not bool(r[1])]
             held = [str(r[0]) for r in due if bool(r[1])]
             for call_id in deleted:
+                recording = await self._delete_recording(call_id)
                 await tx.execute("DELETE FROM transcripts WHERE call_id = ?", (call_id,))
                 await self.audit.append_in(
                     tx,
@@ -234,6 +247,7 @@ class CallRecords:
                     action="retention.purge",
                     call_id=call_id,
                     outcome="deleted",
+                    detail={"recording_deleted": recording},
                 )
             if deleted or held:
                 await self.audit.append_in(

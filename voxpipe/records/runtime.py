@@ -46,6 +46,9 @@ class RecordsBackend:
         rdb = RecordsDB(db)
         audit = AuditLog(rdb)
         calls = CallRecords(rdb, make_transcript_cipher(settings), audit)
+        from voxpipe.records.storage import recording_store
+
+        calls.recordings = recording_store(settings)
         return cls(rdb, calls, audit, TokenStore(rdb), JwtVerifier.from_settings(settings))
 
 
@@ -139,4 +142,9 @@ def start_background(settings: VoxpipeSettings) -> PurgeJob:
 
     job = PurgeJob(calls, settings.purge_interval_s)
     job.start()
+    if settings.recording == "on":
+        from voxpipe.records.storage import recording_store
+
+        # Recordings a previous run left in the spool (the object store was down) go out now.
+        recording_store(settings).start()
     return job

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from voxpipe.audio.convert import to_pcm16
 from voxpipe.frames import (
@@ -92,6 +92,8 @@ class BaseInputTransport(FrameProcessor):
         self._hangup_task: asyncio.Task[None] | None = None
         self._early: list[bytes] = []
         self._dropped_early = 0
+        # Call recorders (voxpipe.records.recording): told of each caller frame as it arrives.
+        self.audio_taps: list[Any] = []
         # Counters for metrics and tests.
         self.interruptions = 0
         self.requests_refused = 0
@@ -127,6 +129,8 @@ class BaseInputTransport(FrameProcessor):
             return
         fmt = self.params.audio_in
         frame = InputAudioFrame(audio=audio, sample_rate=fmt.sample_rate, encoding=fmt.encoding)
+        for tap in self.audio_taps:
+            tap.caller_audio(audio, fmt.encoding, fmt.sample_rate)
         await self.push_input(frame)
         if self.vad is not None:
             await self._run_vad(frame)
@@ -269,6 +273,8 @@ class BaseInputTransport(FrameProcessor):
                 await self._interrupt(f"dtmf {getattr(frame, 'digit', '')}")
         elif kind is InputAudioFrame:
             assert isinstance(frame, InputAudioFrame)
+            for tap in self.audio_taps:
+                tap.caller_audio(frame.audio, frame.encoding, frame.sample_rate)
             await self.push_frame(frame, direction)
             if not self.closed and not self._ended:
                 await self._run_vad(frame)

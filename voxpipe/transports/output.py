@@ -157,6 +157,9 @@ class BaseOutputTransport(FrameProcessor):
         self._mark_seq = 0
         self._last_mark: asyncio.Future[bool] | None = None
         self._unmarked = False  # audio sent since the last mark
+        # Call recorders (voxpipe.records.recording): told of each chunk sent, with the time it
+        # starts playing, and of each flush (what was not played by then was never heard).
+        self.audio_taps: list[Any] = []
         # Counters for metrics and tests.
         self.chunks_sent = 0
         self.chunks_dropped = 0
@@ -361,6 +364,8 @@ class BaseOutputTransport(FrameProcessor):
     def _forget_audio(self) -> None:
         """Drop queued chunks and half-converted audio; the far end's buffer counts as gone."""
         now = self.clock.now()
+        for tap in self.audio_taps:
+            tap.bot_flushed(now)
         heard = self._sent - max(0.0, self._play_end - now)
         self._sent = heard
         self._play_end = now
@@ -484,6 +489,10 @@ class BaseOutputTransport(FrameProcessor):
             self._writing = False
         now = clock.now()
         duration = len(chunk) / self._bytes_per_sec
+        if self.audio_taps:
+            fmt = self.params.audio_out
+            for tap in self.audio_taps:
+                tap.bot_audio(chunk, fmt.encoding, fmt.sample_rate, max(self._play_end, now))
         self._play_end = max(self._play_end, now) + duration
         self._sent += duration
         self._unmarked = True

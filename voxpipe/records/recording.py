@@ -1,0 +1,423 @@
+"""Call recording: two channels, caller on the left, the bot on the right *as the caller heard it*.
+
+``CallRecording`` is a processor the bot places right after its compliance processors (payment
+guard, consent gate), so it learns of a payment pause or a consent answer the moment it is
+decided. It taps the call's transports (``attach``): the input transport hands it the caller's
+audio as it arrives; the output transport hands it every chunk it puts on the wire with the
+clock time that chunk starts playing, and tells it when a flush (an interruption, a cancel, the
+wire closing) discarded what the far end had not played yet. So the right channel is cut
+exactly where the caller stopped hearing the bot, on the call's clock.
+
+Both channels are placed on one timeline (samples since the recording began, at the output's
+rate, 8 kHz on phone lines) and written out interleaved, a fraction of a second behind the
+clock (bot audio may still be flushed until it has played), to a spool file through
+``RecordingWriter``: sealed chunk by chunk with the envelope's streaming writer when a KEK is
+set. Memory is that short window, whatever the call's length.
+
+Compliance: while a payment pause lasts both channels are written as silence. Where consent is
+required nothing is written before it is granted: the recording *starts at the grant* (there is
+no pre-consent buffer). A refusal at any time (``RetentionConsentFrame(granted=False)``, also
+after a grant: withdrawal) deletes what was written and stops recording.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import struct
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from voxpipe.audio.convert import AudioConverter
+from voxpipe.frames import (
+    CancelFrame,
+    EndFrame,
+    Frame,
+    FrameDirection,
+    PauseRecordingFrame,
+    ResumeRecordingFrame,
+    RetentionConsentFrame,
+    StartFrame,
+)
+from voxpipe.processors.base import FrameProcessor
+
+if TYPE_CHECKING:
+    from voxpipe.call import Call
+    from voxpipe.records.envelope import KeyRing
+    from voxpipe.records.storage import RecordingStore
+
+__all__ = ["CallRecording", "RecordingWriter", "recording_aad", "recording_for_call", "wav_header"]
+
+logger = logging.getLogger(__name__)
+
+WAV_HEADER_LEN = 44
+RECORDING_CHUNK = 64 * 1024  # envelope chunk: ~2 s of 8 kHz stereo PCM16
+
+
+def recording_aad(call_id: str) -> bytes:
+    """Associated data binding a sealed recording to its call (a moved object does not open)."""
+    return b"voxpipe-recording:" + call_id.encode()
+
+
+def wav_header(sample_rate: int, data_len: int, channels: int = 2) -> bytes:
+    """The 44-byte header of a PCM16 WAV; ``data_len`` 0xFFFFFFFF while the length is unknown."""
+    riff = 0xFFFFFFFF if data_len >= 0xFFFFFFFF - 36 else 36 + data_len
+    block = channels * 2
+    return (
+        b"RIFF"
+        + struct.pack("<I", riff)
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, channels, sample_rate, sample_rate * block, block, 16)
+        + b"data"
+        + struct.pack("<I", min(data_len, 0xFFFFFFFF))
+    )
+
+
+class RecordingWriter:
+    """Writes a stereo PCM16 WAV to a file as it grows, sealed when ``ring`` is given.
+
+    The WAV header's lengths are unknown while writing (streaming WAV, 0xFFFFFFFF); readers
+    take the length from the object's size (``voxpipe.records.playback``).
+    """
+
+    def __init__(
+        self, path: Path, sample_rate: int, *, ring: KeyRing | None = None, aad: bytes = b""
+    ) -> None:
+        self.path = path
+        self.sample_rate = sample_rate
+        self._file = open(path, "wb")  # noqa: SIM115 - closed in close()/abort()
+        self._sealer: Any = None
+        if ring is not None:
+            from voxpipe.records.envelope import EnvelopeWriter
+
+            self._sealer = EnvelopeWriter(ring, aad, chunk_size=RECORDING_CHUNK)
+            self._file.write(self._sealer.header)
+        self.frames = 0
+        self._write(wav_header(sample_rate, 0xFFFFFFFF))
+
+    def _write(self, data: bytes) -> None:
+        if self._sealer is not None:
+            data = self._sealer.write(data)
+        if data:
+            self._file.write(data)
+
+    def write(self, left: np.ndarray, right: np.ndarray) -> None:
+        """Append ``len(left)`` stereo frames (two int16 arrays of equal length)."""
+        stereo = np.empty((len(left), 2), dtype="<i2")
+        stereo[:, 0] = left
+        stereo[:, 1] = right
+        self._write(stereo.tobytes())
+        self.frames += len(left)
+
+    def close(self) -> None:
+        """Finish the file (the envelope's final chunk), flushed to disk."""
+        if self._file.closed:
+            return
+        if self._sealer is not None:
+            self._file.write(self._sealer.close())
+        elif self.frames:
+            # A clear file can carry its real lengths (a sealed one is never rewritten).
+            self._file.seek(0)
+            self._file.write(wav_header(self.sample_rate, self.frames * 4))
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+
+    def abort(self) -> None:
+        """Close and delete what was written."""
+        if not self._file.closed:
+            self._file.close()
+        self.path.unlink(missing_ok=True)
+
+
+class _Timeline:
+    """Caller and bot audio placed on one sample timeline, released once it cannot change."""
+
+    def __init__(self, rate: int, t0: float, writer: RecordingWriter) -> None:
+        self.rate = rate
+        self.t0 = t0
+        self.writer = writer
+        self.done = 0  # samples written to the file
+        self.left = np.zeros(0, dtype=np.int16)  # caller samples from ``done`` on
+        self.segments: list[tuple[int, np.ndarray]] = []  # bot audio: (start sample, samples)
+        self.pauses: list[list[int]] = []  # [start, end] samples; end -1 while the pause lasts
+        # Caller audio more than this behind the clock is taken as a gap (silence), so memory
+        # stays bounded even if the caller's stream stalls.
+        self.slack = rate // 2
+
+    def sample_at(self, t: float) -> int:
+        return max(0, round((t - self.t0) * self.rate))
+
+    def caller(self, pcm: np.ndarray, now: float) -> None:
+        end_expected = self.sample_at(now)
+        left_end = self.done + len(self.left)
+        gap = end_expected - len(pcm) - left_end
+        if gap > self.slack:
+            self.left = np.concatenate([self.left, np.zeros(gap, dtype=np.int16)])
+        self.left = np.concatenate([self.left, pcm])
+
+    def bot(self, pcm: np.ndarray, start_t: float) -> None:
+        start = round((start_t - self.t0) * self.rate)
+        if start < self.done:  # began before the recording (or before what is written)
+            pcm = pcm[self.done - start :]
+            start = self.done
+        if len(pcm):
+            self.segments.append((start, pcm))
+
+    def flush_bot(self, t: float) -> None:
+        """The far end discarded what it had not played at ``t``: cut the bot channel there."""
+        cut = max(self.done, self.sample_at(t))
+        kept: list[tuple[int, np.ndarray]] = []
+        for start, pcm in self.segments:
+            if start >= cut:
+                continue
+            if start + len(pcm) > cut:
+                pcm = pcm[: cut - start]
+            kept.append((start, pcm))
+        self.segments = kept
+
+    def pause(self, t: float) -> None:
+        if not self.pauses or self.pauses[-1][1] != -1:
+            self.pauses.append([self.sample_at(t), -1])
+
+    def resume(self, t: float) -> None:
+        if self.pauses and self.pauses[-1][1] == -1:
+            self.pauses[-1][1] = self.sample_at(t)
+
+    def commit(self, now: float, *, final: bool = False) -> None:
+        """Write out what can no longer change (everything on ``final``)."""
+        limit = self.sample_at(now)
+        left_end = self.done + len(self.left)
+        if final:
+            bot_end = max((s + len(p) for s, p in self.segments), default=0)
+            upto = max(left_end, min(bot_end, limit))
+        else:
+            if left_end < limit - self.slack:  # the caller's stream stalled: silence
+                self.left = np.concatenate(
+                    [self.left, np.zeros(limit - self.slack - left_end, dtype=np.int16)]
+                )
+                left_end = limit - self.slack
+            upto = min(left_end, limit)
+            # Caller audio fed faster than the clock (a replay): keep at most a minute ahead.
+            upto = max(upto, left_end - 60 * self.rate)
+        n = upto - self.done
+        if n <= 0:
+            return
+        left = np.zeros(n, dtype=np.int16)
+        have = min(n, len(self.left))
+        left[:have] = self.left[:have]
+        self.left = self.left[have:]
+        right = np.zeros(n, dtype=np.int16)
+        kept: list[tuple[int, np.ndarray]] = []
+        for start, pcm in self.segments:
+            a, b = max(start, self.done), min(start + len(pcm), upto)
+            if b > a:
+                right[a - self.done : b - self.done] = pcm[a - start : b - start]
+            if start + len(pcm) > upto:
+                kept.append((max(start, upto), pcm[max(0, upto - start) :]))
+        self.segments = kept
+        for p_start, p_end in self.pauses:
+            end = upto if p_end == -1 else p_end
+            a, b = max(p_start, self.done), min(end, upto)
+            if b > a:
+                left[a - self.done : b - self.done] = 0
+                right[a - self.done : b - self.done] = 0
+        self.pauses = [p for p in self.pauses if p[1] == -1 or p[1] > upto]
+        self.writer.write(left, right)
+        self.done = upto
+
+
+class CallRecording(FrameProcessor):
+    """Records the call in two channels (caller left, bot as heard right) to the recording spool.
+
+    Place it right after the compliance processors and ``attach`` it to the call's input and
+    output transports. At the end of the call the file is finished and uploaded (retried from
+    the spool while the object store is down).
+    """
+
+    def __init__(
+        self,
+        call_id: str,
+        store: RecordingStore,
+        *,
+        ring: KeyRing | None = None,
+        require_consent: bool = False,
+        sample_rate: int | None = None,
+        commit_every_s: float = 0.25,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name=name)
+        self.recorded_call_id = call_id
+        self.store = store
+        self.ring = ring
+        self.require_consent = require_consent
+        self.sample_rate = sample_rate
+        self.commit_every_s = commit_every_s
+        self.consent: bool | None = None
+        self.paused = False
+        self.deleted = False
+        self.finished: Path | None = None
+        self._timeline: _Timeline | None = None
+        self._writer: RecordingWriter | None = None
+        self._in: AudioConverter | None = None
+        self._out: AudioConverter | None = None
+        self._upload: asyncio.Task[bool] | None = None
+
+    # ------------------------------------------------------------------ wiring
+
+    def attach(self, input_transport: Any, output_transport: Any) -> None:
+        """Tap the call's transports (their ``audio_taps``) for caller and played bot audio."""
+        input_transport.audio_taps.append(self)
+        output_transport.audio_taps.append(self)
+        if self.sample_rate is None:
+            self.sample_rate = output_transport.params.audio_out.sample_rate
+
+    @property
+    def recording(self) -> bool:
+        """Whether audio is being written now."""
+        return self._timeline is not None
+
+    # ------------------------------------------------------------------ taps
+
+    def _pcm(self, conv_attr: str, audio: bytes, encoding: str, rate: int) -> np.ndarray:
+        conv: AudioConverter | None = getattr(self, conv_attr)
+        target = self.sample_rate or rate
+        if conv is None or conv.in_encoding != encoding or conv.in_rate != rate:
+            conv = AudioConverter(encoding, rate, "pcm16", target)
+            setattr(self, conv_attr, conv)
+        return np.frombuffer(conv.process(audio), dtype="<i2")
+
+    def caller_audio(self, audio: bytes, encoding: str, sample_rate: int) -> None:
+        """Input transport tap: caller audio that just arrived."""
+        tl = self._timeline
+        if tl is None:
+            return
+        now = self.clock.now()
+        tl.caller(self._pcm("_in", audio, encoding, sample_rate), now)
+        if tl.sample_at(now) - tl.done >= self.commit_every_s * tl.rate:
+            tl.commit(now)
+
+    def bot_audio(self, chunk: bytes, encoding: str, sample_rate: int, play_at: float) -> None:
+        """Output transport tap: a chunk sent to the wire that starts playing at ``play_at``."""
+        tl = self._timeline
+        if tl is None:
+            return
+        tl.bot(self._pcm("_out", chunk, encoding, sample_rate), play_at)
+        now = self.clock.now()
+        if tl.sample_at(now) - tl.done >= self.commit_every_s * tl.rate:
+            tl.commit(now)
+
+    def bot_flushed(self, at: float) -> None:
+        """Output transport tap: what the far end had not played at ``at`` was discarded."""
+        if self._timeline is not None:
+            self._timeline.flush_bot(at)
+        if self._out is not None:
+            self._out.reset()
+
+    # ------------------------------------------------------------------ frames
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if isinstance(frame, RetentionConsentFrame):
+            await self._consent(frame)
+        elif isinstance(frame, PauseRecordingFrame):
+            self.paused = True
+            if self._timeline is not None:
+                self._timeline.pause(self.clock.now())
+        elif isinstance(frame, ResumeRecordingFrame):
+            self.paused = False
+            if self._timeline is not None:
+                self._timeline.resume(self.clock.now())
+        await self.push_frame(frame, direction)
+
+    async def on_start(self, frame: StartFrame) -> None:
+        if self.sample_rate is None:
+            self.sample_rate = frame.audio_out_sample_rate
+        if not self.require_consent:
+            self._begin()
+
+    def _begin(self) -> None:
+        if self._timeline is not None or self.deleted:
+            return
+        rate = self.sample_rate or 8000
+        path = self.store.spool.part_path(self.recorded_call_id)
+        self._writer = RecordingWriter(
+            path, rate, ring=self.ring, aad=recording_aad(self.recorded_call_id)
+        )
+        self._timeline = _Timeline(rate, self.clock.now(), self._writer)
+        if self.paused:
+            self._timeline.pause(self.clock.now())
+        logger.info("recording call %s at %d Hz (%s)", self.recorded_call_id, rate, path)
+
+    async def _consent(self, frame: RetentionConsentFrame) -> None:
+        if frame.granted:
+            if self.consent is None:
+                self.consent = True
+                self._begin()  # the recording starts at the grant: nothing before it
+            return
+        # Declined, or withdrawn after a grant (RetentionConsentFrame has no separate
+        # withdrawal flag: a refusal after a grant is a withdrawal): nothing may be kept.
+        self.consent = False
+        await self._delete()
+
+    async def _delete(self) -> None:
+        had = self._timeline is not None
+        self._timeline = None
+        if self._writer is not None:
+            self._writer.abort()
+            self._writer = None
+        self.deleted = True
+        try:
+            await self.store.delete(self.recorded_call_id)
+        except Exception as exc:  # the store is down: the spool copy is gone already
+            logger.warning(
+                "could not delete the stored recording of %s: %s", self.recorded_call_id, exc
+            )
+        if had:
+            logger.info("recording of call %s deleted: consent refused", self.recorded_call_id)
+
+    # ------------------------------------------------------------------ the end
+
+    async def on_end(self, frame: EndFrame) -> None:
+        pass  # the output transport still plays the last audio: finish in cleanup
+
+    async def on_cancel(self, frame: CancelFrame) -> None:
+        pass
+
+    async def cleanup(self) -> None:
+        await super().cleanup()
+        await self.finish()
+
+    async def finish(self) -> Path | None:
+        """The call is over: write the rest, close the file, upload it (retried if it fails)."""
+        tl, writer = self._timeline, self._writer
+        if tl is None or writer is None:
+            return None
+        self._timeline = None
+        self._writer = None
+        tl.commit(self.clock.now(), final=True)
+        writer.close()
+        self.finished = self.store.spool.finish(self.recorded_call_id)
+        self.store.start()  # the retry loop, for this and any earlier recording
+        await self.store.upload(self.recorded_call_id)
+        return self.finished
+
+
+def recording_for_call(call: Call, *, require_consent: bool) -> CallRecording | None:
+    """The call's recorder per settings (None with ``RECORDING=off``); attach it yourself."""
+    settings = call.settings
+    if settings.recording != "on":
+        return None
+    from voxpipe.records.storage import recording_store
+    from voxpipe.state import make_transcript_cipher
+
+    cipher = make_transcript_cipher(settings)
+    return CallRecording(
+        call.call_id,
+        recording_store(settings),
+        ring=cipher.ring if cipher is not None else None,
+        require_consent=require_consent,
+        sample_rate=call.audio_out.sample_rate,
+    )
