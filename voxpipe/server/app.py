@@ -201,6 +201,11 @@ def create_app(
         async def twilio_stream(websocket: WebSocket) -> None:
             await media_stream(websocket, "twilio")
 
+        # Warm transfer (issue 11): Twilio's signed callbacks and the hold audio.
+        from voxpipe.server.transfer_routes import transfer_router
+
+        app.include_router(transfer_router(metrics))
+
     if carriers.serves("telnyx"):
         app.add_api_route("/telnyx/voice", telnyx_voice, methods=["POST"], include_in_schema=False)
 

@@ -28,7 +28,7 @@ from voxpipe.processors.aggregators.assistant import AssistantContextAggregator
 from voxpipe.processors.aggregators.context import ContextEntry, message_text
 from voxpipe.processors.base import FrameProcessor
 from voxpipe.processors.policy.cards import redact_card_numbers
-from voxpipe.state.session import SessionStore, Turn
+from voxpipe.state.session import SessionState, SessionStore, Turn
 from voxpipe.state.transcripts import Transcript, TranscriptStore
 
 # Frames after which the context's new entries are complete and can be stored.
@@ -91,9 +91,26 @@ class TranscriptRecorder(FrameProcessor):
         self._user_done_at: float | None = None
         self._pending_latency: float | None = None  # caller's turn end -> bot's first audio
         self._finished = False
+        # True while the call goes on without this pipeline (a warm transfer moved the caller):
+        # at its end the turns go to the session and whoever ends the call writes the row.
+        self.defer_final = False
+        self._resumed_started_at: float | None = None
+
+    def resume_from(self, state: SessionState) -> None:
+        """Continue the call ``state`` holds (the caller came back): its turns, metadata and
+        consent carry on; the transcript row covers the whole call."""
+        self.turns = list(state.turns)
+        self.meta.update({k: v for k, v in state.meta.items() if k != "owner"})
+        if state.meta.get("consent"):
+            self.consent = True
+        if state.meta.get("escalated"):
+            self.escalated = True
+            self.escalation_reason = state.meta.get("escalation_reason")
+        started = state.meta.get("started_at")
+        self._resumed_started_at = float(started) if started else None
 
     async def on_start(self, frame: StartFrame) -> None:
-        self._started_at = time.time()
+        self._started_at = self._resumed_started_at or time.time()
         self.meta.setdefault("call_id", self.session_id)
         self.meta.setdefault("started_at", self._started_at)
         # The server's owner of this call start: only it may write this call id's transcript
@@ -261,6 +278,13 @@ class TranscriptRecorder(FrameProcessor):
                 await self.sessions.append_turn(self.session_id, turn)
             except Exception as exc:
                 self.logger.error("session store write failed: %s", exc)
+        if self.defer_final:
+            try:
+                await self.sessions.set_meta(self.session_id, self.meta)
+            except Exception as exc:
+                self.logger.error("session store write failed: %s", exc)
+            self.logger.info("call continues after this stream (transfer): row written later")
+            return
         transcript = Transcript(
             call_id=self.session_id,
             started_at=self._started_at,
@@ -271,7 +295,11 @@ class TranscriptRecorder(FrameProcessor):
             locale=str(self.meta.get("locale") or "en-US"),
             escalated=self.escalated,
             escalation_reason=self.escalation_reason,
-            metadata={k: v for k, v in self.meta.items() if k in ("carrier", "bot", "country")},
+            metadata={
+                k: v
+                for k, v in self.meta.items()
+                if k in ("carrier", "bot", "country", "escalation")
+            },
             owner=self.meta.get("owner"),
         )
         try:

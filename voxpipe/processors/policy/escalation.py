@@ -68,8 +68,13 @@ class Escalation:
         self.reason, self.summary = reason, summary
         if self._record is not None:
             await self._record(reason, summary)
-        if self._transfer is not None:
+        if self._transfer is None:
+            # No transfer path for this call (issue 11): the model must not promise one.
+            return {"status": "unavailable", "reason": reason}
+        try:
             await self._transfer(reason, summary)
+        except Exception:  # the carrier refused to move the caller: the bot keeps the call
+            return {"status": "unavailable", "reason": reason}
         return {"status": "transferring", "reason": reason}
 
 
@@ -109,6 +114,11 @@ class EscalationParams:
     negative_threshold: int = 2  # negative words in one utterance that count as strong
     negative_turns: int = 2  # ... or this many negative utterances in the call
     handoff_line: str = "I'm connecting you to a colleague who can help. Please hold."
+    # Said instead when no transfer is possible (no transfer path, or the move failed).
+    unavailable_line: str = (
+        "I'm sorry, I can't put you through to a colleague on this line. "
+        "I can take a message or a callback number."
+    )
     extra_requests: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -189,7 +199,12 @@ class EscalationPolicy(FrameProcessor):
                 self.logger.info("escalating to a human: %s", reason)
                 summary = self._summary(frame.text)
                 self.context.add_user_message(frame.text)
-                await self.escalation.escalate(reason, summary)
-                await self.push_frame(TTSSpeakFrame(self.params.handoff_line))
+                result = await self.escalation.escalate(reason, summary)
+                line = (
+                    self.params.unavailable_line
+                    if result.get("status") == "unavailable"
+                    else self.params.handoff_line
+                )
+                await self.push_frame(TTSSpeakFrame(line))
                 return
         await self.push_frame(frame, direction)
