@@ -153,6 +153,7 @@ async def test_agent_presses_1_and_joins_the_callers_conference(tmp_path: Path) 
         assert validator.validate(cb.url, cb.form, sign(TOKEN, cb.url, cb.form))
         # The record: connected to which number, with timings; the row is written from the
         # session now that the call is the agent's.
+        await handoff.records_done.wait()
         row = await r.transcripts.read(sid, reader="test")
         assert row is not None
         record = row.metadata["escalation"]
@@ -228,6 +229,7 @@ async def test_caller_hanging_up_on_hold_cancels_the_agent_leg(tmp_path: Path) -
         agent = r.fake.dialled[0]
         await r.fake.wait_for(lambda: agent.status == "canceled")
         assert agent.said == []  # nobody was briefed for a caller who left
+        await handoff.records_done.wait()
         row = await r.transcripts.read(sid, reader="test")
         assert row is not None and row.metadata["escalation"]["outcome"] == "caller_hung_up"
 

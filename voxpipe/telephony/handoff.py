@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 ESCALATION_KEY = "escalation"  # session / transcript metadata key of the EscalationRecord
 _TERMINAL_FOR_US = (TransferState.CONNECTED, TransferState.CALLER_LEFT)
+RECORDER_WAIT_S = 30.0  # how long the row waits for the bot's pipeline to store its turns
 
 
 class TwilioHandoff:
@@ -63,7 +64,9 @@ class TwilioHandoff:
         self.wording = wording  # (reason, summary) -> what the agent hears
         self.trigger = trigger
         self.transfer: TwilioTransfer | None = None
+        self.records_done = asyncio.Event()  # the outcome (and, if the call is over, the row)
         self._task: asyncio.Task[Any] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     async def __call__(self, reason: str, summary: str) -> None:
         """Move the caller to hold and dial the first agent; raises if the caller stays here."""
@@ -109,11 +112,33 @@ class TwilioHandoff:
             f" to {record.connected_to}" if record.connected_to else "",
             extra={"call_id": self.call_sid},
         )
+        TRANSFERS.done(transfer)
         if transfer.state is TransferState.FAILED:
+            self.records_done.set()
             return  # the bot still has the caller: its own end of call writes the record
         await self._store(record)
         if transfer.state in _TERMINAL_FOR_US and self.recorder.retaining:
+            # Not in Twilio's callback (it waits for our TwiML): once the bot's pipeline has
+            # stored its last turns, the row is written from the session.
+            task = asyncio.get_running_loop().create_task(self._write_row())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            self.records_done.set()
+
+    async def _write_row(self) -> None:
+        try:
+            if self.recorder.started:
+                try:
+                    async with asyncio.timeout(RECORDER_WAIT_S):
+                        await self.recorder.closed.wait()
+                except TimeoutError:
+                    logger.warning("call %s: the bot's pipeline did not end", self.call_sid)
             await write_transcript(self.sessions, self.transcripts, self.call_sid)
+        except Exception:
+            logger.exception("call %s: writing the transcript row failed", self.call_sid)
+        finally:
+            self.records_done.set()
 
 
 async def write_transcript(

@@ -94,6 +94,7 @@ class TranscriptRecorder(FrameProcessor):
         # True while the call goes on without this pipeline (a warm transfer moved the caller):
         # at its end the turns go to the session and whoever ends the call writes the row.
         self.defer_final = False
+        self.closed = asyncio.Event()  # set once cleanup has stored what it had to
         self._resumed_started_at: float | None = None
 
     def resume_from(self, state: SessionState) -> None:
@@ -255,6 +256,12 @@ class TranscriptRecorder(FrameProcessor):
             self._cursor = len(entries)
 
     async def cleanup(self) -> None:
+        try:
+            await self._end_of_call()
+        finally:
+            self.closed.set()  # what this pipeline had to store is stored
+
+    async def _end_of_call(self) -> None:
         # Runs however the call ended (even a cancel that never reached this processor), after
         # the pipeline stopped: database time never holds up the end of the call.
         await super().cleanup()  # stops the writer task; its queue is finished below
