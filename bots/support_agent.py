@@ -414,6 +414,7 @@ def _transfer_for(
         transcripts=stores.transcripts,
         wording=wording,
         trigger=lambda: trigger.get("by", "policy"),
+        heartbeat_interval_s=call.settings.heartbeat_interval_s,
     )
 
 

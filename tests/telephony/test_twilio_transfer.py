@@ -4,6 +4,7 @@ scripted agents, runs the conference and POSTs signed callbacks."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import uuid
@@ -55,7 +56,9 @@ class Rig:
     sessions: MemorySessionStore
     transcripts: SqliteTranscriptStore
 
-    def handoff(self, call_sid: str) -> tuple[TwilioHandoff, TranscriptRecorder]:
+    def handoff(
+        self, call_sid: str, heartbeat_s: float = 10.0
+    ) -> tuple[TwilioHandoff, TranscriptRecorder]:
         config = TransferConfig.from_settings(self.settings)
         assert config is not None
         recorder = TranscriptRecorder(
@@ -78,6 +81,7 @@ class Rig:
             sessions=self.sessions,
             transcripts=self.transcripts,
             wording=wording,
+            heartbeat_interval_s=heartbeat_s,
         )
         return handoff, recorder
 
@@ -252,5 +256,27 @@ async def test_unsigned_or_forged_callbacks_are_refused(
         assert unsigned.status_code == 403 and forged.status_code == 403
         assert transfer.state is TransferState.RINGING  # nothing happened
         assert any(getattr(r_, "event", "") == "bad_signature" for r_ in caplog.records)
+        await r.fake.hang_up(sid)
+        await r.fake.wait_for(lambda: transfer.finished.is_set())
+
+
+async def test_the_session_heartbeat_goes_on_while_the_caller_is_on_hold(tmp_path: Path) -> None:
+    # The bot's pipeline (which heartbeated) ended when the caller was moved: without this the
+    # orphan sweeper would write the call up, and drop its session, mid-transfer.
+    async with rig(tmp_path, {AGENT_A: FakeAgent("no-answer", ring_s=600)}) as r:
+        sid = await r.caller()
+        before = await r.sessions.load(sid)
+        assert before is not None
+        handoff, _ = r.handoff(sid, heartbeat_s=0.05)
+        await handoff("x", "y")
+        transfer = handoff.transfer
+        assert transfer is not None
+        async with asyncio.timeout(5):
+            while True:
+                state = await r.sessions.load(sid)
+                assert state is not None
+                if state.heartbeat_at > before.heartbeat_at + 0.1:
+                    break
+                await asyncio.sleep(0.02)  # polls the store; the heartbeat is what is awaited
         await r.fake.hang_up(sid)
         await r.fake.wait_for(lambda: transfer.finished.is_set())

@@ -54,7 +54,9 @@ class TwilioHandoff:
         transcripts: TranscriptStore,
         wording: Callable[[str, str], TransferWording],
         trigger: Callable[[], str] = lambda: "tool",
+        heartbeat_interval_s: float = 10.0,
     ) -> None:
+        self.heartbeat_interval_s = heartbeat_interval_s
         self.config = config
         self.call_sid = call_sid
         self.called = called
@@ -91,11 +93,32 @@ class TwilioHandoff:
         await self._store(record)
         # Its own task: the pipeline that asked may be torn down while Twilio moves the call.
         self._task = asyncio.get_running_loop().create_task(transfer.handle(Start()))
+        self._spawn(self._keep_alive(transfer))
         await asyncio.shield(self._task)
         if transfer.state is TransferState.FAILED:
             self.recorder.defer_final = False
             TRANSFERS.done(transfer)
             raise RuntimeError("the caller could not be moved to hold")
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _keep_alive(self, transfer: TwilioTransfer) -> None:
+        """Heartbeat the session while the caller is on hold: the bot's pipeline (which did
+        it) has ended, and the orphan sweeper must not write the call up mid-transfer."""
+        while not transfer.finished.is_set():
+            if self.recorder.retaining:
+                try:
+                    await self.sessions.touch(self.call_sid)
+                except Exception as exc:
+                    logger.warning("call %s: session heartbeat failed: %s", self.call_sid, exc)
+            try:
+                async with asyncio.timeout(self.heartbeat_interval_s):
+                    await transfer.finished.wait()
+            except TimeoutError:
+                pass
 
     async def _store(self, record: EscalationRecord) -> None:
         values = {ESCALATION_KEY: record.to_dict()}
@@ -120,9 +143,7 @@ class TwilioHandoff:
         if transfer.state in _TERMINAL_FOR_US and self.recorder.retaining:
             # Not in Twilio's callback (it waits for our TwiML): once the bot's pipeline has
             # stored its last turns, the row is written from the session.
-            task = asyncio.get_running_loop().create_task(self._write_row())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._write_row())
         else:
             self.records_done.set()
 
