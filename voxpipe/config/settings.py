@@ -317,6 +317,17 @@ class VoxpipeSettings(BaseSettings):
         description="Caller id for the agent legs (a number of your Twilio account); unset = the "
         "number the caller dialled.",
     )
+    desk_token: SecretStr | None = Field(
+        None,
+        description="Bearer token of the agent desk (/desk, /api/escalations); unset = no desk.",
+    )
+
+    @field_validator(
+        "transfer_to", "transfer_hold_url", "transfer_from", "desk_token", mode="before"
+    )
+    @classmethod
+    def _transfer_empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip() == "" else value
 
     # --- security: the server's edge (issue 18) ---------------------------------------------
     webrtc: Literal["auto", "off", "token", "open"] = Field(

@@ -229,6 +229,11 @@ def create_app(
         warn_about_configured_turn(ice_server_setting(settings), settings.turn_secret)
         app.include_router(webrtc_router())
 
+    if settings.desk_token is not None:  # the agent desk (issue 11): live escalations
+        from voxpipe.server.desk import desk_router
+
+        app.include_router(desk_router(settings.desk_token.get_secret_value()))
+
     @app.get("/healthz", include_in_schema=False)
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok", "active_calls": len(registry), "bot": bot_name})

@@ -17,8 +17,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from voxpipe.processors.aggregators.context import LLMContext
+from voxpipe.processors.aggregators.context import LLMContext, message_text
 from voxpipe.processors.aggregators.transcript import TranscriptRecorder
+from voxpipe.processors.policy.cards import redact_card_numbers
 from voxpipe.state.session import SessionState, SessionStore
 from voxpipe.state.transcripts import Transcript, TranscriptStore
 from voxpipe.telephony.transfers import TRANSFERS, TransferConfig
@@ -86,6 +87,11 @@ class TwilioHandoff:
             on_finish=self._finished,
             count=TRANSFERS.count,
         )
+        transfer.details = {
+            "caller": self.recorder.meta.get("caller") or "",
+            "locale": transfer.wording.language,
+            "conversation": conversation_so_far(self.recorder.context),
+        }
         self.transfer = transfer
         TRANSFERS.add(transfer)
         # The media stream ends when the caller is moved; the call (and its records) does not.
@@ -160,6 +166,17 @@ class TwilioHandoff:
             logger.exception("call %s: writing the transcript row failed", self.call_sid)
         finally:
             self.records_done.set()
+
+
+def conversation_so_far(context: LLMContext) -> list[dict[str, str]]:
+    """The caller's and the bot's words so far, card numbers redacted (for the agent desk)."""
+    out = []
+    for entry in context.entries:
+        if entry.role in ("user", "assistant"):
+            text = redact_card_numbers(message_text(entry.message))[0]
+            if text:
+                out.append({"role": entry.role, "text": text})
+    return out
 
 
 async def write_transcript(

@@ -7,6 +7,7 @@ reach the worker that started the transfer (one worker, or sticky routing by Cal
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
@@ -121,9 +122,23 @@ class TransferRegistry:
         self._live: dict[str, TwilioTransfer] = {}
         self._finished: OrderedDict[str, TwilioTransfer] = OrderedDict()
         self.steps: Counter[str] = Counter()  # /metrics: voxpipe_transfer_steps{step}
+        self.version = 0  # bumped on every step: the agent desk's event stream follows it
+        self._changed = asyncio.Event()
 
     def add(self, transfer: TwilioTransfer) -> None:
         self._live[transfer.call_sid] = transfer
+        self._notify()
+
+    def _notify(self) -> None:
+        self.version += 1
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def wait_changed(self, version: int) -> int:
+        """Return the registry's version once it differs from ``version``."""
+        while self.version == version:
+            await self._changed.wait()
+        return self.version
 
     def get(self, call_sid: str) -> TwilioTransfer | None:
         return self._live.get(call_sid) or self._finished.get(call_sid)
@@ -135,12 +150,14 @@ class TransferRegistry:
         self._finished[transfer.call_sid] = transfer
         while len(self._finished) > _KEEP_FINISHED:
             self._finished.popitem(last=False)
+        self._notify()
 
     def live(self) -> list[TwilioTransfer]:
         return list(self._live.values())
 
     def count(self, step: str) -> None:
         self.steps[step] += 1
+        self._notify()
 
 
 TRANSFERS = TransferRegistry()

@@ -209,6 +209,8 @@ class TwilioTransfer:
         self.from_number = from_number
         self.ring_timeout_s = ring_timeout_s
         self.state = TransferState.NEW
+        # What the agent desk shows (caller, locale, the conversation so far), set by the bot.
+        self.details: dict[str, Any] = {}
         self.agent_sid: str | None = None  # the leg being dialled or briefed
         self.finished = asyncio.Event()
         self._next_index = 0
