@@ -130,9 +130,7 @@ async def test_the_api_needs_the_desk_token_and_lists_the_brief(tmp_path: Path) 
             assert (await client.get("/api/escalations")).status_code == 401
             wrong = {"Authorization": "Bearer nope"}
             assert (await client.get("/api/escalations", headers=wrong)).status_code == 401
-            ok = await client.get(
-                "/api/escalations", headers={"Authorization": f"Bearer {DESK}"}
-            )
+            ok = await client.get("/api/escalations", headers={"Authorization": f"Bearer {DESK}"})
         assert ok.status_code == 200
         (item,) = [e for e in ok.json()["escalations"] if e["call_id"] == sid]
         assert item["caller"] == "•••0789" and CALLER not in json.dumps(item)
@@ -154,16 +152,20 @@ def test_desk_page_shows_a_live_escalation_in_chromium(tmp_path: Path) -> None:
     asyncio.run(_browser(chromium, tmp_path))
 
 
+def _start_chromium(drv: ModuleType, chromium: str, tmp: Path) -> subprocess.Popen[bytes]:
+    with open(tmp / "chromium.log", "wb") as log:
+        return subprocess.Popen(
+            [chromium, *drv.CHROMIUM_FLAGS, f"--user-data-dir={tmp / 'profile'}"],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+
+
 async def _browser(chromium: str, tmp_path: Path) -> None:
     drv = _driver()
     tmp = Path(tempfile.mkdtemp(prefix="voxpipe-desk-"))
     async with desk_server(tmp_path) as (url, fake, settings):
-        with open(tmp / "chromium.log", "wb") as log:
-            proc = subprocess.Popen(
-                [chromium, *drv.CHROMIUM_FLAGS, f"--user-data-dir={tmp / 'profile'}"],
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )
+        proc = _start_chromium(drv, chromium, tmp)
         try:
             devtools = await drv.devtools_url(tmp / "profile", proc, 30)
             async with websockets.connect(devtools, max_size=None) as ws:
