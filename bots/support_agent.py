@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from typing import Any
-from xml.sax.saxutils import escape
 
 from voxpipe.call import Call
 from voxpipe.config.locales import CallLocaleHints, LocaleRow
@@ -50,7 +50,12 @@ from voxpipe.processors.filters.silence_artifact import SilenceArtifactFilter
 from voxpipe.processors.llm.factory import llm_from_settings
 from voxpipe.processors.llm.scripted import Intent
 from voxpipe.processors.policy.consent import ConsentGate, ConsentPrompts
-from voxpipe.processors.policy.escalation import ESCALATE_TOOL, Escalation, EscalationPolicy
+from voxpipe.processors.policy.escalation import (
+    ESCALATE_TOOL,
+    Escalation,
+    EscalationParams,
+    EscalationPolicy,
+)
 from voxpipe.processors.policy.outage import OutageLines, OutagePolicy
 from voxpipe.processors.policy.payment import (
     END_PAYMENT_TOOL,
@@ -62,6 +67,9 @@ from voxpipe.processors.stt.factory import stt_from_settings
 from voxpipe.processors.tts.factory import tts_from_settings
 from voxpipe.records.recording import recording_for_call
 from voxpipe.state.shared import shared_stores
+from voxpipe.telephony.handoff import TwilioHandoff, resume_conversation, take_message
+from voxpipe.telephony.transfers import RESUME_PARAM, TransferConfig
+from voxpipe.telephony.twilio_transfer import TransferWording
 
 logger = logging.getLogger("bots.support_agent")
 
@@ -69,7 +77,9 @@ SYSTEM_PROMPT = (
     "You are the phone support agent of Acme Home Internet. You are speaking on a phone line: "
     "answer in one or two short sentences, no lists, no markdown. Help with opening hours, "
     "order and repair status, and billing questions. If you cannot help, or the caller asks "
-    "for a person, call escalate_to_human with a reason and a two-sentence summary. "
+    "for a person, call escalate_to_human with a reason and a two-sentence summary; if it "
+    "answers that no transfer is possible, do not promise one: offer to take a message or a "
+    "callback number and call take_message. "
     "Never ask for card numbers in the conversation: when the caller wants to pay by card, "
     "call start_payment first, then ask for the card details; call end_payment when done. "
     "'[card number]' in the caller's words is a card number removed for security."
@@ -83,7 +93,15 @@ INTENTS = [
         reply="Of course.",
         tool="escalate_to_human",
         arguments=lambda m: {"reason": "caller asked for a person", "summary": m.text},
-        after_tool="I'm connecting you to a colleague now. Please hold.",
+        after_tool="{say}",  # what the tool's outcome lets the bot promise (see _escalate_tool)
+    ),
+    Intent(
+        "message",
+        keywords=["take a message", "call me back", "callback", "leave a message"],
+        reply="Of course.",
+        tool="take_message",
+        arguments=lambda m: {"message": m.text, "callback_number": ""},
+        after_tool="{say}",
     ),
     Intent(
         "order",
@@ -125,6 +143,8 @@ OFFLINE_PHRASES = [
     "i want to check my order",
     "i want to talk to a human",
     "let me speak to a real person",
+    "please call me back",
+    "can you take a message",
     "what is my balance",
     "i have a question about my bill",
     "thank you goodbye",
@@ -208,6 +228,117 @@ OUTAGE_LINES = {
     ),
 }
 
+# Warm-transfer wording by language (issue 11): what the agent hears before taking the call,
+# what the caller hears when moved to hold, when nobody is free, when no transfer is possible.
+TRANSFER_WORDING: dict[str, dict[str, str]] = {
+    "en": {
+        "brief": "Incoming escalated call. Reason: {reason}. Summary: {summary}",
+        "accept": "Press 1 to take the call.",
+        "gone": "The caller has hung up.",
+        "hold": "Please hold while I connect you to a colleague.",
+        "handoff": "I'm connecting you to a colleague who can help. Please hold.",
+        "nobody_free": "I'm sorry, nobody is free to take your call right now. I can take a "
+        "message or a callback number for you.",
+        "unavailable": "I'm sorry, I can't put you through to a colleague on this line. "
+        "I can take a message or a callback number.",
+        "message_taken": "Thank you, I've passed your message on. A colleague will call you back.",
+    },
+    "de": {
+        "brief": "Weitergeleiteter Anruf. Grund: {reason}. Zusammenfassung: {summary}",
+        "accept": "Drücken Sie die 1, um den Anruf anzunehmen.",
+        "gone": "Der Anrufer hat aufgelegt.",
+        "hold": "Bitte bleiben Sie dran, ich verbinde Sie mit einem Kollegen.",
+        "handoff": "Ich verbinde Sie mit einem Kollegen. Bitte bleiben Sie dran.",
+        "nobody_free": "Es tut mir leid, gerade ist niemand frei. Ich kann eine Nachricht "
+        "oder eine Rückrufnummer aufnehmen.",
+        "unavailable": "Es tut mir leid, auf dieser Leitung kann ich Sie nicht weiterverbinden. "
+        "Ich kann eine Nachricht oder eine Rückrufnummer aufnehmen.",
+        "message_taken": "Danke, ich habe Ihre Nachricht weitergegeben. Wir rufen Sie zurück.",
+    },
+    "fr": {
+        "brief": "Appel transféré. Motif : {reason}. Résumé : {summary}",
+        "accept": "Appuyez sur 1 pour prendre l'appel.",
+        "gone": "L'appelant a raccroché.",
+        "hold": "Veuillez patienter, je vous mets en relation avec un collègue.",
+        "handoff": "Je vous mets en relation avec un collègue. Veuillez patienter.",
+        "nobody_free": "Je suis désolé, personne n'est disponible pour le moment. Je peux "
+        "prendre un message ou un numéro de rappel.",
+        "unavailable": "Je suis désolé, je ne peux pas vous transférer sur cette ligne. "
+        "Je peux prendre un message ou un numéro de rappel.",
+        "message_taken": "Merci, j'ai transmis votre message. Un collègue vous rappellera.",
+    },
+    "es": {
+        "brief": "Llamada escalada. Motivo: {reason}. Resumen: {summary}",
+        "accept": "Pulse 1 para atender la llamada.",
+        "gone": "El cliente ha colgado.",
+        "hold": "Espere un momento, le paso con un compañero.",
+        "handoff": "Le paso con un compañero que puede ayudarle. Espere un momento.",
+        "nobody_free": "Lo siento, ahora mismo no hay nadie disponible. Puedo tomar un "
+        "mensaje o un número para devolverle la llamada.",
+        "unavailable": "Lo siento, en esta línea no puedo pasarle con un compañero. "
+        "Puedo tomar un mensaje o un número para devolverle la llamada.",
+        "message_taken": "Gracias, he pasado su mensaje. Un compañero le llamará.",
+    },
+    "it": {
+        "brief": "Chiamata inoltrata. Motivo: {reason}. Riepilogo: {summary}",
+        "accept": "Prema 1 per rispondere alla chiamata.",
+        "gone": "Il cliente ha riattaccato.",
+        "hold": "Resti in linea, la metto in contatto con un collega.",
+        "handoff": "La metto in contatto con un collega. Resti in linea.",
+        "nobody_free": "Mi dispiace, al momento non c'è nessuno disponibile. Posso prendere "
+        "un messaggio o un numero per richiamarla.",
+        "unavailable": "Mi dispiace, su questa linea non posso passarla a un collega. "
+        "Posso prendere un messaggio o un numero per richiamarla.",
+        "message_taken": "Grazie, ho inoltrato il suo messaggio. Un collega la richiamerà.",
+    },
+    "pt": {
+        "brief": "Chamada encaminhada. Motivo: {reason}. Resumo: {summary}",
+        "accept": "Pressione 1 para atender a chamada.",
+        "gone": "O cliente desligou.",
+        "hold": "Aguarde, vou transferi-lo para um colega.",
+        "handoff": "Vou transferi-lo para um colega que pode ajudar. Aguarde.",
+        "nobody_free": "Lamento, não há ninguém disponível neste momento. Posso anotar uma "
+        "mensagem ou um número para ligarmos de volta.",
+        "unavailable": "Lamento, nesta linha não consigo transferi-lo para um colega. "
+        "Posso anotar uma mensagem ou um número para ligarmos de volta.",
+        "message_taken": "Obrigado, passei a sua mensagem. Um colega vai ligar de volta.",
+    },
+}
+
+# What the model is told with each escalation outcome (it must not promise what is not so).
+ESCALATION_INSTRUCTIONS = {
+    "transferring": "The caller is being transferred; say nothing more.",
+    "unavailable": "No transfer to a person is possible on this call. Do not promise one: "
+    "apologise and offer to take a message or a callback number (then call take_message).",
+    "already_transferring": "A transfer is already under way.",
+}
+
+TAKE_MESSAGE_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "take_message",
+        "description": "Store a message and/or callback number for a colleague, when no person "
+        "can take the call.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "message": {"type": "string", "description": "The caller's message."},
+                "callback_number": {
+                    "type": "string",
+                    "description": "Where the caller wants to be called back, if given.",
+                },
+            },
+            "required": ["message"],
+        },
+    },
+}
+
+
+def transfer_wording(locale: str) -> dict[str, str]:
+    """The transfer wording for a locale (its language; English when not translated)."""
+    return TRANSFER_WORDING.get(locale.split("-")[0].lower(), TRANSFER_WORDING["en"])
+
+
 # Carriers whose calls are telephone calls (CONSENT_MODE=phone asks on these).
 PHONE_CARRIERS = frozenset({"twilio", "telnyx", "vonage"})
 
@@ -287,25 +418,101 @@ async def _choose_locale(call: Call, stores: Any) -> LocaleRow | None:
         return call.locale_row
 
 
-def _transfer_for(call: Call) -> Any:
-    """Warm transfer over Twilio's REST API where the call came from Twilio and keys are set."""
-    s = call.settings
-    if call.carrier != "twilio" or not s.twilio_account_sid or s.twilio_auth_token is None:
+def _transfer_for(
+    call: Call,
+    recorder: TranscriptRecorder,
+    stores: Any,
+    locale: str,
+    trigger: dict[str, str],
+) -> TwilioHandoff | None:
+    """Warm transfer over Twilio's REST API where the call came from Twilio and TRANSFER_TO,
+    the Twilio keys and PUBLIC_URL are set; None = no transfer path (a message is taken)."""
+    if call.carrier != "twilio" or call.custom_parameters.get(RESUME_PARAM):
+        return None  # a caller nobody could take is not put on hold again in the same call
+    config = TransferConfig.from_settings(call.settings)
+    if config is None:
         return None
-    from voxpipe.server.twilio_rest import TwilioCallControl
+    words = transfer_wording(locale)
 
-    control = TwilioCallControl(
-        s.twilio_account_sid, s.twilio_auth_token.get_secret_value(), base_url=s.twilio_api_base_url
+    def wording(reason: str, summary: str) -> TransferWording:
+        return TransferWording(
+            brief=words["brief"].format(reason=reason, summary=summary),
+            accept_prompt=words["accept"],
+            caller_gone=words["gone"],
+            language=locale,
+            hold_line=words["hold"],
+        )
+
+    return TwilioHandoff(
+        config,
+        call_sid=call.call_id,
+        called=call.called,
+        recorder=recorder,
+        sessions=stores.sessions,
+        transcripts=stores.transcripts,
+        wording=wording,
+        trigger=lambda: trigger.get("by", "policy"),
+        heartbeat_interval_s=call.settings.heartbeat_interval_s,
     )
 
-    async def transfer(reason: str, summary: str) -> None:
-        room = f"support-{call.call_id}"
-        # The agent desk reads the reason and summary from the session before joining the
-        # conference; the caller waits in it with hold music.
-        twiml = f"<Response><Dial><Conference>{escape(room)}</Conference></Dial></Response>"
-        await control.redirect(call.call_id, twiml)
 
-    return transfer
+def _escalation(
+    call: Call, llm: Any, recorder: TranscriptRecorder, stores: Any, locale: str
+) -> tuple[Escalation, EscalationParams]:
+    """The escalation (warm transfer where there is a path, else a message) and its tools."""
+    words = transfer_wording(locale)
+    trigger = {"by": "policy"}
+    handoff = _transfer_for(call, recorder, stores, locale, trigger)
+
+    async def record(reason: str, summary: str) -> None:
+        await recorder.mark_escalated(reason, summary)
+        if handoff is None:  # no transfer: the record says so; take_message completes it
+            await take_message_record(reason, summary, trigger["by"])
+
+    async def take_message_record(reason: str, summary: str, by: str) -> None:
+        values = {
+            "escalation": {
+                "reason": reason,
+                "summary": summary,
+                "trigger": by,
+                "outcome": "unavailable",
+                "started_at": time.time(),
+            }
+        }
+        recorder.meta.update(values)
+        if recorder.retaining:
+            await stores.sessions.set_meta(call.call_id, values)
+
+    escalation = Escalation(record=record, transfer=handoff)
+
+    async def escalate_to_human(reason: str, summary: str = "") -> dict[str, Any]:
+        trigger["by"] = "tool"
+        try:
+            result = await escalation.escalate(reason, summary)
+        finally:
+            trigger["by"] = "policy"
+        status = str(result.get("status", ""))
+        result["instructions"] = ESCALATION_INSTRUCTIONS.get(status, "")
+        result["say"] = words["unavailable"] if status == "unavailable" else words["handoff"]
+        return result
+
+    async def take_message_tool(message: str, callback_number: str = "") -> dict[str, Any]:
+        if "escalation" not in recorder.meta:
+            await take_message_record("caller left a message", "", "tool")
+        result = await take_message(
+            recorder, stores.sessions, call.call_id, message, callback_number or call.caller
+        )
+        result["say"] = words["message_taken"]
+        return result
+
+    llm.register_function(
+        "escalate_to_human", escalate_to_human, ESCALATE_TOOL, cancel_on_interruption=False
+    )
+    llm.register_function(
+        "take_message", take_message_tool, TAKE_MESSAGE_TOOL, cancel_on_interruption=False
+    )
+    params = EscalationParams(handoff_line=words["handoff"], unavailable_line=words["unavailable"])
+    return escalation, params
 
 
 async def bot(call: Call) -> Pipeline:
@@ -313,8 +520,16 @@ async def bot(call: Call) -> Pipeline:
     settings = call.settings
     stores = await shared_stores(settings)
     locale = await _choose_locale(call, stores)
+    locale_name = locale.locale if locale else call.locale
     greeting = locale.greeting if locale else "Hello, how can I help you today?"
-    prompts = consent_prompts(call, locale.locale if locale else call.locale)
+    prompts = consent_prompts(call, locale_name)
+    # A caller nobody could take comes back to us: the same conversation carries on (issue 11).
+    resumed = None
+    if call.custom_parameters.get(RESUME_PARAM) == "transfer":
+        greeting = transfer_wording(locale_name)["nobody_free"]
+        resumed = await stores.sessions.load(call.call_id)
+        if resumed is not None and resumed.meta.get("consent"):
+            prompts = None  # asked and answered earlier in this call
 
     stt = stt_from_settings(settings, locale, phrases=OFFLINE_PHRASES)
     llm = llm_from_settings(settings, intents=INTENTS)
@@ -348,10 +563,9 @@ async def bot(call: Call) -> Pipeline:
             "bot": "support_agent",
         },
     )
-    escalation = Escalation(record=recorder.mark_escalated, transfer=_transfer_for(call))
-    llm.register_function(
-        "escalate_to_human", escalation.escalate, ESCALATE_TOOL, cancel_on_interruption=False
-    )
+    if resumed is not None:
+        resume_conversation(resumed, context, recorder)
+    escalation, escalation_params = _escalation(call, llm, recorder, stores, locale_name)
     llm.register_function("order_status", order_status, ORDER_TOOL)
     payment = PaymentGuard(
         PaymentGuardParams(
@@ -395,7 +609,7 @@ async def bot(call: Call) -> Pipeline:
             stt,
             *compliance,
             SilenceArtifactFilter(window_s=settings.silence_artifact_window_s),
-            EscalationPolicy(escalation, context),
+            EscalationPolicy(escalation, context, escalation_params),
             user,
             *opening,
             OutagePolicy(outage_lines),

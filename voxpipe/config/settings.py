@@ -302,6 +302,38 @@ class VoxpipeSettings(BaseSettings):
         120.0, gt=0, description="A payment pause ends after this many seconds at the latest."
     )
 
+    # --- telephony: warm transfer (issue 11) -------------------------------------------------
+    transfer_to: str | None = Field(
+        None,
+        description="Where escalated calls go, tried in order: a comma list of E.164 numbers or "
+        "sip: URIs (e.g. '+15550001111,sip:desk@pbx.example.com'). Unset = no transfer path: "
+        "the bot takes a message instead.",
+    )
+    transfer_ring_timeout_s: int = Field(
+        20, ge=5, le=600, description="Seconds an agent's phone rings before the next is tried."
+    )
+    transfer_hold_url: str | None = Field(
+        None,
+        description="Hold audio (or TwiML) the caller hears while an agent is dialled; unset = "
+        "the short hold tone the server serves at /transfer/hold.wav.",
+    )
+    transfer_from: str | None = Field(
+        None,
+        description="Caller id for the agent legs (a number of your Twilio account); unset = the "
+        "number the caller dialled.",
+    )
+    desk_token: SecretStr | None = Field(
+        None,
+        description="Bearer token of the agent desk (/desk, /api/escalations); unset = no desk.",
+    )
+
+    @field_validator(
+        "transfer_to", "transfer_hold_url", "transfer_from", "desk_token", mode="before"
+    )
+    @classmethod
+    def _transfer_empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip() == "" else value
+
     # --- security: the server's edge (issue 18) ---------------------------------------------
     webrtc: Literal["auto", "off", "token", "open"] = Field(
         "auto",

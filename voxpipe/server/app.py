@@ -208,6 +208,11 @@ def create_app(
         async def twilio_stream(websocket: WebSocket) -> None:
             await media_stream(websocket, "twilio")
 
+        # Warm transfer (issue 11): Twilio's signed callbacks and the hold audio.
+        from voxpipe.server.transfer_routes import transfer_router
+
+        app.include_router(transfer_router(metrics))
+
     if carriers.serves("telnyx"):
         app.add_api_route("/telnyx/voice", telnyx_voice, methods=["POST"], include_in_schema=False)
 
@@ -232,6 +237,10 @@ def create_app(
         app.include_router(webrtc_router())
 
     app.include_router(records_router())  # the records API under /api/ (issue 12)
+    if settings.desk_token is not None:  # the agent desk (issue 11): live escalations
+        from voxpipe.server.desk import desk_router
+
+        app.include_router(desk_router(settings.desk_token.get_secret_value()))
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz(request: Request) -> Response:

@@ -29,7 +29,7 @@ from voxpipe.processors.aggregators.context import ContextEntry, message_text
 from voxpipe.processors.base import FrameProcessor
 from voxpipe.processors.policy.cards import redact_card_numbers
 from voxpipe.state.heartbeat import SessionHeartbeat
-from voxpipe.state.session import SessionStore, Turn
+from voxpipe.state.session import SessionState, SessionStore, Turn
 from voxpipe.state.transcripts import Transcript, TranscriptStore
 
 # Frames after which the context's new entries are complete and can be stored.
@@ -100,11 +100,29 @@ class TranscriptRecorder(FrameProcessor):
         self._pending_latency: float | None = None  # caller's turn end -> bot's first audio
         self._finished = False
         self._drop_liveness = False
+        # True while the call goes on without this pipeline (a warm transfer moved the caller):
+        # at its end the turns go to the session and whoever ends the call writes the row.
+        self.defer_final = False
+        self.closed = asyncio.Event()  # set once cleanup has stored what it had to
+        self._resumed_started_at: float | None = None
+
+    def resume_from(self, state: SessionState) -> None:
+        """Continue the call ``state`` holds (the caller came back): its turns, metadata and
+        consent carry on; the transcript row covers the whole call."""
+        self.turns = list(state.turns)
+        self.meta.update({k: v for k, v in state.meta.items() if k != "owner"})
+        if state.meta.get("consent"):
+            self.consent = True
+        if state.meta.get("escalated"):
+            self.escalated = True
+            self.escalation_reason = state.meta.get("escalation_reason")
+        started = state.meta.get("started_at")
+        self._resumed_started_at = float(started) if started else None
 
     async def on_start(self, frame: StartFrame) -> None:
         # First: the call is alive from its first moment, whatever it may store.
         await self.heartbeat.start()
-        self._started_at = time.time()
+        self._started_at = self._resumed_started_at or time.time()
         self.meta.setdefault("call_id", self.session_id)
         self.meta.setdefault("started_at", self._started_at)
         # The server's owner of this call start: only it may write this call id's transcript
@@ -265,6 +283,12 @@ class TranscriptRecorder(FrameProcessor):
             self._cursor = len(entries)
 
     async def cleanup(self) -> None:
+        try:
+            await self._end_of_call()
+        finally:
+            self.closed.set()  # what this pipeline had to store is stored
+
+    async def _end_of_call(self) -> None:
         # Runs however the call ended (even a cancel that never reached this processor), after
         # the pipeline stopped: database time never holds up the end of the call. The heartbeat
         # goes on until the transcript is safe (or left for the sweeper), then stops.
@@ -296,6 +320,13 @@ class TranscriptRecorder(FrameProcessor):
                 await self.sessions.append_turn(self.session_id, turn)
             except Exception as exc:
                 self.logger.error("session store write failed: %s", exc)
+        if self.defer_final:
+            try:
+                await self.sessions.set_meta(self.session_id, self.meta)
+            except Exception as exc:
+                self.logger.error("session store write failed: %s", exc)
+            self.logger.info("call continues after this stream (transfer): row written later")
+            return
         transcript = Transcript(
             call_id=self.session_id,
             started_at=self._started_at,
@@ -320,7 +351,15 @@ class TranscriptRecorder(FrameProcessor):
 
 
 # What of the call's meta goes into its record (the call-end webhook and the records API).
-_RECORD_META = ("carrier", "bot", "country", "consent", "escalation_summary", "payment_pauses")
+_RECORD_META = (
+    "carrier",
+    "bot",
+    "country",
+    "consent",
+    "escalation",
+    "escalation_summary",
+    "payment_pauses",
+)
 
 
 def _scrub(text: str) -> str:

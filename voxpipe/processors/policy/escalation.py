@@ -128,12 +128,16 @@ class Escalation:
         await self._set(EscalationState.TRANSFERRING, reason)
         if self._record is not None:
             await self._record(reason, summary)
-        if self._transfer is not None:
-            try:
-                await self._transfer(reason, summary)
-            except Exception as exc:  # the carrier refused: the bot goes on with the caller
-                await self.failed(f"transfer failed: {exc}")
-                return {"status": "transfer_failed", "reason": reason}
+        if self._transfer is None:
+            # No transfer path for this call (issue 11): the model must not promise one, and
+            # the bot answers the caller again at once.
+            await self.failed("unavailable: no transfer path")
+            return {"status": "unavailable", "reason": reason}
+        try:
+            await self._transfer(reason, summary)
+        except Exception as exc:  # the carrier refused to move the caller: the bot keeps the call
+            await self.failed(f"unavailable: transfer failed: {exc}")
+            return {"status": "unavailable", "reason": reason}
         return {"status": "transferring", "reason": reason}
 
     async def finished(self, detail: str = "") -> None:
@@ -183,6 +187,11 @@ class EscalationParams:
     negative_threshold: int = 2  # negative words in one utterance that count as strong
     negative_turns: int = 2  # ... or this many negative utterances in the call
     handoff_line: str = "I'm connecting you to a colleague who can help. Please hold."
+    # Said instead when no transfer is possible (no transfer path, or the move failed).
+    unavailable_line: str = (
+        "I'm sorry, I can't put you through to a colleague on this line. "
+        "I can take a message or a callback number."
+    )
     extra_requests: tuple[str, ...] = field(default_factory=tuple)
     # A hand-over neither finished nor failed by then is failed, so the bot answers again.
     transfer_timeout_s: float | None = 60.0
@@ -306,9 +315,14 @@ class EscalationPolicy(FrameProcessor):
                 # EscalationStartedFrame goes first (from the state change), then the words,
                 # which the user aggregator keeps without asking for a reply.
                 outcome = await self.escalation.escalate(reason, summary)
+                if outcome.get("status") == "unavailable":
+                    # No person can take the call: one fixed line (take a message), and the
+                    # words stay in the context without a second, LLM-made answer.
+                    self.context.add_user_message(frame.text)
+                    await self.push_frame(TTSSpeakFrame(self.params.unavailable_line))
+                    return
                 await self.push_frame(frame, direction)
                 if outcome.get("status") == "transferring":
                     await self.push_frame(TTSSpeakFrame(self.params.handoff_line))
-                # else the transfer failed at once: the LLM answers these words instead.
                 return
         await self.push_frame(frame, direction)

@@ -1,0 +1,87 @@
+"""Where a call has no transfer path (not Twilio, or TRANSFER_TO / keys / PUBLIC_URL unset), an
+escalation tells the model ``{"status": "unavailable"}``, the bot promises no transfer and
+takes a message instead; the escalation record says so in the transcript row."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from tests.bots.caller_audio import make_caller_wav
+from voxpipe.call import load_bot
+from voxpipe.config.settings import VoxpipeSettings
+from voxpipe.processors.policy.escalation import Escalation
+from voxpipe.state.sqlite_store import SqliteTranscriptStore
+from voxpipe.telephony.transfers import TransferConfig
+from voxpipe.testing.bot_runs import run_wav_call
+
+BOT = Path(__file__).resolve().parents[2] / "bots" / "support_agent.py"
+
+
+async def test_the_tool_says_unavailable_without_a_transfer_path() -> None:
+    escalation = Escalation(transfer=None)
+    assert await escalation.escalate("caller asked for a person", "x") == {
+        "status": "unavailable",
+        "reason": "caller asked for a person",
+    }
+
+
+async def test_a_transfer_that_cannot_move_the_caller_is_unavailable_too() -> None:
+    async def refused(reason: str, summary: str) -> None:
+        raise RuntimeError("the caller could not be moved to hold")
+
+    result = await Escalation(transfer=refused).escalate("loop", "y")
+    assert result["status"] == "unavailable"
+
+
+def test_twilio_without_keys_or_public_url_has_no_transfer_path() -> None:
+    base = {"_env_file": None, "transfer_to": "+15550001111"}
+    assert TransferConfig.from_settings(VoxpipeSettings(**base)) is None  # type: ignore[arg-type]
+    full = VoxpipeSettings(  # type: ignore[call-arg]
+        **base,
+        twilio_account_sid="AC" + "0" * 32,
+        twilio_auth_token="t",
+        public_url="https://voice.example.com/",
+    )
+    config = TransferConfig.from_settings(full)
+    assert config is not None and config.targets == ("+15550001111",)
+    assert config.urls("CA1").hold == "https://voice.example.com/transfer/hold.wav"
+    bad = VoxpipeSettings(**{**full.model_dump(), "transfer_to": "0800 FLOWERS"})
+    assert TransferConfig.from_settings(bad) is None
+
+
+def test_offline_call_escalation_takes_a_message_and_promises_no_transfer(
+    tmp_path: Path,
+) -> None:
+    wav = make_caller_wav(
+        tmp_path / "caller.wav", ["i want to talk to a human", "please call me back"]
+    )
+    db = tmp_path / "calls.sqlite3"
+    settings = VoxpipeSettings(  # type: ignore[call-arg]
+        _env_file=None,
+        sqlite_path=str(db),
+        spool_dir=str(tmp_path / "spool"),
+        transfer_to="+15550001111",  # set, but a WAV call has no carrier to transfer with
+    )
+    out = run_wav_call(load_bot(BOT), wav, settings=settings, metadata={"call_id": "CAnone"})
+    assert out.transcript["end_reason"]
+
+    async def read() -> object:
+        store = SqliteTranscriptStore(db)
+        await store.start()
+        try:
+            return await store.read("CAnone", reader="test")
+        finally:
+            await store.close()
+
+    row = asyncio.run(read())
+    assert row is not None
+    said = [t.text for t in row.turns if t.role == "assistant"]  # type: ignore[attr-defined]
+    assert not any("connecting you" in s.lower() for s in said), said
+    # (The caller may talk over the end of it: the line is stored as far as it was heard.)
+    assert any(s.startswith("I'm sorry, I can't put you through to a colleague") for s in said)
+    assert any("Thank you, I've passed your message on." in s for s in said), said
+    record = row.metadata["escalation"]  # type: ignore[attr-defined]
+    assert record["outcome"] == "message_taken"
+    assert record["reason"] == "caller asked for a person" and record["trigger"] == "policy"
+    assert record["message"] == "please call me back"

@@ -1,0 +1,163 @@
+"""The live transfers of this worker, their step counts, and the transfer settings.
+
+A bot starts a transfer (``TwilioTransfer``) while its call runs; Twilio's callbacks about it
+reach the server's transfer routes, which find it here by the caller's CallSid. Callbacks must
+reach the worker that started the transfer (one worker, or sticky routing by CallSid).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+if TYPE_CHECKING:
+    from voxpipe.config.settings import VoxpipeSettings
+    from voxpipe.telephony.twilio_transfer import TransferUrls, TwilioTransfer
+
+__all__ = ["RESUME_PARAM", "TRANSFERS", "TransferConfig", "TransferRegistry", "parse_targets"]
+
+logger = logging.getLogger(__name__)
+
+# Query parameter of the voice webhook URL a returned caller is sent to; reaches the bot as a
+# custom parameter, telling it to resume the conversation from the session store.
+RESUME_PARAM = "voxpipe_resume"
+HOLD_PATH = "/transfer/hold.wav"
+_KEEP_FINISHED = 1000  # late callbacks (a leg's "completed") still find their transfer
+
+
+def parse_targets(value: str | None) -> list[str]:
+    """``TRANSFER_TO`` as a list: E.164 numbers and ``sip:`` URIs, in order.
+
+    Raises ValueError naming the bad entry.
+    """
+    targets = []
+    for raw in (value or "").split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        if item.lower().startswith("sip:"):
+            if "@" not in item or " " in item:
+                raise ValueError(f"TRANSFER_TO entry {item!r} is not a sip: URI (sip:user@host)")
+        elif not (item.startswith("+") and item[1:].isdigit() and 8 <= len(item) <= 16):
+            raise ValueError(f"TRANSFER_TO entry {item!r} is not an E.164 number (+15550001111)")
+        targets.append(item)
+    return targets
+
+
+@dataclass(frozen=True, slots=True)
+class TransferConfig:
+    """A carrier's configured transfer path (Twilio REST keys, targets, public URL)."""
+
+    account_sid: str
+    auth_token: str
+    api_base_url: str
+    targets: tuple[str, ...]
+    public_url: str
+    ring_timeout_s: int
+    hold_url: str | None
+    from_number: str | None
+
+    @classmethod
+    def from_settings(cls, settings: VoxpipeSettings) -> TransferConfig | None:
+        """The Twilio transfer path, or None (logged) when a setting it needs is missing."""
+        s = settings
+        if not s.transfer_to:
+            return None
+        missing = [
+            name
+            for name, value in (
+                ("TWILIO_ACCOUNT_SID", s.twilio_account_sid),
+                ("TWILIO_AUTH_TOKEN", s.twilio_auth_token),
+                ("PUBLIC_URL", s.public_url),
+            )
+            if not value
+        ]
+        if missing:
+            logger.warning(
+                "TRANSFER_TO is set but %s is not: Twilio cannot be asked to transfer calls "
+                "(escalations take a message instead)",
+                ", ".join(missing),
+            )
+            return None
+        try:
+            targets = parse_targets(s.transfer_to)
+        except ValueError as exc:
+            logger.error("%s: escalations take a message instead", exc)
+            return None
+        assert s.twilio_account_sid and s.twilio_auth_token and s.public_url
+        return cls(
+            account_sid=s.twilio_account_sid,
+            auth_token=s.twilio_auth_token.get_secret_value(),
+            api_base_url=s.twilio_api_base_url,
+            targets=tuple(targets),
+            public_url=s.public_url.rstrip("/"),
+            ring_timeout_s=s.transfer_ring_timeout_s,
+            hold_url=s.transfer_hold_url,
+            from_number=s.transfer_from,
+        )
+
+    def urls(self, call_sid: str) -> TransferUrls:
+        """Where Twilio calls back about ``call_sid``'s transfer."""
+        from voxpipe.telephony.twilio_transfer import TransferUrls
+
+        base = f"{self.public_url}/transfer/twilio/{quote(call_sid, safe='')}"
+        return TransferUrls(
+            whisper=f"{base}/whisper",
+            answer=f"{base}/answer",
+            agent_status=f"{base}/agent-status",
+            conference_status=f"{base}/conference-status",
+            hold=self.hold_url or f"{self.public_url}{HOLD_PATH}",
+            resume=f"{self.public_url}/twilio/voice?{RESUME_PARAM}=transfer",
+        )
+
+
+class TransferRegistry:
+    """Transfers by caller CallSid (live ones, and the last finished ones), and step counts."""
+
+    def __init__(self) -> None:
+        self._live: dict[str, TwilioTransfer] = {}
+        self._finished: OrderedDict[str, TwilioTransfer] = OrderedDict()
+        self.steps: Counter[str] = Counter()  # /metrics: voxpipe_transfer_steps{step}
+        self.version = 0  # bumped on every step: the agent desk's event stream follows it
+        self._changed = asyncio.Event()
+
+    def add(self, transfer: TwilioTransfer) -> None:
+        self._live[transfer.call_sid] = transfer
+        self._notify()
+
+    def _notify(self) -> None:
+        self.version += 1
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def wait_changed(self, version: int) -> int:
+        """Return the registry's version once it differs from ``version``."""
+        while self.version == version:
+            await self._changed.wait()
+        return self.version
+
+    def get(self, call_sid: str) -> TwilioTransfer | None:
+        return self._live.get(call_sid) or self._finished.get(call_sid)
+
+    def done(self, transfer: TwilioTransfer) -> None:
+        """Move a finished transfer out of the live set (kept a while for late callbacks)."""
+        if self._live.get(transfer.call_sid) is transfer:
+            del self._live[transfer.call_sid]
+        self._finished[transfer.call_sid] = transfer
+        while len(self._finished) > _KEEP_FINISHED:
+            self._finished.popitem(last=False)
+        self._notify()
+
+    def live(self) -> list[TwilioTransfer]:
+        return list(self._live.values())
+
+    def count(self, step: str) -> None:
+        self.steps[step] += 1
+        self._notify()
+
+
+TRANSFERS = TransferRegistry()
