@@ -200,13 +200,17 @@ async def test_the_second_half_of_a_request_for_a_person_starts_no_llm_request()
     ]
 
 
+async def _moved(reason: str, summary: str) -> None:
+    """A transfer path that moved the caller to hold; an agent answers later, or never."""
+
+
 async def test_after_the_llm_escalates_no_transcript_starts_a_reply_until_the_transfer_fails() -> (
     None
 ):
     """The scripted LLM calls ``escalate_to_human``; the caller's next words start nothing; a
     transfer that neither finishes nor fails is failed after ``transfer_timeout_s``."""
     context = LLMContext(None)
-    escalation = Escalation()
+    escalation = Escalation(transfer=_moved)  # the caller was moved; no agent yet
     llm = ScriptedLLMService(
         [
             Intent(
@@ -247,7 +251,7 @@ async def test_after_the_llm_escalates_no_transcript_starts_a_reply_until_the_tr
 
 async def test_a_finished_transfer_keeps_the_bot_quiet() -> None:
     context = LLMContext(None)
-    escalation = Escalation()
+    escalation = Escalation(transfer=_moved)  # the caller was moved; no agent yet
     llm = ScriptedLLMService([Intent("anything", patterns=[r"\w"], reply="How can I help?")])
     r = await run_frames(
         [EscalationPolicy(escalation, context), UserContextAggregator(context), llm, PlayedText()],

@@ -326,6 +326,7 @@ class TranscriptRecorder(FrameProcessor):
             except Exception as exc:
                 self.logger.error("session store write failed: %s", exc)
             self.logger.info("call continues after this stream (transfer): row written later")
+            self._drop_liveness = False  # the session carries the call on: it must stay
             return
         transcript = Transcript(
             call_id=self.session_id,
