@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from aiortp import PortAllocator, RTPSession
+from aiortp import PortAllocator, RTPSession, get_codec
 from aiosipua import SdpMessage, SdpNegotiationError, negotiate_sdp
 
 from voxpipe.transports.wire import AudioFormat
@@ -58,6 +58,18 @@ class GuardedRTPSession(RTPSession):
         self.last_rx = asyncio.get_running_loop().time()
         super()._handle_rtp(data, addr)
 
+    def switch_codec(self, payload_type: int) -> None:
+        """Send and decode ``payload_type`` from now on, on the same socket (same clock rate).
+
+        aiortp fixes the codec at creation and rebinding the port races the old socket's
+        close; this sets the three places aiortp 0.8 keeps it (the extra pins ``<0.9``).
+        """
+        self._codec = get_codec(payload_type)
+        self._payload_type = payload_type
+        if self._sender is not None:
+            self._sender._payload_type = payload_type
+        self._jitter_buffer.reset()
+
     def relatch(self) -> None:
         """Accept the next source (after a re-INVITE moved the media)."""
         self._latched = None
@@ -97,10 +109,6 @@ class RtpSink:
             await asyncio.gather(self._pacer, return_exceptions=True)
             self._pacer = None
         self._queue.clear()
-
-    def swap_session(self, session: RTPSession) -> None:
-        """Send on ``session`` from now on (a re-INVITE changed the codec at the same rate)."""
-        self._session = session
 
     async def send_audio(self, audio: bytes) -> None:
         self._partial += audio
@@ -221,16 +229,11 @@ class SipMedia:
         old_pt = self.payload_type
         answer = self.negotiate(offer, same_rate)
         if self.payload_type != old_pt:
-            old = self.session
-            await old.close()
-            await self._bind(offer)
-            if sink is not None:
-                sink.swap_session(self.session)
-        else:
-            remote = offer.rtp_address
-            if remote is not None and remote[1] != 0:
-                self.session.update_remote(remote)
-            self.session.relatch()
+            self.session.switch_codec(self.payload_type)
+        remote = offer.rtp_address
+        if remote is not None and remote[1] != 0 and remote[0] != "0.0.0.0":
+            self.session.update_remote(remote)
+        self.session.relatch()
         if sink is not None:
             sink.held = self.held
         return answer

@@ -15,7 +15,7 @@ import ssl
 from typing import TYPE_CHECKING, Any
 
 from aiortp import PortAllocator
-from aiosipua import IncomingCall, SipMessage, SipRequest
+from aiosipua import IncomingCall, SipMessage, SipRequest, parse_sdp
 from aiosipua.transport import TcpSipTransport, UdpSipTransport, _stamp_via_received
 from aiosipua.uas import SipUAS
 
@@ -126,6 +126,18 @@ class _UAS(SipUAS):
             if request.method.upper() != "ACK":
                 self._send_error(request, 403, "Forbidden")
             return
+        problem = _malformed(request)
+        if problem:
+            logger.warning(
+                "SIP %.20s from %s:%s (call %.60s) refused (400): %s",
+                request.method,
+                *addr,
+                request.call_id,
+                problem,
+            )
+            if request.method.upper() != "ACK" and request.via:
+                self._send_error(request, 400, "Bad Request")
+            return
         if request.method.upper() not in self._handlers:
             logger.warning(
                 "SIP %.20s from %s:%s (call %s): method not allowed (405)",
@@ -134,6 +146,26 @@ class _UAS(SipUAS):
                 request.call_id,
             )
         super()._handle_request(request, addr)
+
+
+def _malformed(request: SipRequest) -> str:
+    """Why aiosipua would trip over ``request`` (bad CSeq, Via or SDP); empty when it is fine."""
+    try:
+        request.via  # noqa: B018 - parses every Via
+    except Exception:
+        return "bad Via"
+    cseq = (request.headers.get_first("cseq") or "").split()
+    if cseq:  # a missing CSeq is answered by aiosipua's own required-header check
+        if len(cseq) != 2 or not cseq[0].isdigit() or int(cseq[0]) >= 2**31:
+            return "bad CSeq"
+        if cseq[1].upper() != request.method.upper():
+            return "CSeq method does not match"
+    if request.body and request.content_type == "application/sdp":
+        try:
+            parse_sdp(request.text)
+        except Exception:
+            return "bad SDP"
+    return ""
 
 
 def _allowed(host: str, nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:

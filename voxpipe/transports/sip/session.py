@@ -103,6 +103,10 @@ class SipCall:
             self.log.warning("call %s: re-INVITE refused (488): %s", self.call_id, exc)
             inc._send_response(488, "Not Acceptable Here")
             return
+        except Exception as exc:  # the call goes on with the media it had
+            self.log.warning("call %s: re-INVITE failed (500): %r", self.call_id, exc)
+            inc._send_response(500, "Server Internal Error")
+            return
         self.media.touch()
         inc.accept(answer)
         self.log.info("call %s: re-INVITE %s", self.call_id, "hold" if self.media.held else "ok")
