@@ -293,3 +293,27 @@ async def test_bad_input_is_logged_and_the_server_keeps_serving(
         c.request("OPTIONS")
         assert (await c.final()).status_code == 200
         c.close()
+
+
+async def test_calls_beyond_max_calls_get_503() -> None:
+    async with serve(max_calls=1) as srv:
+        a = await SipClient(srv.addr).open()
+        await _answered(a, sdp_offer(40020))
+        b = await SipClient(srv.addr).open()
+        b.request("INVITE", body=sdp_offer(40022))
+        r = await b.final()
+        assert r.status_code == 503 and r.headers.get_first("retry-after") == "5"
+        assert srv.metrics.calls_refused["sip", "busy"] == 1
+        a.request("BYE")
+        assert (await a.final()).status_code == 200
+        a.close()
+        b.close()
+
+
+def test_caller_and_called_from_the_invite() -> None:
+    from voxpipe.transports.sip.session import _user
+
+    assert _user('"Bob" <sip:+15551234@pbx.example;user=phone>') == "+15551234"
+    assert _user("sip:alice@example.com") == "alice"
+    assert _user("<tel:+442071234567;cpc=ordinary>") == "+442071234567"
+    assert _user("not a uri <<<") == ""

@@ -274,16 +274,26 @@ class SipServer:
             return
         if inc.call_id in self.calls:
             return  # a retransmitted INVITE: aiosipua re-sent 100 Trying
+        slot = self.st.call_limiter.acquire(CARRIER)
+        if slot is None:  # MAX_CALLS / MAX_CALLS_PER_CARRIER: busy, try again shortly
+            logger.warning(
+                "SIP call %s refused (503): %s", inc.call_id, self.st.call_limiter.describe(CARRIER)
+            )
+            m.calls_refused[CARRIER, "busy"] += 1
+            inc._send_response(503, "Service Unavailable", extra_headers={"Retry-After": "5"})
+            inc.dialog.terminate()
+            return
         call = SipCall(self.st, inc, self.ports, bind_ip=self.host, sdp_ip=self.sdp_ip)
         self.calls[call.call_id] = call
-        self._spawn(self._run(call))
+        self._spawn(self._run(call, slot))
 
-    async def _run(self, call: SipCall) -> None:
+    async def _run(self, call: SipCall, slot: Any) -> None:
         try:
             await call.run()
         except Exception:
             logger.exception("SIP call %s failed", call.call_id)
         finally:
+            slot.release()
             self.calls.pop(call.call_id, None)
 
     def _on_reinvite(self, inc: IncomingCall) -> None:

@@ -43,7 +43,12 @@ _TRANSITIONS = {
 def _user(uri_or_address: str) -> str:
     """The user part of a SIP URI or name-addr (``"Bob" <sip:+1555@host>`` → ``+1555``)."""
     text = uri_or_address.strip()
+    inner = text[text.find("<") + 1 : text.find(">")] if "<" in text and ">" in text else text
+    if inner.lower().startswith("tel:"):  # RFC 3966, common in P-Asserted-Identity
+        return inner[4:].split(";")[0]
     try:
+        if not inner.lower().startswith(("sip:", "sips:")):
+            return ""
         uri = parse_address(text).uri if "<" in text else parse_uri(text)
         return uri.user or uri.host
     except Exception:
