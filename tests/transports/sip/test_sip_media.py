@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
+from pathlib import Path
 
 import pytest
 from sipclient import SipClient, sdp_offer
@@ -82,7 +84,7 @@ async def test_invite_over_tcp_is_answered() -> None:
         body = sdp_offer(40010)
         msg = (
             f"INVITE sip:bot@127.0.0.1:{srv.addr[1]};transport=tcp SIP/2.0\r\n"
-            f"Via: SIP/2.0/TCP 127.0.0.1:{local[1]};branch=z9hG4bKtcp1\r\n"
+            "Via: SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bKtcp1\r\n"  # its listening port
             "Max-Forwards: 70\r\n"
             f"From: <sip:alice@127.0.0.1>;tag=t1\r\nTo: <sip:bot@127.0.0.1>\r\n"
             "Call-ID: tcp-call-1\r\nCSeq: 1 INVITE\r\n"
@@ -142,3 +144,56 @@ async def test_sink_paces_frames_reports_marks_played_and_a_flush_drops_the_queu
             await asyncio.sleep(0.005)
     assert session.frames[-2:] == [b"\x02\x00" * 160, b"\x02\x00" * 10 + bytes(300)]
     await sink.close()
+
+
+def _self_signed(tmp: Path) -> tuple[str, str]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    (tmp / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(tmp / "cert.pem"), str(tmp / "key.pem")
+
+
+async def test_options_over_tls_on_the_next_port(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    async with serve(sip_tls_cert=cert, sip_tls_key=key) as srv:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE  # a self-signed test certificate
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.addr[1] + 1, ssl=ctx)
+        writer.write(
+            (
+                f"OPTIONS sip:bot@127.0.0.1:{srv.addr[1] + 1};transport=tls SIP/2.0\r\n"
+                "Via: SIP/2.0/TLS 127.0.0.1:5061;branch=z9hG4bKtls1\r\n"
+                "Max-Forwards: 70\r\nFrom: <sip:pbx@127.0.0.1>;tag=t\r\nTo: <sip:bot@127.0.0.1>\r\n"
+                "Call-ID: tls-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+            ).encode()
+        )
+        async with asyncio.timeout(10):
+            status = await reader.readline()
+        assert status.startswith(b"SIP/2.0 200"), status
+        writer.close()

@@ -15,7 +15,7 @@ import ssl
 from typing import TYPE_CHECKING, Any
 
 from aiortp import PortAllocator
-from aiosipua import IncomingCall, SipMessage, SipRequest, parse_sdp
+from aiosipua import IncomingCall, SipMessage, SipRequest, parse_sdp, parse_via, stringify_via
 from aiosipua.transport import TcpSipTransport, UdpSipTransport, _stamp_via_received
 from aiosipua.uas import SipUAS
 
@@ -42,10 +42,30 @@ def parse_hostport(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _answer_on_connection(request: SipRequest, addr: tuple[str, int]) -> None:
+    """Make responses go back over the request's TCP/TLS connection (RFC 3261 §18.2.2).
+
+    aiosipua routes responses by the Via's sent-by, which over TCP is the peer's listening port
+    (5060), not the connection's; it finds connections by (ip, port), so the Via is stamped with
+    the connection's address as rport/received.
+    """
+    vias = request.headers.get("via")
+    if not vias:
+        return
+    via = parse_via(vias[0])
+    via.params["rport"] = str(addr[1])
+    via.params["received"] = addr[0]
+    request.headers.remove("Via")
+    request.headers.append("Via", stringify_via(via))
+    for v in vias[1:]:
+        request.headers.append("Via", v)
+
+
 class _GuardedDispatch:
     """Size cap and one-line logging for bad input, in front of aiosipua's parser."""
 
     on_message: Any
+    reliable: bool
 
     def _dispatch(self, data: bytes, addr: tuple[str, int]) -> None:
         if len(data) > MAX_MESSAGE_BYTES:
@@ -56,6 +76,8 @@ class _GuardedDispatch:
         try:
             msg = SipMessage.parse(data)
             if isinstance(msg, SipRequest):
+                if self.reliable:
+                    _answer_on_connection(msg, addr)
                 _stamp_via_received(msg, addr)
         except Exception as exc:
             logger.warning("malformed SIP message from %s:%s dropped: %.120s", *addr, exc)
