@@ -185,6 +185,23 @@ class VoxpipeSettings(BaseSettings):
         1800, ge=90, description="RFC 4028 session interval offered on SIP calls."
     )
 
+    @field_validator("sip_listen")
+    @classmethod
+    def _check_sip_listen(cls, value: str | None) -> str | None:
+        if value:
+            host, sep, port = value.strip().rpartition(":")
+            if not sep or not host or not port.isdigit() or int(port) > 65535:
+                raise ValueError(f"SIP_LISTEN must be HOST:PORT (e.g. 0.0.0.0:5060), got {value!r}")
+        return value
+
+    @field_validator("sip_rtp_ports")
+    @classmethod
+    def _check_sip_rtp_ports(cls, value: str) -> str:
+        lo, sep, hi = value.partition("-")
+        if not (sep and lo.isdigit() and hi.isdigit() and 1024 <= int(lo) < int(hi) <= 65535):
+            raise ValueError(f"SIP_RTP_PORTS must be MIN-MAX within 1024-65535, got {value!r}")
+        return value
+
     @field_validator("carriers", mode="before")
     @classmethod
     def _check_carriers(cls, value: Any) -> Any:

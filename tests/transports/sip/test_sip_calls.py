@@ -317,3 +317,14 @@ def test_caller_and_called_from_the_invite() -> None:
     assert _user("sip:alice@example.com") == "alice"
     assert _user("<tel:+442071234567;cpc=ordinary>") == "+442071234567"
     assert _user("not a uri <<<") == ""
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [("sip_listen", "5060"), ("sip_listen", "host:port"), ("sip_rtp_ports", "20000")],
+)
+def test_bad_sip_settings_are_refused_clearly(field: str, value: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=field.upper()):
+        VoxpipeSettings(_env_file=None, **{field: value})  # type: ignore[call-arg]
