@@ -35,7 +35,7 @@ class Server:
         self.sip = app.state.sip
         self.addr = ("127.0.0.1", self.sip.port)
         self.metrics = app.state.voxpipe.metrics
-        self.seen: list[dict[str, Any]] = app.state.voxpipe.bot.__globals__["SEEN"]
+        self.seen: list[dict[str, Any]] = app.state.voxpipe.bot.__globals__.get("SEEN", [])
 
 
 def serve(bot: str = "probe", **kw: Any) -> Any:
@@ -47,7 +47,11 @@ def serve(bot: str = "probe", **kw: Any) -> Any:
         async def __aenter__(self) -> Server:
             self._cm = running_server(app, settings)
             await self._cm.__aenter__()
-            return Server(app)
+            try:
+                return Server(app)
+            except BaseException:
+                await self._cm.__aexit__(None, None, None)
+                raise
 
         async def __aexit__(self, *exc: Any) -> None:
             await self._cm.__aexit__(*exc)
