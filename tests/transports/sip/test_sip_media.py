@@ -197,3 +197,21 @@ async def test_options_over_tls_on_the_next_port(tmp_path: Path) -> None:
             status = await reader.readline()
         assert status.startswith(b"SIP/2.0 200"), status
         writer.close()
+
+
+async def test_an_unrefreshed_session_expires_with_bye() -> None:
+    async with serve() as srv:
+        for uas in srv.sip.uases:  # RFC 4028's 90 s floor would make this test slow
+            uas.session_expires, uas.min_se = 3, 1
+        c = await SipClient(srv.addr).open()
+        ok = await _answered(
+            c, sdp_offer(40030), {"Session-Expires": "3;refresher=uac", "Supported": "timer"}
+        )
+        assert (ok.headers.get_first("session-expires") or "").startswith("3;refresher=uac")
+        async with asyncio.timeout(10):
+            while (await c.requests.get()).method != "BYE":
+                pass
+        async with asyncio.timeout(10):
+            while srv.metrics.calls_ended["sip", "session-expired"] != 1:
+                await asyncio.sleep(0.02)
+        c.close()

@@ -244,6 +244,8 @@ class SipCall:
                     )
                 elif stopped.is_set():
                     how, reason = "server-ended", self.hangup_reason
+                elif self.hangup_reason == "session expired":
+                    how, reason = "session-expired", "no session refresh (RFC 4028)"
                 else:
                     how, reason = "caller-hung-up", self.hangup_reason or "caller hung up"
                 # Graceful: the pipeline ends (transcript written) within its own bound.
@@ -265,7 +267,7 @@ class SipCall:
             if not runner.done():
                 runner.cancel()
             await asyncio.gather(runner, feeder, watchdog, far, return_exceptions=True)
-            if how != "caller-hung-up":
+            if how not in ("caller-hung-up", "session-expired"):  # aiosipua sent that BYE
                 self.inc.hangup()  # BYE: the bot (or the server) ended the call
             self._transition("ended")
             self.outcome = how
