@@ -332,3 +332,37 @@ def test_bad_sip_settings_are_refused_clearly(field: str, value: str) -> None:
 
     with pytest.raises(ValidationError, match=field.upper()):
         VoxpipeSettings(_env_file=None, **{field: value})  # type: ignore[call-arg]
+
+
+@pytest.mark.slow
+async def test_g722_call_runs_at_16_khz_and_a_retransmitted_invite_is_one_call() -> None:
+    async with serve() as srv:
+        c = await SipClient(srv.addr).open()
+        rtp, port = await _rtp(("127.0.0.1", 9), pt=9)
+        heard = bytearray()
+        rtp.on_audio = lambda pcm, ts: heard.extend(pcm)
+        body = sdp_offer(port, "9 0 101")
+        c.request("INVITE", body=body)
+        cseq, branch = c.cseq, c.last_branch
+        c.request("INVITE", body=body, cseq=cseq, branch=branch)  # a UDP retransmission
+        ok = await c.final()
+        assert ok.status_code == 200 and "G722/8000" in ok.text
+        c.ack(cseq)
+        rtp.update_remote(("127.0.0.1", _sdp_port(ok.text)))
+        audio = read_wav(ROOT / "tests" / "data" / "speech_16k.wav")
+        speech = audio.pcm[: 3 * 32000]
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        pcm = speech + bytes(2 * 32000)
+        for i in range(0, len(pcm), 640):  # 20 ms of 16 kHz a packet
+            rtp.send_audio_pcm_auto(pcm[i : i + 640].ljust(640, b"\0"))
+            delay = t0 + (i // 640 + 1) * 0.02 - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        call = srv.seen[-1]["call"]
+        assert len(srv.seen) == 1 and call.audio_in.sample_rate == 16000
+        assert _rms(bytes(heard)) > 0.2 * _rms(speech)
+        c.request("BYE")
+        assert (await c.final()).status_code == 200
+        await rtp.close()
+        c.close()

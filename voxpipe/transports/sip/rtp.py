@@ -24,8 +24,17 @@ __all__ = ["GuardedRTPSession", "RtpSink", "SdpNegotiationError", "SipMedia", "S
 
 logger = logging.getLogger(__name__)
 
-# Payload types we answer, in no particular order: the offerer's preference picks the codec.
-SUPPORTED_PTS = [9, 0, 8]  # G722, PCMU, PCMA
+
+def _codecs() -> list[int]:
+    """Payload types we answer (the offerer's order picks): G.722 when its codec is installed."""
+    try:
+        get_codec(9)  # aiortp[g722] (the public-domain libg722 binding)
+    except ImportError:
+        return [0, 8]
+    return [9, 0, 8]
+
+
+SUPPORTED_PTS = _codecs()  # G722, PCMU, PCMA
 _HELD = ("sendonly", "inactive")
 
 

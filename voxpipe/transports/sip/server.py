@@ -256,7 +256,7 @@ class SipServer:
             session_expires=self.st.settings.sip_session_expires_s,
         )
         uas.allow = self.allow
-        uas.on_invite = self._on_invite
+        uas.on_invite = lambda inc: self._on_invite(inc, uas)
         uas.on_reinvite = self._on_reinvite
         uas.on_bye = lambda inc, req: self._far_end_left(inc.call_id, "caller hung up")
         uas.on_cancel = lambda req, addr: self._far_end_left(req.call_id or "", "cancelled")
@@ -274,7 +274,7 @@ class SipServer:
 
     # ------------------------------------------------------------------ callbacks from the UAS
 
-    def _on_invite(self, inc: IncomingCall) -> None:
+    def _on_invite(self, inc: IncomingCall, uas: _UAS) -> None:
         m = self.st.metrics
         addr = inc.source_addr
         if self.guard is not None and not self.guard.verify(
@@ -294,8 +294,12 @@ class SipServer:
             )
             inc.dialog.terminate()  # the ACK to the 401 then drops it from the UAS
             return
-        if inc.call_id in self.calls:
-            return  # a retransmitted INVITE: aiosipua re-sent 100 Trying
+        known = self.calls.get(inc.call_id)
+        if known is not None:
+            # A retransmitted INVITE (the 100 Trying was lost): aiosipua re-sent 100 and filed
+            # a second call under this Call-ID; keep the one being answered.
+            uas._calls[inc.call_id] = known.inc
+            return
         slot = self.st.call_limiter.acquire(CARRIER)
         if slot is None:  # MAX_CALLS / MAX_CALLS_PER_CARRIER: busy, try again shortly
             logger.warning(
