@@ -111,6 +111,9 @@ def _add_serve(sub: Any) -> None:
     p.add_argument("--port", type=int, default=None, help="port (default PORT or 8000)")
     p.add_argument("--record", metavar="DIR", default=None, help="record every call's frames here")
     p.add_argument("--public-url", default=None, help="public https URL (default PUBLIC_URL)")
+    p.add_argument(
+        "--sip", metavar="HOST:PORT", default=None, help="also take SIP calls here (SIP_LISTEN)"
+    )
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -121,7 +124,7 @@ def _serve(args: argparse.Namespace) -> int:
     from voxpipe.server.run import tune_gc, uvicorn_config
 
     # The bind address is a setting so the app knows whether it is reachable from outside.
-    settings = _settings(public_url=args.public_url, host=args.host)
+    settings = _settings(public_url=args.public_url, host=args.host, sip_listen=args.sip)
     record = args.record or settings.record_dir
     host = args.host if args.host is not None else settings.host
     # The app decides what is open (WebRTC, unsigned webhooks) from where it listens.
@@ -143,7 +146,7 @@ def _serve(args: argparse.Namespace) -> int:
         )
         + (f"; browser calls at {base}/" if app.state.voxpipe.webrtc_access.mode != "off" else "")
         + (f"; recording calls to {record}" if record else ""),
-    )
+    ) + ((f"  SIP: {settings.sip_listen} (udp, tcp)",) if settings.sip_listen else ())
     if fmt == "json":  # every line on stderr is then a JSON object, the banner too
         for line in banner:
             logger.warning(line.strip())

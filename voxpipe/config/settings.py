@@ -151,6 +151,57 @@ class VoxpipeSettings(BaseSettings):
         "than this from now is refused as a replay.",
     )
 
+    # --- direct SIP (issue 16) -----------------------------------------------------------
+    sip_listen: str | None = Field(
+        None,
+        description="HOST:PORT the SIP user agent listens on (UDP and TCP; TLS on PORT+1 when "
+        "SIP_TLS_CERT is set); unset = no SIP. Same as `voxpipe serve --sip HOST:PORT`.",
+    )
+    sip_username: str | None = Field(
+        None, description="Digest user name the trunk/PBX must authenticate INVITEs with."
+    )
+    sip_password: SecretStr | None = Field(
+        None, description="Digest password for SIP_USERNAME; both set = INVITEs are challenged."
+    )
+    sip_allow: str = Field(
+        "",
+        description="Source addresses/networks allowed to send SIP (comma-separated IPs or "
+        "CIDRs); empty = any. Others get 403.",
+    )
+    sip_tls_cert: str | None = Field(None, description="PEM certificate for SIP over TLS.")
+    sip_tls_key: str | None = Field(None, description="PEM private key for SIP_TLS_CERT.")
+    sip_public_ip: str | None = Field(
+        None,
+        description="IP address put in SDP/Contact when the listener binds a wildcard or "
+        "sits behind NAT; unset = the listen address.",
+    )
+    sip_rtp_ports: str = Field(
+        "20000-20999", description="UDP port range (MIN-MAX) for RTP media of SIP calls."
+    )
+    sip_rtp_timeout_s: float = Field(
+        15.0, gt=0, description="A SIP call with no RTP for this long ends (caller gone)."
+    )
+    sip_session_expires_s: int = Field(
+        1800, ge=90, description="RFC 4028 session interval offered on SIP calls."
+    )
+
+    @field_validator("sip_listen")
+    @classmethod
+    def _check_sip_listen(cls, value: str | None) -> str | None:
+        if value:
+            host, sep, port = value.strip().rpartition(":")
+            if not sep or not host or not port.isdigit() or int(port) > 65535:
+                raise ValueError(f"SIP_LISTEN must be HOST:PORT (e.g. 0.0.0.0:5060), got {value!r}")
+        return value
+
+    @field_validator("sip_rtp_ports")
+    @classmethod
+    def _check_sip_rtp_ports(cls, value: str) -> str:
+        lo, sep, hi = value.partition("-")
+        if not (sep and lo.isdigit() and hi.isdigit() and 1024 <= int(lo) < int(hi) <= 65535):
+            raise ValueError(f"SIP_RTP_PORTS must be MIN-MAX within 1024-65535, got {value!r}")
+        return value
+
     @field_validator("carriers", mode="before")
     @classmethod
     def _check_carriers(cls, value: Any) -> Any:

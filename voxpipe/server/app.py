@@ -174,10 +174,13 @@ def create_app(
             stores = await shared_stores(settings)
             orphans = make_sweeper(settings, stores.sessions, stores.transcripts)
             orphans.start()
+        sip = await _start_sip(state, app)  # direct SIP (issue 16): SIP_LISTEN / --sip
         try:
             yield
         finally:
             await registry.close_all()
+            if sip is not None:
+                await sip.stop()
             await state.tokens.close()
             if orphans is not None:
                 await orphans.stop()
@@ -254,3 +257,16 @@ def create_app(
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     return app
+
+
+async def _start_sip(state: ServerState, app: Any) -> Any:
+    """The SIP user agent when SIP_LISTEN is set and ``sip`` is among CARRIERS; else None."""
+    settings = state.settings
+    if not settings.sip_listen or "sip" not in settings.carriers.split(","):
+        return None
+    from voxpipe.transports.sip.server import SipServer
+
+    server = SipServer(state, settings.sip_listen)
+    await server.start()
+    app.state.sip = server  # tests and /metrics readers find the bound port here
+    return server

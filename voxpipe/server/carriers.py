@@ -96,7 +96,7 @@ def carrier_access(settings: VoxpipeSettings, host: str) -> CarrierAccess:
     off: list[str] = []
     for carrier in wanted:
         if carrier not in SECRET_SETTING:
-            continue  # sip: no transport in this version, nothing to serve
+            continue  # sip: no webhooks; its own server checks SIP_ALLOW and digest auth
         if secrets[carrier]:
             access.served[carrier] = "signed"
         elif settings.allow_unsigned_webhooks:
