@@ -154,9 +154,12 @@ class PhoneCall:
     async def say(self, text: str, reply: str) -> dict[str, Any]:
         """The caller says ``text``; returns the request it caused once ``reply`` was heard."""
         before = len(self.requests())
+        heard = len(self.heard())
         assert self.task is not None
         await self.task.queue_frame(TranscriptionFrame(text))
-        await wait_until(lambda: any(reply in h for h in self.heard()) and self.settled(), 20)
+        await wait_until(
+            lambda: any(reply in h for h in self.heard()[heard:]) and self.settled(), 20
+        )
         return self.requests()[before]
 
     async def hang_up(self) -> None:
@@ -217,9 +220,12 @@ async def test_a_callback_on_another_worker_continues_and_withholds_details_unti
     verified = await call2.say("My PIN is 4321.", "you are verified")
     assert verified["messages"][-1]["content"] == "My PIN is 4321."
     assert "out for delivery" not in sent(verified)  # the request that asked for verification
-    after = call2.requests()[-1]  # the request with the verify_caller result
-    assert json.loads(after["messages"][-1]["content"]) == {"verified": True}
+    result = call2.requests()[-1]  # the tool round continues the request that asked
+    assert json.loads(result["messages"][-1]["content"]) == {"verified": True}
+    # ...and from the next request on, the earlier details are there.
+    after = await call2.say("So where is it now?", "How can I help?")
     assert "out for delivery" in sent(after) and "A123" in sent(after)
+    assert WITHHELD_TEXT not in sent(after)
     await call2.hang_up()
 
 
@@ -253,7 +259,7 @@ async def test_a_withheld_number_never_continues(
     call2 = PhoneCall(worker, oa, "CA2", "anonymous")
     await call2.start()
     assert call2.heard()[0].startswith("Hello")
-    first = await call2.say("Hello?", "How can I help?")
+    first = await call2.say("Hello, is anyone there?", "How can I help?")
     assert "I need help with my order." not in sent(first)
     assert "unverified" not in first["messages"][0]["content"]
     await call2.hang_up()

@@ -155,9 +155,7 @@ async def test_the_saved_conversation_marks_tool_results_and_read_backs_sensitiv
     await first_call(store)
     earlier = await peek(store, "CA2")
     assert earlier is not None
-    marks = [
-        (m.message["role"], m.message.get("content"), m.sensitive) for m in earlier.messages
-    ]
+    marks = [(m.message["role"], m.message.get("content"), m.sensitive) for m in earlier.messages]
     assert marks == [
         ("user", "I need help with my order", False),
         ("assistant", "Sure, what is the order number?", False),
@@ -192,7 +190,16 @@ async def test_a_callback_sends_the_earlier_turns_and_withholds_details_until_ve
     assert first[-1] == {"role": "user", "content": "yes please"}
     # A valid OpenAI list: the withheld tool call keeps its result right after it.
     roles = [m["role"] for m in first]
-    assert roles == ["system", "user", "assistant", "user", "assistant", "tool", "assistant", "user"]
+    assert roles == [
+        "system",
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "user",
+    ]
 
     # The bot's verification hook passes: the next request carries the details.
     prior.verify()
@@ -201,8 +208,9 @@ async def test_a_callback_sends_the_earlier_turns_and_withholds_details_until_ve
     assert WITHHELD_TEXT not in verified
 
 
-async def test_the_callbacks_conversation_is_saved_with_the_earlier_one_for_the_next_callback(
-) -> None:
+async def test_the_callbacks_conversation_is_saved_with_the_earlier_one_for_the_next_callback() -> (
+    None
+):
     store = MemoryContinuityStore()
     await first_call(store)
     call = Call(store, "CA2")
