@@ -21,13 +21,23 @@ without them it runs fully offline (PocketSphinx, a scripted dialog, espeak-ng) 
 in the log. Conversation state goes to the session store as each turn completes (Redis with
 REDIS_URL, else memory); the full transcript goes to the transcript store at call end
 (Postgres with DATABASE_URL, else SQLite).
+
+Callbacks continue (CALLBACK_CONTINUITY, default on): a caller whose call dropped and who calls
+back within SESSION_TTL_S is welcomed back with the topic of the earlier call, whose turns the
+LLM gets with every detail withheld until ``verify_caller`` (PIN or date of birth, checked
+against a bot-side lookup) passes; "start over" gives a fresh context. The wording, phrases,
+sensitive patterns and demo lookup are in ``support_agent_continuity.json``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import re
 import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from voxpipe.call import Call
@@ -42,8 +52,10 @@ from voxpipe.frames import (
     TTSTextFrame,
 )
 from voxpipe.pipelines import Pipeline
-from voxpipe.processors.aggregators import LLMContext, UserContextAggregator
+from voxpipe.processors.aggregators import UserContextAggregator
 from voxpipe.processors.aggregators.assistant import AssistantContextAggregator
+from voxpipe.processors.aggregators.continuity import ContinuityKeeper, StartOverDetector
+from voxpipe.processors.aggregators.resume import PriorConversation, PriorNotes, ResumableContext
 from voxpipe.processors.aggregators.transcript import TranscriptRecorder
 from voxpipe.processors.base import FrameProcessor
 from voxpipe.processors.filters.silence_artifact import SilenceArtifactFilter
@@ -66,6 +78,8 @@ from voxpipe.processors.policy.payment import (
 from voxpipe.processors.stt.factory import stt_from_settings
 from voxpipe.processors.tts.factory import tts_from_settings
 from voxpipe.records.recording import recording_for_call
+from voxpipe.state.consent import identifiable_caller
+from voxpipe.state.continuity import CallerContinuity, ResumableConversation
 from voxpipe.state.shared import shared_stores
 from voxpipe.telephony.handoff import TwilioHandoff, resume_conversation, take_message
 from voxpipe.telephony.transfers import RESUME_PARAM, TransferConfig
@@ -367,6 +381,104 @@ ORDER_TOOL = {
 }
 
 
+# --- callback continuity (issue 17): the policy is data, next to this file ------------------
+CONTINUITY = json.loads(Path(__file__).with_name("support_agent_continuity.json").read_text())
+SENSITIVE = [re.compile(p, re.IGNORECASE) for p in CONTINUITY["sensitive_patterns"]]
+PRIOR_NOTES = PriorNotes(
+    unverified=CONTINUITY["prior_notes"]["unverified"],
+    verified=CONTINUITY["prior_notes"]["verified"],
+)
+VERIFY_ATTEMPTS = 3
+
+VERIFY_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "verify_caller",
+        "description": "Verify the caller before discussing details of their earlier call: "
+        "their PIN, or their date of birth (YYYY-MM-DD).",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "pin": {"type": "string", "description": "The caller's PIN."},
+                "date_of_birth": {"type": "string", "description": "YYYY-MM-DD."},
+            },
+            "required": [],
+        },
+    },
+}
+START_OVER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "start_over",
+        "description": "The caller does not want to continue the earlier call: start afresh.",
+        "parameters": {"type": "object", "properties": {}, "required": []},
+    },
+}
+
+
+def is_sensitive(text: str) -> bool:
+    """Account and order numbers, addresses, dates of birth: withheld until verification."""
+    return any(p.search(text) for p in SENSITIVE)
+
+
+def topic_of(messages: Sequence[dict[str, Any]]) -> str | None:
+    """The earlier call's topic: the last tool it used, else the caller's words."""
+    tools = CONTINUITY["topic_tools"]
+    for m in reversed(messages):
+        for call in m.get("tool_calls") or ():
+            topic = tools.get(call.get("function", {}).get("name"))
+            if topic:
+                return str(topic)
+    said = " ".join(str(m.get("content") or "") for m in messages if m.get("role") == "user")
+    said = said.lower()
+    for topic, words in CONTINUITY["topic_keywords"].items():
+        if any(w in said for w in words):
+            return str(topic)
+    return "other" if said.strip() else None
+
+
+def welcome_back(language: str, topic: str | None) -> str:
+    """'Welcome back — we were talking about your order. Shall we continue?' in the language."""
+    lang = language if language in CONTINUITY["welcome_back"] else "en"
+    topics = CONTINUITY["topics"][lang]
+    return str(CONTINUITY["welcome_back"][lang]).format(
+        topic=topics.get(topic or "other", topics["other"])
+    )
+
+
+def start_over_phrases() -> list[str]:
+    """Every language's phrases: a caller may switch language when starting over."""
+    return [p for phrases in CONTINUITY["start_over"].values() for p in phrases]
+
+
+class CallerVerification:
+    """The ``verify_caller`` tool: a PIN or date of birth against the bot's account lookup."""
+
+    def __init__(self, caller: str, prior: PriorConversation) -> None:
+        self.account = CONTINUITY["demo_accounts"].get(identifiable_caller(caller) or "")
+        self.prior = prior
+        self.attempts = 0
+
+    async def verify_caller(self, pin: str = "", date_of_birth: str = "") -> dict[str, Any]:
+        """Check the caller; on success the earlier call's details reach the model."""
+        if self.prior.verified:
+            return {"verified": True}
+        if self.attempts >= VERIFY_ATTEMPTS:
+            return {"verified": False, "reason": "too many attempts; offer a colleague"}
+        self.attempts += 1
+        account = self.account or {}
+        digits = re.sub(r"\D", "", pin)
+        dob = re.sub(r"\D", "", date_of_birth)
+        ok = bool(
+            (digits and digits == account.get("pin"))
+            or (dob and dob == re.sub(r"\D", "", str(account.get("date_of_birth", ""))))
+        )
+        if ok:
+            self.prior.verify()
+            logger.info("caller verified: earlier call details released to the model")
+        return {"verified": ok}
+
+
 class Greeter(FrameProcessor):
     """Speaks the locale's greeting as soon as the call has started."""
 
@@ -406,10 +518,13 @@ def consent_prompts(call: Call, locale: str) -> ConsentPrompts | None:
     return prompts
 
 
-async def _choose_locale(call: Call, stores: Any) -> LocaleRow | None:
+async def _choose_locale(call: Call, stores: Any, earlier: str | None = None) -> LocaleRow | None:
+    params = dict(call.custom_parameters)
+    if earlier and "locale" not in params:
+        params["locale"] = earlier  # a callback continues in the earlier call's language
     hints = CallLocaleHints.from_twilio(
         {"From": call.caller, "FromCountry": call.country or ""},
-        custom_parameters=dict(call.custom_parameters),
+        custom_parameters=params,
     )
     try:
         return (await stores.locales.choose(hints)).row
@@ -457,7 +572,12 @@ def _transfer_for(
 
 
 def _escalation(
-    call: Call, llm: Any, recorder: TranscriptRecorder, stores: Any, locale: str
+    call: Call,
+    llm: Any,
+    recorder: TranscriptRecorder,
+    stores: Any,
+    locale: str,
+    on_escalated: Callable[[str, str], None] | None = None,
 ) -> tuple[Escalation, EscalationParams]:
     """The escalation (warm transfer where there is a path, else a message) and its tools."""
     words = transfer_wording(locale)
@@ -466,6 +586,8 @@ def _escalation(
 
     async def record(reason: str, summary: str) -> None:
         await recorder.mark_escalated(reason, summary)
+        if on_escalated is not None:  # e.g. kept for a callback (issue 17)
+            on_escalated(reason, summary)
         if handoff is None:  # no transfer: the record says so; take_message completes it
             await take_message_record(reason, summary, trigger["by"])
 
@@ -519,13 +641,20 @@ async def bot(call: Call) -> Pipeline:
     """Build the support agent's pipeline for one call."""
     settings = call.settings
     stores = await shared_stores(settings)
-    locale = await _choose_locale(call, stores)
+    # A caller nobody could take comes back to us: the same conversation carries on (issue 11).
+    resuming = call.custom_parameters.get(RESUME_PARAM) == "transfer"
+    # A caller whose earlier call ended calls back: that conversation carries on (issue 17).
+    continuity = CallerContinuity.for_call(settings, stores.continuity, call.caller, call.call_id)
+    earlier: ResumableConversation | None = None if resuming else await continuity.begin()
+    locale = await _choose_locale(call, stores, earlier.locale if earlier else None)
     locale_name = locale.locale if locale else call.locale
     greeting = locale.greeting if locale else "Hello, how can I help you today?"
+    prior = PriorConversation(earlier, notes=PRIOR_NOTES) if earlier else None
+    if earlier is not None:
+        greeting = welcome_back(locale_name.split("-")[0].lower(), earlier.topic)
     prompts = consent_prompts(call, locale_name)
-    # A caller nobody could take comes back to us: the same conversation carries on (issue 11).
     resumed = None
-    if call.custom_parameters.get(RESUME_PARAM) == "transfer":
+    if resuming:
         greeting = transfer_wording(locale_name)["nobody_free"]
         resumed = await stores.sessions.load(call.call_id)
         if resumed is not None and resumed.meta.get("consent"):
@@ -540,10 +669,11 @@ async def bot(call: Call) -> Pipeline:
     tts.prerender(*outage_lines.all(), llm.fallback_text)
 
     # Tools come from the functions registered on the LLM below.
-    context = LLMContext(
+    context = ResumableContext(
         SYSTEM_PROMPT,
         max_turns=settings.context_turns,
         summarizer=llm,  # both the OpenAI service and the scripted dialog summarize
+        prior=prior,
     )
     user = UserContextAggregator(context)
     assistant = AssistantContextAggregator(context)
@@ -565,7 +695,26 @@ async def bot(call: Call) -> Pipeline:
     )
     if resumed is not None:
         resume_conversation(resumed, context, recorder)
-    escalation, escalation_params = _escalation(call, llm, recorder, stores, locale_name)
+    keeper = ContinuityKeeper(
+        context,
+        continuity,
+        require_consent=prompts is not None,
+        is_sensitive=is_sensitive,
+        topic_of=topic_of,
+        locale=locale_name,
+    )
+    escalation, escalation_params = _escalation(
+        call, llm, recorder, stores, locale_name, on_escalated=keeper.mark_escalated
+    )
+    if prior is not None:
+        verification = CallerVerification(call.caller, prior)
+        llm.register_function("verify_caller", verification.verify_caller, VERIFY_TOOL)
+
+        async def start_over() -> dict[str, Any]:
+            await keeper.start_over()
+            return {"status": "started over"}
+
+        llm.register_function("start_over", start_over, START_OVER_TOOL)
     llm.register_function("order_status", order_status, ORDER_TOOL)
     payment = PaymentGuard(
         PaymentGuardParams(
@@ -610,6 +759,7 @@ async def bot(call: Call) -> Pipeline:
             *compliance,
             SilenceArtifactFilter(window_s=settings.silence_artifact_window_s),
             EscalationPolicy(escalation, context, escalation_params),
+            StartOverDetector(keeper, start_over_phrases()),
             user,
             *opening,
             OutagePolicy(outage_lines),
@@ -619,5 +769,6 @@ async def bot(call: Call) -> Pipeline:
             assistant,
             GoodbyeHangup(),
             recorder,
+            keeper,
         ]
     )

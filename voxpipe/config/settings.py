@@ -328,6 +328,14 @@ class VoxpipeSettings(BaseSettings):
     )
     sweeper_interval_s: float = Field(30.0, gt=0, description="Seconds between orphan sweeps.")
 
+    # --- callback continuity (issue 17) -----------------------------------------------------
+    callback_continuity: Literal["on", "off"] = Field(
+        "on",
+        description="A caller who calls back within SESSION_TTL_S of their last call's activity "
+        "continues that conversation (found by an HMAC of the caller id; withheld numbers never "
+        "continue; details stay withheld until the bot verifies the caller).",
+    )
+
     # --- Compliance -------------------------------------------------------------------------
     consent_mode: Literal["phone", "always", "off"] = Field(
         "phone",

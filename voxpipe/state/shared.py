@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from voxpipe.records.runtime import records_store
 from voxpipe.state import make_database, make_session_store, make_transcript_store
 from voxpipe.state.consent import ConsentStore, make_consent_store
+from voxpipe.state.continuity import ContinuityStore, make_continuity_store
 from voxpipe.state.session import SessionStore
 from voxpipe.state.transcripts import TranscriptStore
 
@@ -19,18 +20,21 @@ if TYPE_CHECKING:
 
 @dataclass(slots=True)
 class Stores:
-    """The session store, transcript store, locale table and consent store of this worker."""
+    """The session store, transcript store, locale table and consent store of this worker
+    (and the resumable conversations of callers who may call back)."""
 
     sessions: SessionStore
     transcripts: TranscriptStore
     locales: LocaleTable
     consents: ConsentStore
+    continuity: ContinuityStore
 
     async def close(self) -> None:
         await self.sessions.close()
         await self.transcripts.close()
         await self.locales.close()
         await self.consents.close()
+        await self.continuity.close()
 
 
 _stores: dict[tuple[int, int], Stores] = {}
@@ -57,11 +61,13 @@ async def shared_stores(settings: VoxpipeSettings) -> Stores:
                 records_store(settings, db, make_transcript_store(settings, db)),
                 LocaleTable.from_settings(settings),
                 make_consent_store(settings, db),
+                make_continuity_store(settings),
             )
             await stores.sessions.start()
             await stores.transcripts.start()
             await stores.locales.start()
             await stores.consents.start()
+            await stores.continuity.start()
             _stores[key] = found = stores
     return found
 
