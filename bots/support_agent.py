@@ -6,9 +6,11 @@ transport in -> STT -> payment guard -> consent gate -> silence-artifact filter 
 escalation policy -> user context -> LLM (with tools) -> TTS -> transport out ->
 assistant context -> transcript recorder.
 
-Compliance: on phone calls (CONSENT_MODE) a caller who has not chosen before is asked for
-consent to retention first (DTMF 1 / 2, stored per caller id) and the greeting follows the
-answer; without a "yes" nothing of the call is stored. Card numbers are redacted right after
+Compliance: the consent policy of the caller's jurisdiction (``call.consent_policy``, from the
+locale table and CONSENT_MODE): ``ivr`` asks a caller who has not chosen (or whose choice
+expired) first (1 / 2 or a spoken yes / no, stored per caller id) and greets after the answer,
+without a "yes" nothing of the call is stored; ``notice`` says a one-sentence recording notice
+before the greeting; a caller may withdraw at any time ("stop recording"). Card numbers are redacted right after
 STT and recording and transcription pause around payment details (``start_payment`` /
 ``end_payment`` tools, or a card number detected).
 
@@ -27,7 +29,9 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from voxpipe.call import Call
-from voxpipe.config.locales import CallLocaleHints, LocaleRow
+from voxpipe.config.consent_policy import call_consent_policy
+from voxpipe.config.locale_texts import LocaleTexts
+from voxpipe.config.locales import ConsentPolicy, LocaleRow
 from voxpipe.frames import (
     BotStoppedSpeakingFrame,
     EndTaskFrame,
@@ -46,13 +50,19 @@ from voxpipe.processors.filters.silence_artifact import SilenceArtifactFilter
 from voxpipe.processors.llm.factory import llm_from_settings
 from voxpipe.processors.llm.scripted import Intent
 from voxpipe.processors.policy.consent import ConsentGate, ConsentPrompts
-from voxpipe.processors.policy.escalation import ESCALATE_TOOL, Escalation, EscalationPolicy
+from voxpipe.processors.policy.escalation import (
+    ESCALATE_TOOL,
+    Escalation,
+    EscalationParams,
+    EscalationPolicy,
+)
 from voxpipe.processors.policy.payment import (
     END_PAYMENT_TOOL,
     START_PAYMENT_TOOL,
     PaymentGuard,
     PaymentGuardParams,
 )
+from voxpipe.processors.policy.phrases import PhraseMatcher
 from voxpipe.processors.stt.factory import stt_from_settings
 from voxpipe.processors.tts.factory import tts_from_settings
 from voxpipe.state.shared import shared_stores
@@ -125,54 +135,6 @@ OFFLINE_PHRASES = [
     "goodbye",
 ]
 
-# The consent prompt by language (the locale's first part); CONSENT_PROMPT overrides the prompt.
-CONSENT_PROMPTS = {
-    "en": ConsentPrompts(),
-    "de": ConsentPrompts(
-        prompt="Bevor wir beginnen: Dieser Anruf kann aufgezeichnet und transkribiert werden. "
-        "Drücken Sie die 1, um zuzustimmen, oder die 2, um abzulehnen.",
-        reminder="Bitte drücken Sie die 1 für Zustimmung oder die 2 für Ablehnung.",
-        agreed="Vielen Dank.",
-        declined="In Ordnung. Dieser Anruf wird nicht aufgezeichnet.",
-        no_answer="Dieser Anruf wird nicht aufgezeichnet.",
-    ),
-    "fr": ConsentPrompts(
-        prompt="Avant de commencer : cet appel peut être enregistré et transcrit. "
-        "Appuyez sur 1 pour accepter, ou sur 2 pour refuser.",
-        reminder="Appuyez sur 1 pour accepter l'enregistrement, ou sur 2 pour refuser.",
-        agreed="Merci.",
-        declined="C'est noté. Cet appel ne sera pas enregistré.",
-        no_answer="Cet appel ne sera pas enregistré.",
-    ),
-    "es": ConsentPrompts(
-        prompt="Antes de empezar: esta llamada puede ser grabada y transcrita. "
-        "Pulse 1 para aceptar o 2 para rechazar.",
-        reminder="Pulse 1 para aceptar la grabación o 2 para rechazarla.",
-        agreed="Gracias.",
-        declined="Entendido. Esta llamada no se grabará.",
-        no_answer="Esta llamada no se grabará.",
-    ),
-    "it": ConsentPrompts(
-        prompt="Prima di iniziare: questa chiamata può essere registrata e trascritta. "
-        "Prema 1 per accettare o 2 per rifiutare.",
-        reminder="Prema 1 per accettare la registrazione o 2 per rifiutare.",
-        agreed="Grazie.",
-        declined="Va bene. Questa chiamata non sarà registrata.",
-        no_answer="Questa chiamata non sarà registrata.",
-    ),
-    "pt": ConsentPrompts(
-        prompt="Antes de começar: esta chamada pode ser gravada e transcrita. "
-        "Pressione 1 para aceitar ou 2 para recusar.",
-        reminder="Pressione 1 para aceitar a gravação ou 2 para recusar.",
-        agreed="Obrigado.",
-        declined="Entendido. Esta chamada não será gravada.",
-        no_answer="Esta chamada não será gravada.",
-    ),
-}
-
-# Carriers whose calls are telephone calls (CONSENT_MODE=phone asks on these).
-PHONE_CARRIERS = frozenset({"twilio", "telnyx", "vonage", "plivo"})
-
 ORDERS = {"default": "out for delivery and arrives tomorrow"}
 
 
@@ -216,37 +178,38 @@ class GoodbyeHangup(FrameProcessor):
 
     _bye = False
 
+    def __init__(self, phrases: tuple[str, ...] = ("goodbye",)) -> None:
+        super().__init__()
+        self._goodbye = PhraseMatcher(phrases)
+
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        if isinstance(frame, TTSTextFrame) and "goodbye" in frame.text.lower():
+        if isinstance(frame, TTSTextFrame) and self._goodbye.search(frame.text):
             self._bye = True
         elif isinstance(frame, BotStoppedSpeakingFrame) and self._bye:
             await self.push_frame(EndTaskFrame(reason="bot said goodbye"), FrameDirection.UPSTREAM)
         await self.push_frame(frame, direction)
 
 
-def consent_prompts(call: Call, locale: str) -> ConsentPrompts | None:
-    """The consent wording for this call, or None when the call is not to be asked."""
-    s = call.settings
-    if s.consent_mode == "off" or (
-        s.consent_mode == "phone" and call.carrier not in PHONE_CARRIERS
-    ):
-        return None
-    prompts = CONSENT_PROMPTS.get(locale.split("-")[0].lower(), CONSENT_PROMPTS["en"])
-    if s.consent_prompt:
-        prompts = dataclasses.replace(prompts, prompt=s.consent_prompt)
-    return prompts
-
-
-async def _choose_locale(call: Call, stores: Any) -> LocaleRow | None:
-    hints = CallLocaleHints.from_twilio(
-        {"From": call.caller, "FromCountry": call.country or ""},
-        custom_parameters=dict(call.custom_parameters),
+def consent_policy(call: Call, locale: LocaleRow | None, stores: Any) -> ConsentPolicy:
+    """The call's consent policy: the server's choice, or (a Call built by hand) the same rule."""
+    if call.consent_policy is not None:
+        return call.consent_policy
+    return call_consent_policy(
+        call.settings.consent_mode,
+        carrier=call.carrier,
+        rows=stores.locales.rows_now(),
+        row=locale,
+        country=call.country,
+        caller=call.caller,
     )
-    try:
-        return (await stores.locales.choose(hints)).row
-    except Exception as exc:  # a locale table outage must not refuse the call
-        logger.warning("locale table unavailable, using the call's default: %s", exc)
-        return call.locale_row
+
+
+def consent_prompts(call: Call, locale: str) -> ConsentPrompts:
+    """The consent wording in the call's language (CONSENT_PROMPT overrides the IVR prompt)."""
+    prompts = ConsentPrompts.for_locale(locale)
+    if call.settings.consent_prompt:
+        prompts = dataclasses.replace(prompts, prompt=call.settings.consent_prompt)
+    return prompts
 
 
 def _transfer_for(call: Call) -> Any:
@@ -274,12 +237,22 @@ async def bot(call: Call) -> Pipeline:
     """Build the support agent's pipeline for one call."""
     settings = call.settings
     stores = await shared_stores(settings)
-    locale = await _choose_locale(call, stores)
+    # Chosen by the server from the locale table (the database, refreshed in the background).
+    locale = call.locale_row
+    tag = locale.locale if locale else call.locale
+    texts = LocaleTexts.for_locale(tag)
     greeting = locale.greeting if locale else "Hello, how can I help you today?"
-    prompts = consent_prompts(call, locale.locale if locale else call.locale)
+    policy = consent_policy(call, locale, stores)
+    prompts = consent_prompts(call, tag)
 
     stt = stt_from_settings(settings, locale, phrases=OFFLINE_PHRASES)
-    llm = llm_from_settings(settings, intents=INTENTS)
+    # LLM_FALLBACK_TEXT when the operator set it, else the locale's line.
+    fallback = (
+        settings.llm_fallback_text
+        if "llm_fallback_text" in settings.model_fields_set
+        else texts.text("llm.fallback")
+    )
+    llm = llm_from_settings(settings, intents=INTENTS, fallback_text=fallback)
     tts = tts_from_settings(settings, locale)
 
     # Tools come from the functions registered on the LLM below.
@@ -296,7 +269,7 @@ async def bot(call: Call) -> Pipeline:
         transcripts=stores.transcripts,
         call_id=call.call_id,
         heartbeat_interval_s=settings.heartbeat_interval_s,
-        require_consent=prompts is not None,
+        require_consent=policy != "none",
         meta={
             "caller": call.caller,
             "called": call.called,
@@ -327,14 +300,16 @@ async def bot(call: Call) -> Pipeline:
     # greets once the caller has answered (not over the prompt) and replaces the Greeter.
     compliance: list[FrameProcessor] = [payment]
     opening: list[FrameProcessor] = [Greeter(greeting)]
-    if prompts is not None:
+    if policy != "none":
         gate = ConsentGate(
             stores.consents,
             caller=call.caller,
             call_id=call.call_id,
             prompts=prompts,
             after=greeting,
+            policy=policy,
             answer_timeout_s=settings.consent_answer_timeout_s,
+            ttl_s=settings.consent_ttl_days * 86400.0,
         )
         compliance.append(gate)
         opening = []
@@ -345,14 +320,21 @@ async def bot(call: Call) -> Pipeline:
             stt,
             *compliance,
             SilenceArtifactFilter(window_s=settings.silence_artifact_window_s),
-            EscalationPolicy(escalation, context),
+            EscalationPolicy(
+                escalation,
+                context,
+                EscalationParams(
+                    request_phrases=texts.phrases("escalation.request_phrases"),
+                    handoff_line=texts.text("escalation.handoff"),
+                ),
+            ),
             user,
             *opening,
             llm,
             tts,
             call.transport.output(),
             assistant,
-            GoodbyeHangup(),
+            GoodbyeHangup(texts.phrases("goodbye.phrases")),
             recorder,
         ]
     )

@@ -91,6 +91,12 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        4,
+        "consent policy per locale row",
+        # ivr | notice | none; NULL = the default of the row's countries (voxpipe.config.locales).
+        ("ALTER TABLE locales ADD COLUMN consent TEXT",),
+    ),
 )
 
 SQLITE_MIGRATIONS: tuple[Migration, ...] = (
@@ -158,6 +164,11 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
                 decided_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
             )""",
         ),
+    ),
+    Migration(
+        4,
+        "consent policy per locale row",
+        ("ALTER TABLE locales ADD COLUMN consent TEXT",),
     ),
 )
 
