@@ -12,7 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from voxpipe.config.jurisdiction import country_from_number, default_consent
+from voxpipe.config.jurisdiction import (
+    country_from_number,
+    default_consent,
+    international_digits,
+)
 from voxpipe.config.locales import ConsentPolicy, LocaleRow
 
 __all__ = ["PHONE_CARRIERS", "call_consent_policy", "caller_country", "jurisdiction_policy"]
@@ -65,4 +69,9 @@ def call_consent_policy(
     if carrier not in PHONE_CARRIERS:
         return "none"
     rows = tuple(rows)
-    return jurisdiction_policy(rows, row, caller_country(rows, country, caller))
+    where = caller_country(rows, country, caller)
+    if where is None and international_digits(caller) is not None:
+        # An international number whose calling code is none of the GDPR countries' (that
+        # list is complete): outside the EU/EEA, the UK and Switzerland.
+        return "notice"
+    return jurisdiction_policy(rows, row, where)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-__all__ = ["GDPR_COUNTRIES", "country_from_number", "default_consent"]
+__all__ = ["GDPR_COUNTRIES", "country_from_number", "default_consent", "international_digits"]
 
 # EU member states, the rest of the EEA (IS, LI, NO), the UK with its Crown dependencies, and CH;
 # plus the EU's outermost regions that have ISO codes of their own.
@@ -38,9 +38,9 @@ def default_consent(country: str | None) -> Literal["ivr", "notice"]:
     return "ivr" if country and country.strip().upper() in GDPR_COUNTRIES else "notice"
 
 
-def country_from_number(number: str | None, extra: dict[str, str] | None = None) -> str | None:
-    """The ISO country of an international number when its calling code is known (the GDPR
-    codes above, plus ``extra`` code -> country, e.g. from the locale rows), else None."""
+def international_digits(number: str | None) -> str | None:
+    """The digits of an international number (``+44 20 7946-0000`` -> ``442079460000``), or
+    None for a national number, a withheld id (``anonymous``) or anything else."""
     if not number:
         return None
     compact = re.sub(r"[\s().-]", "", number)
@@ -50,7 +50,14 @@ def country_from_number(number: str | None, extra: dict[str, str] | None = None)
         digits = compact[2:]
     else:
         return None
-    if not digits.isdigit():
+    return digits if digits.isdigit() and len(digits) >= 5 else None
+
+
+def country_from_number(number: str | None, extra: dict[str, str] | None = None) -> str | None:
+    """The ISO country of an international number when its calling code is known (the GDPR
+    codes above, plus ``extra`` code -> country, e.g. from the locale rows), else None."""
+    digits = international_digits(number)
+    if digits is None:
         return None
     codes = {**(extra or {}), **_CODES}
     for length in (3, 2, 1):

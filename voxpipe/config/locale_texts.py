@@ -119,6 +119,12 @@ class LocaleTexts:
             return False
         return True
 
+    def translated(self, key: str) -> bool:
+        """True when ``key`` is in this locale's own language (not only the English fallback)."""
+        if self.chain[0].split("-")[0] == FALLBACK_LANGUAGE:
+            return self.has(key)
+        return any(key in _file(tag, self.override_dir) for tag in self.chain[:-1])
+
     def text(self, key: str, **values: Any) -> str:
         """One line; ``{name}`` placeholders are filled from ``values``."""
         found = self._value(key)

@@ -12,7 +12,8 @@ if TYPE_CHECKING:
 
 __all__ = ["close_shared_locale_tables", "shared_locale_table"]
 
-_tables: dict[tuple[int, int], LocaleTable] = {}
+# (settings, table) per (id(settings), loop): the settings are kept so their id is not reused.
+_tables: dict[tuple[int, int], tuple[VoxpipeSettings, LocaleTable]] = {}
 _locks: dict[int, asyncio.Lock] = {}
 
 
@@ -22,19 +23,19 @@ async def shared_locale_table(settings: VoxpipeSettings) -> LocaleTable:
     key = (id(settings), loop_id)
     found = _tables.get(key)
     if found is not None:
-        return found
+        return found[1]
     async with _locks.setdefault(loop_id, asyncio.Lock()):
         found = _tables.get(key)
         if found is None:
-            found = LocaleTable.from_settings(settings)
-            await found.start()  # never raises for an outage: the shipped rows serve meanwhile
-            _tables[key] = found
-    return found
+            table = LocaleTable.from_settings(settings)
+            await table.start()  # never raises for an outage: the shipped rows serve meanwhile
+            found = _tables[key] = (settings, table)
+    return found[1]
 
 
 async def close_shared_locale_tables() -> None:
     """Stop every table of the running loop (server shutdown, end of a test)."""
     loop_id = id(asyncio.get_running_loop())
     for key in [k for k in _tables if k[1] == loop_id]:
-        await _tables.pop(key).close()
+        await _tables.pop(key)[1].close()
     _locks.pop(loop_id, None)
