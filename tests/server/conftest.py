@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,13 @@ ECHO_BOT = ROOT / "bots" / "echo.py"
 DATA = ROOT / "tests" / "data"
 
 
+# Every server reads its locale table from the database (SQLite by default): keep that file out
+# of the working directory.
+_DB_DIR = Path(tempfile.mkdtemp(prefix="voxpipe-server-tests-"))
+
+
 def make_settings(**kwargs: Any) -> VoxpipeSettings:
+    kwargs.setdefault("sqlite_path", str(_DB_DIR / "voxpipe.sqlite3"))
     return VoxpipeSettings(_env_file=None, **kwargs)  # type: ignore[call-arg]
 
 
