@@ -196,3 +196,14 @@ async def test_from_settings_picks_the_database(
         await table.close()
     pg = LocaleTable.from_settings(VoxpipeSettings(database_url=pg_dsn))
     assert type(pg._backend).__name__ == "_PostgresBackend"
+
+
+async def test_an_invalid_row_is_skipped_not_the_whole_table(backend: Backend) -> None:
+    await backend.insert_raw(
+        ("xx-BAD", "nova-2", "x", "v", "x", "Hi", "ZZ", "not-digits", None)  # bad calling code
+    )
+    await backend.insert_raw(NL_ROW)
+    assert await backend.table.refresh()  # read, not an outage
+    locales = {r.locale for r in backend.table.rows_now()}
+    assert "nl-NL" in locales and "xx-BAD" not in locales
+    assert not backend.table.outage

@@ -62,6 +62,24 @@ def _values(row: LocaleRow) -> tuple[Any, ...]:
     )
 
 
+_reported_bad_rows: set[str] = set()
+
+
+def _parse(records: list[dict[str, Any]]) -> list[LocaleRow]:
+    """Rows from database records; an invalid row (an operator's typo) is skipped and reported
+    once, rather than costing every call the whole table."""
+    rows = []
+    for record in records:
+        try:
+            rows.append(LocaleRow.from_mapping(record))
+        except ValueError as exc:
+            message = str(exc)
+            if message not in _reported_bad_rows:
+                _reported_bad_rows.add(message)
+                logger.error("locale table: skipping an invalid row: %s", message)
+    return rows
+
+
 class _Backend(Protocol):
     async def connect(self) -> None: ...
     async def fetch(self) -> list[LocaleRow]: ...
@@ -79,7 +97,7 @@ class _SqliteBackend:
 
     async def fetch(self) -> list[LocaleRow]:
         rows = await self.db.fetchall(f"SELECT {', '.join(_COLUMNS)} FROM locales")
-        return [LocaleRow.from_mapping(dict(zip(_COLUMNS, r, strict=True))) for r in rows]
+        return _parse([dict(zip(_COLUMNS, r, strict=True)) for r in rows])
 
     async def insert_missing(self, rows: Sequence[LocaleRow]) -> int:
         inserted = 0
@@ -119,7 +137,7 @@ class _PostgresBackend:
     async def fetch(self) -> list[LocaleRow]:
         async with self.db.connection("load locales") as conn:
             rows = await conn.fetch(f"SELECT {', '.join(_COLUMNS)} FROM locales")
-        return [LocaleRow.from_mapping(dict(r)) for r in rows]
+        return _parse([dict(r) for r in rows])
 
     def _insert_sql(self, on_conflict: str) -> str:
         placeholders = ", ".join(f"${i}" for i in range(1, len(_COLUMNS) + 1))
@@ -165,11 +183,10 @@ class LocaleTable:
         refresh_s: float = 5.0,
         seed_rows: Iterable[LocaleRow] | None = None,
         first_load_wait_s: float = 5.0,
-        cache_ttl_s: float | None = None,  # the old name of refresh_s
     ) -> None:
         self._backend = backend
         self.default_locale = default_locale
-        self.refresh_s = refresh_s if cache_ttl_s is None else (cache_ttl_s or refresh_s)
+        self.refresh_s = refresh_s
         self.first_load_wait_s = first_load_wait_s
         self._seed = tuple(seed_rows) if seed_rows is not None else tuple(load_seed_rows())
         self._rows: tuple[LocaleRow, ...] = self._seed
@@ -309,7 +326,7 @@ class LocaleTable:
         if self.outage:
             self.outage = False
             logger.warning("locale table reachable again: %d row(s) reloaded", len(rows))
-        if not any(r.enabled for r in rows):
+        if not any(r.enabled for r in rows) and any(r.enabled for r in self._rows):
             logger.warning("the locale table has no enabled rows: calls use the shipped rows")
         self._rows = tuple(rows)
         self.source = "database"
