@@ -190,6 +190,22 @@ class GoodbyeHangup(FrameProcessor):
         await self.push_frame(frame, direction)
 
 
+def localized_intents(texts: LocaleTexts) -> list[Intent]:
+    """The offline dialog with its handoff, payment and goodbye lines in the call's language."""
+    lines = {
+        "human": ("after_tool", "escalation.handoff"),
+        "payment": ("after_tool", "payment.details_prompt"),
+        "goodbye": ("reply", "goodbye.line"),
+    }
+    out = []
+    for intent in INTENTS:
+        if intent.name in lines:
+            attribute, key = lines[intent.name]
+            intent = dataclasses.replace(intent, **{attribute: texts.text(key)})
+        out.append(intent)
+    return out
+
+
 def consent_policy(call: Call, locale: LocaleRow | None, stores: Any) -> ConsentPolicy:
     """The call's consent policy: the server's choice, or (a Call built by hand) the same rule."""
     if call.consent_policy is not None:
@@ -252,7 +268,7 @@ async def bot(call: Call) -> Pipeline:
         if "llm_fallback_text" in settings.model_fields_set
         else texts.text("llm.fallback")
     )
-    llm = llm_from_settings(settings, intents=INTENTS, fallback_text=fallback)
+    llm = llm_from_settings(settings, intents=localized_intents(texts), fallback_text=fallback)
     tts = tts_from_settings(settings, locale)
 
     # Tools come from the functions registered on the LLM below.

@@ -51,3 +51,13 @@ async def test_a_french_call_is_worded_in_french(tmp_path: Path) -> None:
     goodbye = by_type["GoodbyeHangup"]
     assert goodbye._goodbye.search("Merci de votre appel. Au revoir !")
     assert "au revoir" in locale_phrases("fr-FR", "goodbye.phrases")
+
+
+def test_offline_dialog_lines_follow_the_language() -> None:
+    from voxpipe.config.locale_texts import LocaleTexts
+
+    localized = BOT.__globals__["localized_intents"](LocaleTexts.for_locale("de-DE"))
+    by_name = {i.name: i for i in localized}
+    assert by_name["payment"].after_tool == locale_text("de-DE", "payment.details_prompt")
+    assert by_name["human"].after_tool == locale_text("de-DE", "escalation.handoff")
+    assert by_name["goodbye"].reply == locale_text("de-DE", "goodbye.line")
