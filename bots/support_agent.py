@@ -6,9 +6,11 @@ transport in -> STT -> payment guard -> consent gate -> silence-artifact filter 
 escalation policy -> user context -> LLM (with tools) -> TTS -> transport out ->
 assistant context -> transcript recorder.
 
-Compliance: on phone calls (CONSENT_MODE) a caller who has not chosen before is asked for
-consent to retention first (DTMF 1 / 2, stored per caller id) and the greeting follows the
-answer; without a "yes" nothing of the call is stored. Card numbers are redacted right after
+Compliance: the consent policy of the caller's jurisdiction (``call.consent_policy``, from the
+locale table and CONSENT_MODE): ``ivr`` asks a caller who has not chosen (or whose choice
+expired) first (1 / 2 or a spoken yes / no, stored per caller id) and greets after the answer,
+without a "yes" nothing of the call is stored; ``notice`` says a one-sentence recording notice
+before the greeting; a caller may withdraw at any time ("stop recording"). Card numbers are redacted right after
 STT and recording and transcription pause around payment details (``start_payment`` /
 ``end_payment`` tools, or a card number detected).
 
@@ -41,7 +43,9 @@ from pathlib import Path
 from typing import Any
 
 from voxpipe.call import Call
-from voxpipe.config.locales import CallLocaleHints, LocaleRow
+from voxpipe.config.consent_policy import call_consent_policy
+from voxpipe.config.locale_texts import LocaleTexts
+from voxpipe.config.locales import ConsentPolicy, LocaleRow
 from voxpipe.frames import (
     BotStoppedSpeakingFrame,
     EndTaskFrame,
@@ -75,6 +79,7 @@ from voxpipe.processors.policy.payment import (
     PaymentGuard,
     PaymentGuardParams,
 )
+from voxpipe.processors.policy.phrases import PhraseMatcher
 from voxpipe.processors.stt.factory import stt_from_settings
 from voxpipe.processors.tts.factory import tts_from_settings
 from voxpipe.records.recording import recording_for_call
@@ -164,51 +169,6 @@ OFFLINE_PHRASES = [
     "thank you goodbye",
     "goodbye",
 ]
-
-# The consent prompt by language (the locale's first part); CONSENT_PROMPT overrides the prompt.
-CONSENT_PROMPTS = {
-    "en": ConsentPrompts(),
-    "de": ConsentPrompts(
-        prompt="Bevor wir beginnen: Dieser Anruf kann aufgezeichnet und transkribiert werden. "
-        "Drücken Sie die 1, um zuzustimmen, oder die 2, um abzulehnen.",
-        reminder="Bitte drücken Sie die 1 für Zustimmung oder die 2 für Ablehnung.",
-        agreed="Vielen Dank.",
-        declined="In Ordnung. Dieser Anruf wird nicht aufgezeichnet.",
-        no_answer="Dieser Anruf wird nicht aufgezeichnet.",
-    ),
-    "fr": ConsentPrompts(
-        prompt="Avant de commencer : cet appel peut être enregistré et transcrit. "
-        "Appuyez sur 1 pour accepter, ou sur 2 pour refuser.",
-        reminder="Appuyez sur 1 pour accepter l'enregistrement, ou sur 2 pour refuser.",
-        agreed="Merci.",
-        declined="C'est noté. Cet appel ne sera pas enregistré.",
-        no_answer="Cet appel ne sera pas enregistré.",
-    ),
-    "es": ConsentPrompts(
-        prompt="Antes de empezar: esta llamada puede ser grabada y transcrita. "
-        "Pulse 1 para aceptar o 2 para rechazar.",
-        reminder="Pulse 1 para aceptar la grabación o 2 para rechazarla.",
-        agreed="Gracias.",
-        declined="Entendido. Esta llamada no se grabará.",
-        no_answer="Esta llamada no se grabará.",
-    ),
-    "it": ConsentPrompts(
-        prompt="Prima di iniziare: questa chiamata può essere registrata e trascritta. "
-        "Prema 1 per accettare o 2 per rifiutare.",
-        reminder="Prema 1 per accettare la registrazione o 2 per rifiutare.",
-        agreed="Grazie.",
-        declined="Va bene. Questa chiamata non sarà registrata.",
-        no_answer="Questa chiamata non sarà registrata.",
-    ),
-    "pt": ConsentPrompts(
-        prompt="Antes de começar: esta chamada pode ser gravada e transcrita. "
-        "Pressione 1 para aceitar ou 2 para recusar.",
-        reminder="Pressione 1 para aceitar a gravação ou 2 para recusar.",
-        agreed="Obrigado.",
-        declined="Entendido. Esta chamada não será gravada.",
-        no_answer="Esta chamada não será gravada.",
-    ),
-}
 
 # What the bot says while a provider is down, by language (the locale's first part). Rendered
 # at call start (once per worker) so they are heard even while the TTS is down.
@@ -353,9 +313,6 @@ def transfer_wording(locale: str) -> dict[str, str]:
     return TRANSFER_WORDING.get(locale.split("-")[0].lower(), TRANSFER_WORDING["en"])
 
 
-# Carriers whose calls are telephone calls (CONSENT_MODE=phone asks on these).
-PHONE_CARRIERS = frozenset({"twilio", "telnyx", "vonage"})
-
 ORDERS = {"default": "out for delivery and arrives tomorrow"}
 
 
@@ -497,40 +454,61 @@ class GoodbyeHangup(FrameProcessor):
 
     _bye = False
 
+    def __init__(self, phrases: tuple[str, ...] = ("goodbye",)) -> None:
+        super().__init__()
+        self._goodbye = PhraseMatcher(phrases)
+
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        if isinstance(frame, TTSTextFrame) and "goodbye" in frame.text.lower():
+        if isinstance(frame, TTSTextFrame) and self._goodbye.search(frame.text):
             self._bye = True
         elif isinstance(frame, BotStoppedSpeakingFrame) and self._bye:
             await self.push_frame(EndTaskFrame(reason="bot said goodbye"), FrameDirection.UPSTREAM)
         await self.push_frame(frame, direction)
 
 
-def consent_prompts(call: Call, locale: str) -> ConsentPrompts | None:
-    """The consent wording for this call, or None when the call is not to be asked."""
-    s = call.settings
-    if s.consent_mode == "off" or (
-        s.consent_mode == "phone" and call.carrier not in PHONE_CARRIERS
-    ):
+def localized_intents(texts: LocaleTexts) -> list[Intent]:
+    """The offline dialog with its handoff, payment and goodbye lines in the call's language."""
+    lines = {
+        "human": ("after_tool", "escalation.handoff"),
+        "payment": ("after_tool", "payment.details_prompt"),
+        "goodbye": ("reply", "goodbye.line"),
+    }
+    out = []
+    for intent in INTENTS:
+        if intent.name in lines:
+            attribute, key = lines[intent.name]
+            intent = dataclasses.replace(intent, **{attribute: texts.text(key)})
+        out.append(intent)
+    return out
+
+
+def _callback_locale(call: Call, stores: Any, earlier: str | None) -> LocaleRow | None:
+    """A callback continues in the earlier call's language, unless this call chose one."""
+    if not earlier or "locale" in call.custom_parameters:
         return None
-    prompts = CONSENT_PROMPTS.get(locale.split("-")[0].lower(), CONSENT_PROMPTS["en"])
-    if s.consent_prompt:
-        prompts = dataclasses.replace(prompts, prompt=s.consent_prompt)
-    return prompts
+    return next((row for row in stores.locales.rows_now() if row.locale == earlier), None)
 
 
-async def _choose_locale(call: Call, stores: Any, earlier: str | None = None) -> LocaleRow | None:
-    params = dict(call.custom_parameters)
-    if earlier and "locale" not in params:
-        params["locale"] = earlier  # a callback continues in the earlier call's language
-    hints = CallLocaleHints.from_twilio(
-        {"From": call.caller, "FromCountry": call.country or ""},
-        custom_parameters=params,
+def consent_policy(call: Call, locale: LocaleRow | None, stores: Any) -> ConsentPolicy:
+    """The call's consent policy: the server's choice, or (a Call built by hand) the same rule."""
+    if call.consent_policy is not None:
+        return call.consent_policy
+    return call_consent_policy(
+        call.settings.consent_mode,
+        carrier=call.carrier,
+        rows=stores.locales.rows_now(),
+        row=locale,
+        country=call.country,
+        caller=call.caller,
     )
-    try:
-        return (await stores.locales.choose(hints)).row
-    except Exception as exc:  # a locale table outage must not refuse the call
-        logger.warning("locale table unavailable, using the call's default: %s", exc)
-        return call.locale_row
+
+
+def consent_prompts(call: Call, locale: str) -> ConsentPrompts:
+    """The consent wording in the call's language (CONSENT_PROMPT overrides the IVR prompt)."""
+    prompts = ConsentPrompts.for_locale(locale)
+    if call.settings.consent_prompt:
+        prompts = dataclasses.replace(prompts, prompt=call.settings.consent_prompt)
+    return prompts
 
 
 def _transfer_for(
@@ -646,22 +624,31 @@ async def bot(call: Call) -> Pipeline:
     # A caller whose earlier call ended calls back: that conversation carries on (issue 17).
     continuity = CallerContinuity.for_call(settings, stores.continuity, call.caller, call.call_id)
     earlier: ResumableConversation | None = None if resuming else await continuity.begin()
-    locale = await _choose_locale(call, stores, earlier.locale if earlier else None)
-    locale_name = locale.locale if locale else call.locale
+    # Chosen by the server from the locale table (the database, refreshed in the background).
+    locale = _callback_locale(call, stores, earlier.locale if earlier else None) or call.locale_row
+    tag = locale.locale if locale else call.locale
+    texts = LocaleTexts.for_locale(tag)
     greeting = locale.greeting if locale else "Hello, how can I help you today?"
+    policy = consent_policy(call, locale, stores)
+    prompts = consent_prompts(call, tag)
     prior = PriorConversation(earlier, notes=PRIOR_NOTES) if earlier else None
     if earlier is not None:
-        greeting = welcome_back(locale_name.split("-")[0].lower(), earlier.topic)
-    prompts = consent_prompts(call, locale_name)
+        greeting = welcome_back(tag.split("-")[0].lower(), earlier.topic)
     resumed = None
     if resuming:
-        greeting = transfer_wording(locale_name)["nobody_free"]
+        greeting = transfer_wording(tag)["nobody_free"]
         resumed = await stores.sessions.load(call.call_id)
         if resumed is not None and resumed.meta.get("consent"):
-            prompts = None  # asked and answered earlier in this call
+            policy = "none"  # asked and answered earlier in this call
 
     stt = stt_from_settings(settings, locale, phrases=OFFLINE_PHRASES)
-    llm = llm_from_settings(settings, intents=INTENTS)
+    # LLM_FALLBACK_TEXT when the operator set it, else the locale's line.
+    fallback = (
+        settings.llm_fallback_text
+        if "llm_fallback_text" in settings.model_fields_set
+        else texts.text("llm.fallback")
+    )
+    llm = llm_from_settings(settings, intents=localized_intents(texts), fallback_text=fallback)
     tts = tts_from_settings(settings, locale)
     language = (locale.locale if locale else call.locale).split("-")[0].lower()
     outage_lines = OUTAGE_LINES.get(language, OUTAGE_LINES["en"])
@@ -683,7 +670,7 @@ async def bot(call: Call) -> Pipeline:
         transcripts=stores.transcripts,
         call_id=call.call_id,
         heartbeat_interval_s=settings.heartbeat_interval_s,
-        require_consent=prompts is not None,
+        require_consent=policy != "none",
         meta={
             "caller": call.caller,
             "called": call.called,
@@ -698,13 +685,19 @@ async def bot(call: Call) -> Pipeline:
     keeper = ContinuityKeeper(
         context,
         continuity,
-        require_consent=prompts is not None,
+        require_consent=policy != "none",
         is_sensitive=is_sensitive,
         topic_of=topic_of,
-        locale=locale_name,
+        locale=tag,
     )
     escalation, escalation_params = _escalation(
-        call, llm, recorder, stores, locale_name, on_escalated=keeper.mark_escalated
+        call, llm, recorder, stores, tag, on_escalated=keeper.mark_escalated
+    )
+    # The caller's requests for a person and the handoff line in the call's language.
+    escalation_params = dataclasses.replace(
+        escalation_params,
+        request_phrases=texts.phrases("escalation.request_phrases"),
+        handoff_line=texts.text("escalation.handoff"),
     )
     if prior is not None:
         verification = CallerVerification(call.caller, prior)
@@ -732,14 +725,16 @@ async def bot(call: Call) -> Pipeline:
     # greets once the caller has answered (not over the prompt) and replaces the Greeter.
     compliance: list[FrameProcessor] = [payment]
     opening: list[FrameProcessor] = [Greeter(greeting)]
-    if prompts is not None:
+    if policy != "none":
         gate = ConsentGate(
             stores.consents,
             caller=call.caller,
             call_id=call.call_id,
             prompts=prompts,
             after=greeting,
+            policy=policy,
             answer_timeout_s=settings.consent_answer_timeout_s,
+            ttl_s=settings.consent_ttl_days * 86400.0,
         )
         compliance.append(gate)
         opening = []
@@ -747,7 +742,7 @@ async def bot(call: Call) -> Pipeline:
     transport_in, transport_out = call.transport.input(), call.transport.output()
     # The call recording (RECORDING=on): right after the compliance processors, so a payment
     # pause or a consent answer takes effect the moment it is decided.
-    recording = recording_for_call(call, require_consent=prompts is not None)
+    recording = recording_for_call(call, require_consent=policy != "none")
     if recording is not None:
         recording.attach(transport_in, transport_out)
         compliance.append(recording)
@@ -767,7 +762,7 @@ async def bot(call: Call) -> Pipeline:
             tts,
             transport_out,
             assistant,
-            GoodbyeHangup(),
+            GoodbyeHangup(texts.phrases("goodbye.phrases")),
             recorder,
             keeper,
         ]

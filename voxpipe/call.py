@@ -17,19 +17,38 @@ import functools
 import importlib
 import importlib.util
 import inspect
+import logging
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from voxpipe.config.locales import CallLocaleHints, LocaleRow, choose_locale, load_seed_rows
+from voxpipe.config.consent_policy import call_consent_policy
+from voxpipe.config.locales import (
+    CallLocaleHints,
+    ConsentPolicy,
+    LocaleRow,
+    choose_locale,
+    load_seed_rows,
+)
 from voxpipe.config.settings import VoxpipeSettings
 from voxpipe.pipelines.task import PipelineTask, TaskParams
 from voxpipe.processors.base import FrameProcessor
 from voxpipe.transports.wire import AudioFormat
 
-__all__ = ["Bot", "BotLoadError", "Call", "build_task", "choose_call_locale", "load_bot"]
+__all__ = [
+    "Bot",
+    "BotLoadError",
+    "Call",
+    "CallLocale",
+    "build_task",
+    "call_locale",
+    "choose_call_locale",
+    "load_bot",
+]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -46,6 +65,9 @@ class Call:
     custom_parameters: dict[str, str] = field(default_factory=dict)
     locale: str = "en-US"
     locale_row: LocaleRow | None = None  # STT/TTS voice and greeting for ``locale``
+    # How this caller consents to retention (ivr / notice / none), from CONSENT_MODE and the
+    # locale table; None when the call was built without the server (the bot decides).
+    consent_policy: ConsentPolicy | None = None
     audio_in: AudioFormat = field(default_factory=AudioFormat)  # the wire's formats
     audio_out: AudioFormat = field(default_factory=AudioFormat)
     allow_interruptions: bool = True
@@ -63,6 +85,7 @@ class Call:
             "called": self.called,
             "country": self.country,
             "locale": self.locale,
+            "consent_policy": self.consent_policy,
             "custom_parameters": dict(self.custom_parameters),
             "audio_in_encoding": self.audio_in.encoding,
             "audio_out_encoding": self.audio_out.encoding,
@@ -99,12 +122,53 @@ def choose_call_locale(
     custom_parameters: dict[str, str] | None = None,
     rows: tuple[LocaleRow, ...] | None = None,
 ) -> LocaleRow:
-    """The locale row for a call from its metadata (explicit choice, country, calling code)."""
+    """The locale row for a call from its metadata, among ``rows`` (default: the shipped rows;
+    the server uses ``call_locale``, which reads the database table)."""
     params = dict(custom_parameters or {})
     hints = CallLocaleHints.from_twilio(
         {"From": caller, "FromCountry": country or ""}, custom_parameters=params
     )
     return choose_locale(rows or _seed_rows(), hints, default=settings.default_locale).row
+
+
+@dataclass(frozen=True, slots=True)
+class CallLocale:
+    """A call's locale row (None when none could be chosen) and its consent policy."""
+
+    locale: str
+    row: LocaleRow | None
+    consent_policy: ConsentPolicy
+
+
+async def call_locale(
+    settings: VoxpipeSettings,
+    *,
+    carrier: str,
+    caller: str = "",
+    country: str | None = None,
+    custom_parameters: dict[str, str] | None = None,
+) -> CallLocale:
+    """The locale and consent policy of a call, from the worker's locale table (the database,
+    refreshed in the background; the shipped rows while it is unreachable). Never raises."""
+    from voxpipe.config.shared_locales import shared_locale_table
+
+    try:
+        table = await shared_locale_table(settings)
+        rows = table.rows_now()
+        row: LocaleRow | None = choose_call_locale(
+            settings,
+            caller=caller,
+            country=country,
+            custom_parameters=custom_parameters,
+            rows=tuple(r for r in rows if r.enabled) or _seed_rows(),
+        )
+    except Exception as exc:  # a broken locale table must not refuse calls
+        logger.warning("locale choice failed, using %s: %s", settings.default_locale, exc)
+        rows, row = _seed_rows(), None
+    policy = call_consent_policy(
+        settings.consent_mode, carrier=carrier, rows=rows, row=row, country=country, caller=caller
+    )
+    return CallLocale(row.locale if row else settings.default_locale, row, policy)
 
 
 def load_bot(spec: str | Path) -> Bot:

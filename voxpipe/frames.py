@@ -361,7 +361,9 @@ class ResumeRecordingFrame(ControlFrame):
 class RetentionConsentFrame(ControlFrame):
     """The caller's choice on keeping this call: with ``granted`` False (declined, or no answer)
     nothing of the call is stored; a recorder built to wait for consent keeps nothing before
-    ``granted`` True. ``source`` says how it was decided: ``dtmf``, ``stored``, ``no_answer``."""
+    ``granted`` True. ``source`` says how it was decided: ``dtmf``, ``speech``, ``stored``,
+    ``no_answer``, ``notice``, ``none``, or ``withdrawn`` (the caller withdrew mid-call: what was
+    stored of the call is deleted)."""
 
     granted: bool
     source: str = ""

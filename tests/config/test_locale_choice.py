@@ -124,8 +124,14 @@ def test_seed_file_rows_are_valid_and_unambiguous(rows: list[LocaleRow]) -> None
     assert len(locales) == len(set(locales)) and "en-US" in locales
     codes = [c for r in rows for c in r.calling_codes]
     assert len(codes) == len(set(codes)), "a calling code must map to one row"
-    countries = [c for r in rows for c in r.countries]
-    assert len(countries) == len(set(countries)), "a country must map to one row"
+    # A country may have several rows (the language menu chooses), in different languages.
+    by_country: dict[str, list[str]] = {}
+    for r in rows:
+        for c in r.countries:
+            by_country.setdefault(c, []).append(r.tts_language)
+    for country, languages in by_country.items():
+        assert len(languages) == len(set(languages)), f"{country}: one row per language"
+    assert {c for c, langs in by_country.items() if len(langs) > 1} == {"CA", "CH"}
     digits = [r.ivr_digit for r in rows if r.ivr_digit]
     assert len(digits) == len(set(digits))
     expected = {"44": "en-GB", "1": "en-US", "49": "de-DE", "33": "fr-FR", "34": "es-ES"}

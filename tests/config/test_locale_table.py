@@ -99,17 +99,26 @@ async def test_plus_44_caller_picks_en_gb_from_the_database(backend: Backend) ->
     assert by_country.row.locale == "en-GB"
 
 
-async def test_row_added_at_run_time_is_used_by_the_next_call(backend: Backend) -> None:
-    dutch_caller = CallLocaleHints(caller="+31201234567")
-    before = await backend.table.choose(dutch_caller)
-    assert (before.row.locale, before.source) == ("en-US", "default")
+async def test_row_added_at_run_time_is_used_after_the_next_background_refresh(
+    backend: Backend,
+) -> None:
+    table = backend.new_table(refresh_s=0.05)
+    await table.start()
+    try:
+        dutch_caller = CallLocaleHints(caller="+31201234567")
+        before = table.choose_now(dutch_caller)
+        assert (before.row.locale, before.source) == ("en-US", "default")
 
-    await backend.insert_raw(NL_ROW)
+        await backend.insert_raw(NL_ROW)
+        seen = table.generation
+        await table.wait_refreshed(seen)  # the background task's next read, no restart
 
-    after = await backend.table.choose(dutch_caller)
-    assert (after.row.locale, after.source) == ("nl-NL", "calling_code")
-    assert after.row.greeting == "Hallo, bedankt voor het bellen."
-    assert after.row.tts_voice == "voice-nl" and after.row.stt_language == "nl"
+        after = table.choose_now(dutch_caller)
+        assert (after.row.locale, after.source) == ("nl-NL", "calling_code")
+        assert after.row.greeting == "Hallo, bedankt voor het bellen."
+        assert after.row.tts_voice == "voice-nl" and after.row.stt_language == "nl"
+    finally:
+        await table.close()
 
 
 async def test_upsert_adds_and_replaces_rows(backend: Backend) -> None:
@@ -144,20 +153,32 @@ async def test_restart_seeds_missing_rows_but_keeps_operator_edits(backend: Back
         await table.close()
 
 
-async def test_cache_ttl_delays_new_rows_only_until_it_expires(backend: Backend) -> None:
-    now = [1000.0]
-    table = backend.new_table(cache_ttl_s=30.0, clock=lambda: now[0])
+async def test_calls_are_chosen_from_memory_until_the_next_refresh(backend: Backend) -> None:
+    table = backend.new_table(refresh_s=3600.0)
     await table.start()
     try:
         caller = CallLocaleHints(caller="+31201234567")
-        assert (await table.choose(caller)).row.locale == "en-US"
+        assert table.choose_now(caller).row.locale == "en-US"
+        assert table.source == "database" and not table.outage
         await backend.insert_raw(NL_ROW)
-        now[0] += 10
-        assert (await table.choose(caller)).row.locale == "en-US"  # cached
-        now[0] += 25
-        assert (await table.choose(caller)).row.locale == "nl-NL"
+        # A call start reads memory, never the database: the new row waits for a refresh.
+        assert table.choose_now(caller).row.locale == "en-US"
+        assert await table.refresh()
+        assert table.choose_now(caller).row.locale == "nl-NL"
     finally:
         await table.close()
+
+
+async def test_rows_carry_the_consent_policy(backend: Backend) -> None:
+    rows = {r.locale: r for r in await backend.table.rows()}
+    assert rows["de-DE"].consent_policy == "ivr" and rows["en-US"].consent_policy == "notice"
+    row = LocaleRow("sv-SE", "nova-2", "sv", "v", "sv", "Hej", ("SE",), ("46",), consent="none")
+    await backend.table.upsert(row)
+    assert backend.table.choose_now(CallLocaleHints(from_country="SE")).row.consent == "none"
+    # A row with no policy gets its countries' default.
+    await backend.insert_raw(NL_ROW)
+    await backend.table.refresh()
+    assert {r.locale: r for r in backend.table.rows_now()}["nl-NL"].consent_policy == "ivr"
 
 
 async def test_from_settings_picks_the_database(
@@ -175,3 +196,14 @@ async def test_from_settings_picks_the_database(
         await table.close()
     pg = LocaleTable.from_settings(VoxpipeSettings(database_url=pg_dsn))
     assert type(pg._backend).__name__ == "_PostgresBackend"
+
+
+async def test_an_invalid_row_is_skipped_not_the_whole_table(backend: Backend) -> None:
+    await backend.insert_raw(
+        ("xx-BAD", "nova-2", "x", "v", "x", "Hi", "ZZ", "not-digits", None)  # bad calling code
+    )
+    await backend.insert_raw(NL_ROW)
+    assert await backend.table.refresh()  # read, not an outage
+    locales = {r.locale for r in backend.table.rows_now()}
+    assert "nl-NL" in locales and "xx-BAD" not in locales
+    assert not backend.table.outage

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import ModuleType
@@ -42,10 +43,16 @@ pg_schema = servers.pg_schema
 pg_dsn = servers.pg_dsn
 
 
+# Every server reads its locale table from the database (SQLite by default): keep that file out
+# of the working directory.
+_DB_DIR = Path(tempfile.mkdtemp(prefix="voxpipe-server-tests-"))
+
+
 def make_settings(**kwargs: Any) -> VoxpipeSettings:
     # Tests call carriers unsigned unless they set a carrier's secret: the development switch,
     # as on a developer's loopback server (tests of the switch itself pass it explicitly).
     kwargs.setdefault("allow_unsigned_webhooks", True)
+    kwargs.setdefault("sqlite_path", str(_DB_DIR / "voxpipe.sqlite3"))
     return VoxpipeSettings(_env_file=None, **kwargs)  # type: ignore[call-arg]
 
 

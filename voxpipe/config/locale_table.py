@@ -1,10 +1,18 @@
-"""The `locales` table in SQLite or Postgres: seeded from the shipped file, read per call."""
+"""The `locales` table in SQLite or Postgres: the one source of every call's locale.
+
+Rows are kept in memory and refreshed in the background every `LOCALE_TABLE_REFRESH_S`, so a
+call start never waits on the database and a row an operator adds is used within seconds,
+without a restart. When the database is unreachable the table serves the last rows it read (the
+shipped rows if it never read any): calls are answered, the outage is logged once, and the rows
+are reloaded when the database returns.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -34,6 +42,7 @@ _COLUMNS = (
     "calling_codes",
     "ivr_digit",
     "enabled",
+    "consent",
 )
 
 
@@ -49,7 +58,26 @@ def _values(row: LocaleRow) -> tuple[Any, ...]:
         " ".join(row.calling_codes),
         row.ivr_digit,
         row.enabled,
+        row.consent,
     )
+
+
+_reported_bad_rows: set[str] = set()
+
+
+def _parse(records: list[dict[str, Any]]) -> list[LocaleRow]:
+    """Rows from database records; an invalid row (an operator's typo) is skipped and reported
+    once, rather than costing every call the whole table."""
+    rows = []
+    for record in records:
+        try:
+            rows.append(LocaleRow.from_mapping(record))
+        except ValueError as exc:
+            message = str(exc)
+            if message not in _reported_bad_rows:
+                _reported_bad_rows.add(message)
+                logger.error("locale table: skipping an invalid row: %s", message)
+    return rows
 
 
 class _Backend(Protocol):
@@ -69,7 +97,7 @@ class _SqliteBackend:
 
     async def fetch(self) -> list[LocaleRow]:
         rows = await self.db.fetchall(f"SELECT {', '.join(_COLUMNS)} FROM locales")
-        return [LocaleRow.from_mapping(dict(zip(_COLUMNS, r, strict=True))) for r in rows]
+        return _parse([dict(zip(_COLUMNS, r, strict=True)) for r in rows])
 
     async def insert_missing(self, rows: Sequence[LocaleRow]) -> int:
         inserted = 0
@@ -109,7 +137,7 @@ class _PostgresBackend:
     async def fetch(self) -> list[LocaleRow]:
         async with self.db.connection("load locales") as conn:
             rows = await conn.fetch(f"SELECT {', '.join(_COLUMNS)} FROM locales")
-        return [LocaleRow.from_mapping(dict(r)) for r in rows]
+        return _parse([dict(r) for r in rows])
 
     def _insert_sql(self, on_conflict: str) -> str:
         placeholders = ", ".join(f"${i}" for i in range(1, len(_COLUMNS) + 1))
@@ -138,12 +166,13 @@ class _PostgresBackend:
 
 
 class LocaleTable:
-    """Locale rows from the database, chosen per call.
+    """Locale rows from the database, held in memory and refreshed in the background.
 
-    Rows are read on every `choose()` unless `cache_ttl_s` > 0, so a row an operator adds is
-    used by the next call. `start()` migrates the schema and inserts shipped seed rows that
-    are missing (existing rows are never overwritten; disable a row with `enabled = false`
-    rather than deleting it, or the next start re-seeds it).
+    `start()` loads the shipped rows at once, then (waiting at most `first_load_wait_s`) the
+    database's: it migrates the schema and inserts shipped seed rows that are missing (existing
+    rows are never overwritten; disable a row with `enabled = false` rather than deleting it, or
+    the next start re-seeds it). From then on a background task re-reads the rows every
+    `refresh_s` seconds; `choose_now()` and `rows_now()` answer from memory, never waiting.
     """
 
     def __init__(
@@ -151,17 +180,25 @@ class LocaleTable:
         backend: _Backend,
         *,
         default_locale: str = "en-US",
-        cache_ttl_s: float = 0.0,
+        refresh_s: float = 5.0,
         seed_rows: Iterable[LocaleRow] | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        first_load_wait_s: float = 5.0,
     ) -> None:
         self._backend = backend
         self.default_locale = default_locale
-        self.cache_ttl_s = cache_ttl_s
-        self._seed = list(seed_rows) if seed_rows is not None else None
-        self._clock = clock
-        self._cache: list[LocaleRow] | None = None
-        self._cached_at = 0.0
+        self.refresh_s = refresh_s
+        self.first_load_wait_s = first_load_wait_s
+        self._seed = tuple(seed_rows) if seed_rows is not None else tuple(load_seed_rows())
+        self._rows: tuple[LocaleRow, ...] = self._seed
+        # "shipped" until the database answered once; "database" after.
+        self.source = "shipped"
+        self.generation = 0  # bumped on every successful read of the database
+        self.attempts = 0  # reads tried, successful or not
+        self.outage = False
+        self._ready = False  # the schema is migrated and the seed rows are in
+        self._changed = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
 
     @classmethod
     def sqlite(cls, path: str | Path | SqliteDatabase, **kwargs: Any) -> LocaleTable:
@@ -173,12 +210,21 @@ class LocaleTable:
 
     @classmethod
     def postgres(
-        cls, dsn: str | PostgresDatabase, *, schema: str | None = None, **kwargs: Any
+        cls,
+        dsn: str | PostgresDatabase,
+        *,
+        schema: str | None = None,
+        timeout_s: float = 5.0,
+        **kwargs: Any,
     ) -> LocaleTable:
         """A table in Postgres (or a shared PostgresDatabase)."""
         from voxpipe.state.postgres_store import PostgresDatabase
 
-        db = dsn if isinstance(dsn, PostgresDatabase) else PostgresDatabase(dsn, schema=schema)
+        db = (
+            dsn
+            if isinstance(dsn, PostgresDatabase)
+            else PostgresDatabase(dsn, schema=schema, timeout_s=timeout_s)
+        )
         return cls(_PostgresBackend(db), **kwargs)
 
     @classmethod
@@ -189,41 +235,123 @@ class LocaleTable:
 
         options: dict[str, Any] = {
             "default_locale": settings.default_locale,
-            "cache_ttl_s": settings.locale_cache_ttl_s,
+            "refresh_s": settings.locale_table_refresh_s,
+            "first_load_wait_s": settings.db_timeout_s,
         }
         url = settings.database_url
         if is_postgres_url(url):
-            return cls.postgres(url or "", **options)
+            return cls.postgres(url or "", timeout_s=settings.db_timeout_s, **options)
         return cls.sqlite(sqlite_path_from_url(url) if url else settings.sqlite_path, **options)
 
     async def start(self) -> None:
-        """Connect, migrate, and seed missing shipped rows."""
-        await self._backend.connect()
-        rows = self._seed if self._seed is not None else load_seed_rows()
-        added = await self._backend.insert_missing(rows)
-        if added:
-            logger.info("seeded %d locale row(s)", added)
+        """Load the database's rows (waiting at most `first_load_wait_s`; the shipped rows
+        meanwhile) and start refreshing them in the background. Never raises for an outage."""
+        if self._task is not None:
+            return
+        self._closed = False
+        from voxpipe.pipelines.clock import current_clock_is_virtual
+
+        if current_clock_is_virtual():
+            # A simulated call (`voxpipe call`, replay): time jumps whenever the loop waits, so a
+            # timeout or a periodic refresh would fire at once. Read once, and wait for it.
+            await self.refresh()
+            return
+        self._task = asyncio.get_running_loop().create_task(
+            self._refresh_loop(), name="locale-table-refresh"
+        )
+        generation = self.generation
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.first_load_wait_s):
+                await self.wait_refreshed(generation, attempts=True)
 
     async def close(self) -> None:
-        await self._backend.close()
+        """Stop refreshing and release the database connection (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(Exception):
+            await self._backend.close()
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def rows_now(self) -> tuple[LocaleRow, ...]:
+        """Every row (enabled or not) as last read: never waits on the database."""
+        return self._rows
+
+    def choose_now(self, hints: CallLocaleHints) -> LocaleChoice:
+        """The locale row for a call from the rows in memory (see `choose_locale`)."""
+        rows = self._rows if any(r.enabled for r in self._rows) else self._seed
+        return choose_locale(rows, hints, self.default_locale)
 
     async def rows(self) -> list[LocaleRow]:
-        """Every row (enabled or not), from the database or the short-lived cache."""
-        if (
-            self._cache is not None
-            and self.cache_ttl_s > 0
-            and self._clock() - self._cached_at < self.cache_ttl_s
-        ):
-            return self._cache
-        self._cache = await self._backend.fetch()
-        self._cached_at = self._clock()
-        return self._cache
+        """Every row (enabled or not), as last read."""
+        return list(self._rows)
 
     async def choose(self, hints: CallLocaleHints) -> LocaleChoice:
         """The locale row for a call (see `choose_locale` for the order of hints)."""
-        return choose_locale(await self.rows(), hints, self.default_locale)
+        return self.choose_now(hints)
 
     async def upsert(self, row: LocaleRow) -> None:
         """Add or replace a row; this process sees it at once."""
         await self._backend.upsert(row)
-        self._cache = None
+        await self.refresh()
+
+    # --- refreshing ---------------------------------------------------------------------------
+
+    async def refresh(self) -> bool:
+        """Read the rows now; False (and the rows unchanged) when the database is unreachable."""
+        try:
+            if not self._ready:
+                await self._backend.connect()
+                added = await self._backend.insert_missing(self._seed)
+                if added:
+                    logger.info("seeded %d locale row(s)", added)
+                self._ready = True
+            rows = await self._backend.fetch()
+        except Exception as exc:
+            if not self.outage:
+                self.outage = True
+                logger.warning(
+                    "locale table unreachable, calls use the %s rows until it returns: %s",
+                    "last read" if self.source == "database" else "shipped",
+                    exc,
+                )
+            await self._notify(advanced=False)
+            return False
+        if self.outage:
+            self.outage = False
+            logger.warning("locale table reachable again: %d row(s) reloaded", len(rows))
+        if not any(r.enabled for r in rows) and any(r.enabled for r in self._rows):
+            logger.warning("the locale table has no enabled rows: calls use the shipped rows")
+        self._rows = tuple(rows)
+        self.source = "database"
+        await self._notify(advanced=True)
+        return True
+
+    async def _notify(self, *, advanced: bool) -> None:
+        async with self._changed:
+            if advanced:
+                self.generation += 1
+            self.attempts += 1
+            self._changed.notify_all()
+
+    async def wait_refreshed(self, after: int | None = None, *, attempts: bool = False) -> int:
+        """Wait until the rows were read after generation `after` (default: now); returns the
+        new generation. With `attempts`, a failed attempt ends the wait too."""
+        start = self.generation if after is None else after
+        tries = self.attempts
+        async with self._changed:
+            await self._changed.wait_for(
+                lambda: self.generation > start or (attempts and self.attempts > tries)
+            )
+        return self.generation
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await self.refresh()
+            await asyncio.sleep(self.refresh_s)

@@ -1,8 +1,10 @@
 """Per-locale voice configuration as data: rows, the shipped seed file, and choosing a row.
 
 Adding a language is adding a row (in the database table `locales`, or in the seed file for new
-installs): locale, STT model and language, TTS voice and language, greeting, and which callers it
-serves (ISO countries, country calling codes, an IVR digit).
+installs): locale, STT model and language, TTS voice and language, greeting, which callers it
+serves (ISO countries, country calling codes, an IVR digit), and the consent policy of those
+callers' jurisdiction (`ivr`, `notice` or `none`; blank = `ivr` for a row serving a GDPR
+country, else `notice`).
 """
 
 from __future__ import annotations
@@ -14,11 +16,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
+
+from voxpipe.config.jurisdiction import default_consent
 
 logger = logging.getLogger(__name__)
 
 SEED_FILE = "locales.csv"
+
+# How a jurisdiction's callers consent to retention: asked (press 1 / 2 or say yes / no), told
+# (a one-sentence notice; continuing is consent), or neither.
+ConsentPolicy = Literal["ivr", "notice", "none"]
+CONSENT_POLICIES: tuple[str, ...] = get_args(ConsentPolicy)
 _LOCALE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
 
@@ -55,6 +64,8 @@ class LocaleRow:
     # The IVR key a caller presses to choose this locale, if any.
     ivr_digit: str | None = None
     enabled: bool = True
+    # The consent policy for callers this row serves; None = derived from its countries.
+    consent: ConsentPolicy | None = None
 
     def __post_init__(self) -> None:
         locale = normalize_locale(self.locale)
@@ -71,6 +82,22 @@ class LocaleRow:
         if digit is not None and (len(digit) != 1 or digit not in "0123456789*#"):
             raise ValueError(f"locale {locale}: ivr_digit must be one key (0-9, * or #)")
         object.__setattr__(self, "ivr_digit", digit)
+        consent = (self.consent or "").strip().lower() or None
+        if consent is not None and consent not in CONSENT_POLICIES:
+            raise ValueError(
+                f"locale {locale}: consent must be one of {', '.join(CONSENT_POLICIES)} "
+                f"(or blank for the default of its countries), got {self.consent!r}"
+            )
+        object.__setattr__(self, "consent", consent)
+
+    @property
+    def consent_policy(self) -> ConsentPolicy:
+        """The row's consent policy: its `consent` column, or the default of its countries."""
+        if self.consent is not None:
+            return self.consent
+        if any(default_consent(c) == "ivr" for c in self.countries):
+            return "ivr"
+        return "notice"
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> LocaleRow:
@@ -103,6 +130,7 @@ class LocaleRow:
             calling_codes=_split(data.get("calling_codes")),
             ivr_digit=(str(data["ivr_digit"]) if data.get("ivr_digit") is not None else None),
             enabled=bool(enabled),
+            consent=(str(data["consent"]) if data.get("consent") is not None else None),  # type: ignore[arg-type]
         )
 
 

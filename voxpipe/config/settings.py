@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import logging
 import os
 import tomllib
 from pathlib import Path
@@ -268,12 +269,6 @@ class VoxpipeSettings(BaseSettings):
         True, description="Let the caller barge in while the bot speaks."
     )
     default_locale: str = Field("en-US", description="Locale used when call metadata selects none.")
-    locale_cache_ttl_s: float = Field(
-        0.0,
-        ge=0,
-        description="Seconds the locale table is cached per process; 0 reads it on every call "
-        "so a new row is used by the next call.",
-    )
 
     # --- State ---------------------------------------------------------------------------------
     redis_url: str | None = Field(
@@ -337,20 +332,54 @@ class VoxpipeSettings(BaseSettings):
     )
 
     # --- Compliance -------------------------------------------------------------------------
-    consent_mode: Literal["phone", "always", "off"] = Field(
-        "phone",
-        description="When a bot asks for retention consent (DTMF 1 / 2, stored per caller id) "
-        "before keeping anything of a call: phone = on telephone calls (Twilio, Telnyx, "
-        "Vonage, Plivo), always, or off.",
+    # --- consent by jurisdiction and locales (issue 10 points 5-6, issue 18 point 5) ---------
+    consent_mode: Literal["auto", "always", "notice", "off"] = Field(
+        "auto",
+        description="Retention consent on phone calls: auto = the policy of the caller's "
+        "locale row (ivr: press 1 / 2 or say yes / no; notice: a recording notice, continuing "
+        "is consent; none), always = ask every caller, notice = a notice for every caller, "
+        "off = never. `phone` (the old default) is read as auto.",
     )
     consent_prompt: str | None = Field(
         None,
-        description="The consent prompt to speak; unset = the locale's default wording "
-        "(a recording notice and 'press 1 to agree, 2 to decline').",
+        description="The consent prompt to speak; unset = the locale's wording "
+        "(voxpipe/config/texts/<language>.json).",
     )
     consent_answer_timeout_s: float = Field(
         8.0, gt=0, description="Seconds to wait for a key after the consent prompt has played."
     )
+    consent_ttl_days: float = Field(
+        365.0,
+        gt=0,
+        description="A caller's stored consent choice expires after this many days and they "
+        "are asked again.",
+    )
+    locale_table_refresh_s: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds between background reads of the locale table: a row added to the "
+        "database is used within this time, without a restart.",
+    )
+    language_menu: bool = Field(
+        False,
+        description="Offer every Twilio caller the language menu (a key per locale row with an "
+        "ivr_digit); unset = only callers whose country has several language rows.",
+    )
+    language_menu_timeout_s: int = Field(
+        5, gt=0, le=30, description="Seconds the language menu waits for a key."
+    )
+
+    @field_validator("consent_mode", mode="before")
+    @classmethod
+    def _consent_mode_alias(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() == "phone":
+            logging.getLogger("voxpipe.config").warning(
+                "CONSENT_MODE=phone is deprecated: it now means auto (the consent policy of the "
+                "caller's locale row, on phone calls); set CONSENT_MODE=auto"
+            )
+            return "auto"
+        return value.strip().lower() if isinstance(value, str) else value
+
     payment_resume_after_s: float = Field(
         6.0,
         gt=0,

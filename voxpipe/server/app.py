@@ -163,8 +163,11 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from voxpipe.config.shared_locales import shared_locale_table
         from voxpipe.state.shared import close_shared_stores, shared_stores
 
+        # Read the locale table before the first call (which then never waits on it).
+        await shared_locale_table(settings)
         orphans = None
         purge = start_records_background(settings)  # retention purge, call-end webhook
         if settings.redis_url:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket
 
-from voxpipe.call import Call, build_task, choose_call_locale
+from voxpipe.call import Call, build_task, call_locale
 from voxpipe.logs import call_ended, call_started
 from voxpipe.pipelines.task import PipelineTask
 from voxpipe.server.call_start import StreamRefused, authenticate_start
@@ -111,14 +111,10 @@ async def _run_call(
         audio_in=fmt, audio_out=fmt, allow_interruptions=st.settings.allow_interruptions
     )
     country = params.get("FromCountry") or None
-    try:
-        row = choose_call_locale(
-            st.settings, caller=start.caller, country=country, custom_parameters=params
-        )
-        locale, locale_row = row.locale, row
-    except Exception as exc:  # a broken locale table must not refuse calls
-        log.warning("locale choice failed, using %s: %s", st.settings.default_locale, exc)
-        locale, locale_row = st.settings.default_locale, None
+    # From the worker's locale table (in memory, refreshed in the background; never raises).
+    chosen = await call_locale(
+        st.settings, carrier=carrier, caller=start.caller, country=country, custom_parameters=params
+    )
     try:
         transport = Transport(sink, tparams, batched_vad=st.batched_vad, name=carrier)
         call = Call(
@@ -130,8 +126,9 @@ async def _run_call(
             called=start.called,
             country=country,
             custom_parameters=params,
-            locale=locale,
-            locale_row=locale_row,
+            locale=chosen.locale,
+            locale_row=chosen.row,
+            consent_policy=chosen.consent_policy,
             audio_in=fmt,
             audio_out=fmt,
             allow_interruptions=st.settings.allow_interruptions,

@@ -21,6 +21,7 @@ from xml.sax.saxutils import quoteattr
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
+from voxpipe.server.language_menu import language_menu
 from voxpipe.server.security_events import client_address, security_event
 from voxpipe.server.signature import (
     BODY_HASH_PARAM,
@@ -209,6 +210,10 @@ async def twilio_voice(request: Request) -> Response:
     for name in _TWILIO_FIELDS:
         if fields.get(name):
             params[name] = fields[name]
+    # Several languages for the caller's country (or LANGUAGE_MENU=1): ask first.
+    menu = await language_menu(request, st, fields, params)
+    if menu is not None:
+        return menu
     params[TOKEN_PARAM] = st.tokens.issue(
         "twilio",
         call_sid,

@@ -28,7 +28,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
-from voxpipe.call import Call, build_task, choose_call_locale
+from voxpipe.call import Call, build_task, call_locale
 from voxpipe.logs import call_ended, call_started, security_event
 from voxpipe.pipelines.task import PipelineTask
 from voxpipe.server.access import WebRTCAccess, client_address
@@ -227,7 +227,7 @@ async def _answered_offer(
             await transport.close(f"offer expired: {reason}")
             return
         try:
-            call = _make_call(st, transport, call_id, parameters)
+            call = await _make_call(st, transport, call_id, parameters)
             task = build_task(call, await st.bot(call))
         except Exception as exc:
             await transport.close("bot failed to start")
@@ -257,23 +257,19 @@ def _parse_offer(body: bytes) -> tuple[str, dict[str, str]] | JSONResponse:
     return sdp, parameters
 
 
-def _make_call(
+async def _make_call(
     st: ServerState, transport: WebRTCTransport, call_id: str, parameters: dict[str, str]
 ) -> Call:
-    try:
-        row = choose_call_locale(st.settings, custom_parameters=parameters)
-        locale, locale_row = row.locale, row
-    except Exception as exc:  # a broken locale table must not refuse calls
-        logger.warning("[%s] locale choice failed: %s", call_id, exc)
-        locale, locale_row = st.settings.default_locale, None
+    chosen = await call_locale(st.settings, carrier=CARRIER, custom_parameters=parameters)
     return Call(
         transport=transport,
         call_id=call_id,
         settings=st.settings,
         carrier=CARRIER,
         custom_parameters=parameters,
-        locale=locale,
-        locale_row=locale_row,
+        locale=chosen.locale,
+        locale_row=chosen.row,
+        consent_policy=chosen.consent_policy,
         audio_in=transport.params.audio_in,
         audio_out=transport.params.audio_out,
         allow_interruptions=st.settings.allow_interruptions,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ WITHHELD_CALLER_IDS = frozenset(
         "+2562533",
     }
 )
+logger = logging.getLogger(__name__)
 _SEPARATORS = re.compile(r"[\s().\-]")
 _KEY_CONTEXT = b"voxpipe retention consent caller key v1"
 
@@ -212,7 +214,12 @@ class PostgresConsentStore(_KeyedStore):
         self.db = db if isinstance(db, PostgresDatabase) else PostgresDatabase(db, schema=schema)
 
     async def start(self) -> None:
-        await self.db.pool()
+        """Connect; a database that is down is not an error here (each read and write retries
+        it, and a caller whose choice cannot be read is asked again)."""
+        try:
+            await self.db.pool()
+        except Exception as exc:
+            logger.warning("consent store not reachable at start (%s): callers will be asked", exc)
 
     async def close(self) -> None:
         await self.db.close()

@@ -100,6 +100,12 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
         ("ALTER TABLE transcripts ADD COLUMN owner TEXT",),
     ),
     Migration(
+        5,
+        "consent policy per locale row",
+        # ivr | notice | none; NULL = the default of the row's countries (voxpipe.config.locales).
+        ("ALTER TABLE locales ADD COLUMN consent TEXT",),
+    ),
+    Migration(
         6,
         "call records: lookup hash, retention, legal hold, audit log, API tokens",
         RECORDS_POSTGRES,
@@ -176,6 +182,11 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
         4,
         "transcript owner",
         ("ALTER TABLE transcripts ADD COLUMN owner TEXT",),
+    ),
+    Migration(
+        5,
+        "consent policy per locale row",
+        ("ALTER TABLE locales ADD COLUMN consent TEXT",),
     ),
     Migration(
         6,

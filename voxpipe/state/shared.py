@@ -43,7 +43,7 @@ _locks: dict[int, asyncio.Lock] = {}  # per event loop: calls starting together 
 
 async def shared_stores(settings: VoxpipeSettings) -> Stores:
     """The stores for ``settings`` on the running loop, started on first use."""
-    from voxpipe.config.locale_table import LocaleTable
+    from voxpipe.config.shared_locales import shared_locale_table
 
     loop_id = id(asyncio.get_running_loop())
     key = (id(settings), loop_id)
@@ -59,13 +59,13 @@ async def shared_stores(settings: VoxpipeSettings) -> Stores:
                 make_session_store(settings),
                 # Sealed metadata, retention, audited reads, call-end webhook (issue 12).
                 records_store(settings, db, make_transcript_store(settings, db)),
-                LocaleTable.from_settings(settings),
+                # The worker's one locale table: started, and never raising for an outage.
+                await shared_locale_table(settings),
                 make_consent_store(settings, db),
                 make_continuity_store(settings),
             )
             await stores.sessions.start()
             await stores.transcripts.start()
-            await stores.locales.start()
             await stores.consents.start()
             await stores.continuity.start()
             _stores[key] = found = stores
@@ -74,7 +74,10 @@ async def shared_stores(settings: VoxpipeSettings) -> Stores:
 
 async def close_shared_stores() -> None:
     """Close every store opened on the running loop (server shutdown, end of a test)."""
+    from voxpipe.config.shared_locales import close_shared_locale_tables
+
     loop_id = id(asyncio.get_running_loop())
     for key in [k for k in _stores if k[1] == loop_id]:
         await _stores.pop(key).close()
     _locks.pop(loop_id, None)
+    await close_shared_locale_tables()

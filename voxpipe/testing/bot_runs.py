@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from voxpipe.audio.convert import bytes_per_sample
-from voxpipe.call import Bot, Call, build_task, choose_call_locale
+from voxpipe.call import Bot, Call, build_task, call_locale
 from voxpipe.config.settings import VoxpipeSettings
 from voxpipe.pipelines.clock import VirtualClock
 from voxpipe.testing.recording import RecordingError, read_recording, replay_frames
@@ -39,7 +39,7 @@ def _stderr_progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _make_call(
+async def _make_call(
     transport: Any,
     settings: VoxpipeSettings,
     fmt: AudioFormat,
@@ -51,12 +51,9 @@ def _make_call(
     params = {str(k): str(v) for k, v in (meta.get("custom_parameters") or {}).items()}
     caller = str(meta.get("caller") or "")
     country = meta.get("country") or params.get("FromCountry") or None
-    try:
-        row = choose_call_locale(settings, caller=caller, country=country, custom_parameters=params)
-        locale, locale_row = row.locale, row
-    except Exception as exc:
-        logger.warning("locale choice failed, using %s: %s", settings.default_locale, exc)
-        locale, locale_row = settings.default_locale, None
+    chosen = await call_locale(
+        settings, carrier=carrier, caller=caller, country=country, custom_parameters=params
+    )
     return Call(
         transport=transport,
         call_id=call_id,
@@ -66,8 +63,9 @@ def _make_call(
         called=str(meta.get("called") or ""),
         country=country,
         custom_parameters=params,
-        locale=str(meta.get("locale") or locale),
-        locale_row=locale_row,
+        locale=str(meta.get("locale") or chosen.locale),
+        locale_row=chosen.row,
+        consent_policy=chosen.consent_policy,
         audio_in=fmt,
         audio_out=fmt,
         allow_interruptions=settings.allow_interruptions,
@@ -157,7 +155,7 @@ async def _wav_call(
     )
     input_secs = len(transport._caller_wire) / (wire.sample_rate * bytes_per_sample(wire.encoding))
     call_id = str(metadata.get("call_id") or f"wav-{caller_wav.stem}")
-    call = _make_call(
+    call = await _make_call(
         transport,
         settings,
         wire,
@@ -263,7 +261,7 @@ async def _replay(
     )
     transport = MemoryTransport(params, name="replay")
     call_id = str(rec.header.get("call_id") or meta.get("call_id") or path.stem)
-    call = _make_call(
+    call = await _make_call(
         transport,
         settings,
         fmt,

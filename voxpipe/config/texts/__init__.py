@@ -1,0 +1,1 @@
+"""Shipped wording per language (JSON files read by ``voxpipe.config.locale_texts``)."""
