@@ -53,6 +53,7 @@ async def call(
     ):
         settings = VoxpipeSettings(  # type: ignore[call-arg]
             _env_file=None,
+            allow_unsigned_webhooks=True,  # the simulated caller dials unsigned, on loopback
             deepgram_api_key="test-key",
             deepgram_base_url=dg.url,
             openai_api_key="test-key",

@@ -20,6 +20,7 @@ from voxpipe.pipelines import Pipeline
 from voxpipe.server.app import create_app
 from voxpipe.server.run import running_server
 from voxpipe.testing.twilio_caller import TwilioCaller
+from voxpipe.transports.websocket import WireLimits
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +31,7 @@ pg_dsn = servers.pg_dsn
 
 
 def settings_for(tmp_path: Path, **kwargs: Any) -> VoxpipeSettings:
+    kwargs.setdefault("allow_unsigned_webhooks", True)  # the test caller dials unsigned
     return VoxpipeSettings(  # type: ignore[call-arg]
         _env_file=None, spool_dir=str(tmp_path / "spool"), **kwargs
     )
@@ -92,7 +94,8 @@ async def test_postgres_unreachable_at_the_first_call_still_answers_it(
         database_url=f"postgresql://postgres@127.0.0.1:{closed}/test",
         db_timeout_s=2.0,
     )
-    app = create_app(SUPPORT_AGENT, settings)  # the offline stack: no keys needed
+    # The offline stack: no keys needed. The caller sends faster than real time: no rate cap.
+    app = create_app(SUPPORT_AGENT, settings, limits=WireLimits(audio_burst_s=1e9))
     st = app.state.voxpipe
     with caplog.at_level(logging.WARNING):
         async with running_server(app, settings) as srv:
