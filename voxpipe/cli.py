@@ -1,4 +1,4 @@
-"""The `voxpipe` command: serve | call | replay | bench | records."""
+"""The `voxpipe` command: serve | call | replay | test | bench | records."""
 
 from __future__ import annotations
 
@@ -280,6 +280,54 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- test
+
+
+def _add_test(sub: Any) -> None:
+    p = sub.add_parser(
+        "test", help="run scenario files (YAML) against their bots, offline and deterministic"
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="scenario files or directories")
+    p.add_argument(
+        "--audio",
+        action="store_true",
+        help="speak the caller's turns with the offline TTS through the VAD and STT",
+    )
+    p.add_argument("--junit", metavar="FILE", default=None, help="write a JUnit XML report")
+    p.add_argument("--jobs", type=int, default=1, help="scenarios to run at once (processes)")
+    p.add_argument(
+        "--live",
+        action="store_true",
+        help="use the configured providers (keys from the settings) on the real clock",
+    )
+
+
+def _test(args: argparse.Namespace) -> int:
+    from voxpipe.testing.scenario import ScenarioResult
+    from voxpipe.testing.scenario_junit import write_junit
+    from voxpipe.testing.scenario_suite import run_suite
+
+    if args.jobs < 1:
+        raise CommandError("--jobs must be at least 1")
+    _settings()  # bad settings are one clear error, before any scenario runs
+
+    def show(result: ScenarioResult) -> None:
+        print(result.report(), flush=True)
+
+    suite = run_suite(args.paths, audio=args.audio, live=args.live, jobs=args.jobs, on_result=show)
+    for _, problems in suite.invalid:
+        for line in problems:
+            print(f"voxpipe: error: {line}", file=sys.stderr)
+    if args.junit:
+        write_junit(args.junit, suite.results, suite.invalid)
+    if suite.invalid:
+        return 2
+    if not suite.results:
+        raise CommandError(f"no scenario files (*.yaml, *.yml) in {' '.join(args.paths)}")
+    print(f"{suite.passed} passed, {suite.failed} failed")
+    return 1 if suite.failed else 0
+
+
 # ---------------------------------------------------------------------------- common
 
 
@@ -359,6 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_call(sub)
     _add_replay(sub)
     _add_bench(sub)
+    _add_test(sub)
     from voxpipe.records.cli import add_records_parser
 
     add_records_parser(sub)
@@ -376,6 +425,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "call": _call,
     "replay": _replay,
     "records": _records,
+    "test": _test,
 }
 
 

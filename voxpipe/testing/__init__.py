@@ -19,4 +19,14 @@ __all__ = [
     "replay_frames",
     "run_frames",
     "run_frames_sync",
+    "run_scenario",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # Scenarios load bots and settings: imported on first use, not with every test helper.
+    if name == "run_scenario":
+        from voxpipe.testing.scenario import run_scenario
+
+        return run_scenario
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

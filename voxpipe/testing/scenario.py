@@ -1,0 +1,649 @@
+"""Scenario tests: run a YAML conversation against a bot offline and check each turn.
+
+``run_scenario(path_or_dict)`` builds a call to the bot on the virtual clock (deterministic, a
+minute of call in well under a second), plays the caller's turns and checks each turn's
+expectations (the format is in ``scenario_schema`` and the README, "Testing your bot").
+
+Text mode (the default) feeds the caller's words as final transcripts, framed by the
+started/stopped-speaking events a VAD would give; ``audio=True`` speaks them with the
+offline TTS into the transport, through the real VAD and speech recogniser. Providers are
+the offline ones (every provider key is dropped) and the LLM is the bot's scripted dialog,
+with the scenario's ``replies:`` rules first; ``live=True`` keeps the configured providers
+and runs on the real clock (their answers take real time). Stores are always scratch ones
+in a temporary directory: a scenario never writes to the configured session, transcript or
+recording stores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from voxpipe.call import Call, build_task, load_bot
+from voxpipe.config.settings import VoxpipeSettings
+from voxpipe.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    CancelTaskFrame,
+    EndTaskFrame,
+    EscalationStartedFrame,
+    Frame,
+    FunctionCallInProgressFrame,
+    FunctionCallResultFrame,
+    LLMResponseEndFrame,
+    LLMResponseStartFrame,
+    TranscriptionFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
+)
+from voxpipe.pipelines.clock import Clock, VirtualClock
+from voxpipe.pipelines.task import PipelineTask
+from voxpipe.processors.base import FrameProcessor
+from voxpipe.testing.scenario_schema import (
+    Expect,
+    Scenario,
+    ScenarioError,
+    Turn,
+    load_scenario,
+    parse_scenario,
+)
+from voxpipe.testing.summary import CallSummarizer
+from voxpipe.transports.memory import MemoryTransport
+from voxpipe.transports.params import TransportParams
+from voxpipe.transports.wire import AudioFormat
+
+__all__ = ["Failure", "ScenarioResult", "TurnOutcome", "run_scenario", "scenario_settings"]
+
+logger = logging.getLogger(__name__)
+
+PHONE = AudioFormat("mulaw", 8000, 1)
+SETTLE_S = 2.0  # a turn is over once nothing has happened for this long (virtual seconds)
+MAX_TURN_S = 120.0  # a turn that never settles fails rather than running forever
+POLL_S = 0.1
+WORD_S = 0.3  # text mode: how long the caller takes per word (between started and stopped)
+
+# Provider credentials dropped in offline runs, so each factory picks its offline service and
+# no transfer reaches a real carrier.
+_PROVIDER_FIELDS = (
+    "deepgram_api_key",
+    "openai_api_key",
+    "elevenlabs_api_key",
+    "twilio_account_sid",
+    "twilio_auth_token",
+    "transfer_to",
+)
+_DEFAULTED_FIELDS = ("openai_base_url", "deepgram_base_url", "elevenlabs_base_url")
+
+
+@dataclass(slots=True)
+class Failure:
+    """One expectation that did not hold: where, what was expected, what happened."""
+
+    turn: str
+    expected: str
+    happened: str
+
+    def lines(self) -> list[str]:
+        return [
+            f"  {self.turn}",
+            f"    expected: {self.expected}",
+            f"    happened: {self.happened}",
+        ]
+
+
+@dataclass(slots=True)
+class TurnOutcome:
+    """What the bot did in one turn."""
+
+    turn: Turn
+    reply: str = ""
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    escalated: bool = False
+    hangup: bool = False
+    latency_ms: float | None = None
+    bot_spoke: bool = False
+
+
+@dataclass(slots=True)
+class ScenarioResult:
+    """The outcome of one scenario: passed, or the failures; what each turn did."""
+
+    name: str
+    path: str
+    failures: list[Failure] = field(default_factory=list)
+    turns: list[TurnOutcome] = field(default_factory=list)
+    error: str | None = None  # the run itself broke (the bot raised, ...)
+    call_seconds: float = 0.0  # on the call clock
+    wall_seconds: float = 0.0
+    end_reason: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures and self.error is None
+
+    def report(self) -> str:
+        """Human-readable: one line when it passed, the turn/expected/happened of each failure."""
+        head = f"{'PASS' if self.passed else 'FAIL'} {self.path or self.name}"
+        if self.passed:
+            return f"{head} ({len(self.turns)} turns, {self.call_seconds:.1f} s of call)"
+        lines = [head]
+        if self.error:
+            lines.append(f"  error: {self.error}")
+        for f in self.failures:
+            lines += f.lines()
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- settings
+
+
+def scenario_settings(
+    scenario: Scenario,
+    scratch: Path,
+    *,
+    base: VoxpipeSettings | None = None,
+    live: bool = False,
+) -> VoxpipeSettings:
+    """The call's settings: ``base`` (default: the environment's), the scenario's ``settings:``,
+    scratch stores under ``scratch``, and (unless ``live``) no provider credentials."""
+    base = base if base is not None else VoxpipeSettings()  # type: ignore[call-arg]
+    values: dict[str, Any] = {**base.model_dump(), **scenario.settings}
+    values.update(
+        redis_url=None,
+        database_url=None,
+        sqlite_path=str(scratch / "calls.sqlite3"),
+        spool_dir=str(scratch / "spool"),
+        recordings_url=str(scratch / "recordings"),
+        record_dir=None,
+        call_end_webhook_url=None,
+    )
+    if not live:
+        fields = VoxpipeSettings.model_fields
+        for name in _PROVIDER_FIELDS:
+            values[name] = None
+        for name in _DEFAULTED_FIELDS:
+            values[name] = fields[name].default
+    try:
+        return VoxpipeSettings(_env_file=None, **values)  # type: ignore[call-arg]
+    except ValueError as exc:
+        where = scenario.path or "<scenario>"
+        first = str(exc).splitlines()
+        raise ScenarioError([f"{where}: settings: {' '.join(first[:3])}"]) from exc
+
+
+# ---------------------------------------------------------------------------- watching the call
+
+
+class _Watcher(CallSummarizer):
+    """The call's events (``CallSummarizer``) plus what says whether a turn is still going."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock)
+        self.bot_speaking = False
+        self.llm_busy = 0
+        self.tools_running = 0
+        self.last_activity = clock.now()
+
+    def record(self, frame: Frame) -> None:
+        super().record(frame)
+        kind = type(frame)
+        now = self._clock.now()
+        if kind is LLMResponseStartFrame:
+            self.llm_busy += 1
+        elif kind is LLMResponseEndFrame:
+            self.llm_busy = max(0, self.llm_busy - 1)
+        elif kind is FunctionCallInProgressFrame:
+            self.tools_running += 1
+        elif kind is FunctionCallResultFrame:
+            self.tools_running = max(0, self.tools_running - 1)
+        elif kind is EscalationStartedFrame:
+            self._add("escalated", reason=getattr(frame, "reason", ""))
+        elif kind is EndTaskFrame or kind is CancelTaskFrame:
+            self._add("hangup", reason=getattr(frame, "reason", ""))
+        elif kind is BotStartedSpeakingFrame:
+            self.bot_speaking = True
+        elif kind is BotStoppedSpeakingFrame:
+            self.bot_speaking = False
+        self.last_activity = now
+
+    def idle(self, settle: float) -> bool:
+        return (
+            not self.bot_speaking
+            and not self.llm_busy
+            and not self.tools_running
+            and self._clock.now() - self.last_activity >= settle
+        )
+
+
+# ---------------------------------------------------------------------------- the bot's services
+
+
+def _walk(root: object) -> Iterator[FrameProcessor]:
+    if isinstance(root, PipelineTask):
+        root = root.pipeline
+    if isinstance(root, FrameProcessor):
+        yield from root.processors()
+
+
+def _prepare_services(built: object, scenario: Scenario, *, live: bool) -> None:
+    """Scenario rules first in the scripted dialog; the ``latency:`` block on the services."""
+    from voxpipe.processors.llm.scripted import ScriptedLLMService
+    from voxpipe.processors.tts.base import TTSService
+
+    lat = scenario.latency
+    intents = [_intent(i, r) for i, r in enumerate(scenario.replies)]
+    for proc in _walk(built):
+        if isinstance(proc, ScriptedLLMService):
+            proc.intents[:0] = intents
+            if "llm_first_token_ms" in lat:
+                proc.first_token_delay = lat["llm_first_token_ms"] / 1000
+            if "llm_token_ms" in lat:
+                proc.token_delay = lat["llm_token_ms"] / 1000
+        elif isinstance(proc, TTSService) and lat.get("tts_ms") and not live:
+            _delay_tts(proc, lat["tts_ms"] / 1000)
+    if intents and not any(isinstance(p, ScriptedLLMService) for p in _walk(built)) and not live:
+        raise ScenarioError(
+            [f"{scenario.path or '<scenario>'}: replies: the bot has no scripted LLM to give them"]
+        )
+
+
+def _intent(i: int, reply: Any) -> Any:
+    from voxpipe.processors.llm.scripted import Intent, IntentMatch
+
+    args = reply.args
+
+    def arguments(m: IntentMatch) -> dict[str, Any]:
+        if args is None:
+            return dict(m.groups)
+        # "{city}" in an argument is the pattern's named group.
+        return {
+            k: v.format_map(_Groups(m.groups)) if isinstance(v, str) else v for k, v in args.items()
+        }
+
+    return Intent(
+        f"scenario_reply_{i}",
+        patterns=[reply.when],
+        reply=reply.say or "",
+        tool=reply.tool,
+        arguments=arguments,
+        after_tool=reply.after_tool,
+    )
+
+
+class _Groups(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def _delay_tts(tts: Any, seconds: float) -> None:
+    """Each reply's first audio comes ``seconds`` after its first sentence (a cloud TTS's first
+    byte); later sentences stream on behind it."""
+    original = tts.synthesize
+    started: set[int] = set()
+
+    async def synthesize(text: str, reply: Any) -> None:
+        if reply.index not in started:
+            started.add(reply.index)
+            await tts.clock.sleep(seconds)
+        await original(text, reply)
+
+    tts.synthesize = synthesize
+
+
+# ---------------------------------------------------------------------------- the run
+
+
+class _Run:
+    def __init__(
+        self, scenario: Scenario, settings: VoxpipeSettings, *, audio: bool, live: bool
+    ) -> None:
+        self.scenario = scenario
+        self.settings = settings
+        self.audio = audio
+        self.live = live
+        self._t0 = 0.0
+        self.result = ScenarioResult(
+            scenario.name, str(scenario.path) if scenario.path is not None else ""
+        )
+
+    async def run(self, clock: Clock) -> ScenarioResult:
+        from voxpipe.state.shared import close_shared_stores
+        from voxpipe.testing.bot_runs import _make_call
+
+        scn = self.scenario
+        params = TransportParams(
+            audio_in=PHONE, audio_out=PHONE, allow_interruptions=self.settings.allow_interruptions
+        )
+        transport = MemoryTransport(params, name="scenario")
+        meta: dict[str, Any] = {
+            "caller": scn.caller.get("from", ""),
+            "called": scn.caller.get("to", ""),
+            "country": scn.caller.get("country"),
+            "custom_parameters": dict(scn.caller.get("params") or {}),
+        }
+        if scn.caller.get("locale"):
+            meta["locale"] = scn.caller["locale"]
+        call_id = f"scenario-{re.sub(r'[^A-Za-z0-9_-]', '-', scn.name)}"
+        try:
+            call = await _make_call(
+                transport,
+                self.settings,
+                PHONE,
+                call_id=call_id,
+                carrier=scn.caller.get("carrier", "twilio"),
+                meta=meta,
+            )
+            built = await load_bot(scn.bot)(call)
+            task = build_task(call, built)
+            _prepare_services(built, scn, live=self.live)
+            watcher = _Watcher(clock)
+            task.add_observer(watcher)
+            runner = asyncio.get_running_loop().create_task(task.run())
+            await task.wait_started()
+            self._t0 = clock.now()
+            watcher.start(self._t0)
+            try:
+                outcomes = await self._turns(clock, call, task, transport, watcher, runner)
+                self.result.call_seconds = round(clock.now() - self._t0, 3)
+                if not runner.done():
+                    # The caller hangs up after the last turn, as a caller does.
+                    await transport.on_wire_closed("scenario ended")
+                await runner
+                self.result.end_reason = task.end_reason
+                await self._check_stores(call, outcomes)
+            finally:
+                if not runner.done():
+                    runner.cancel()
+        except ScenarioError:
+            raise
+        except Exception as exc:  # the bot itself broke: report it as the scenario's error
+            logger.debug("scenario %s raised", scn.name, exc_info=exc)
+            self.result.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            await close_shared_stores()
+        return self.result
+
+    async def _turns(
+        self,
+        clock: Clock,
+        call: Call,
+        task: PipelineTask,
+        transport: MemoryTransport,
+        watcher: _Watcher,
+        runner: asyncio.Task[None],
+    ) -> list[TurnOutcome]:
+        turns = self.scenario.turns
+        outcomes: list[TurnOutcome] = []
+        first = turns[0]
+        first_acts = first if first.caller is not None or first.press is not None else None
+        if first_acts is not None:
+            # The greeting plays before the caller's first words (not part of turn 1).
+            await self._wait(clock, transport, watcher, runner, first.barge_in_ms, 0)
+        for i, turn in enumerate(turns):
+            if runner.done():
+                self._fail(
+                    turn, "the call to still be up", f"the call had ended ({task.end_reason})"
+                )
+                break
+            # A first turn that only waits hears the greeting (said as the call started).
+            mark = 0 if i == 0 and turn is not first_acts else len(watcher.events)
+            spoke_at = await self._act(clock, task, transport, turn)
+            nxt = turns[i + 1].barge_in_ms if i + 1 < len(turns) else None
+            await self._wait(clock, transport, watcher, runner, nxt, mark)
+            outcome = self._outcome(turn, watcher.events[mark:], spoke_at, runner.done())
+            outcomes.append(outcome)
+            self._check(outcome)
+        self.result.turns = outcomes
+        return outcomes
+
+    async def _act(
+        self, clock: Clock, task: PipelineTask, transport: MemoryTransport, turn: Turn
+    ) -> float | None:
+        """Play the turn's action; the call time the caller's speech ended (text mode)."""
+        if turn.pause_ms:
+            await self._line(clock, transport, turn.pause_ms / 1000)
+        inp = transport.input()
+        if turn.press is not None:
+            for digit in turn.press:
+                await inp.push_dtmf(digit)
+                await self._line(clock, transport, 0.2)
+            return None
+        if turn.caller is None:
+            return None
+        if self.audio:
+            await _speak(transport, turn.caller, self.settings)
+            return None
+        words = max(1, len(turn.caller.split()))
+        if inp.bot_speaking and inp.can_interrupt and inp.params.guard.min_words == 0:
+            await inp.request_interruption("caller speech")  # what the VAD's onset does
+        await task.inject(UserStartedSpeakingFrame())
+        await clock.sleep(words * WORD_S)
+        stt_s = self.scenario.latency.get("stt_ms", 0.0) / 1000
+        text = TranscriptionFrame(text=turn.caller, user_id=self.scenario.caller.get("from", ""))
+        if stt_s <= 0:
+            await task.inject(text)
+        end = clock.now()
+        await task.inject(UserStoppedSpeakingFrame())
+        if stt_s > 0:
+            await clock.sleep(stt_s)
+            await task.inject(text)
+        return end
+
+    async def _line(self, clock: Clock, transport: MemoryTransport, seconds: float) -> None:
+        """Let ``seconds`` pass; in audio mode the line carries silence meanwhile (as a phone's)."""
+        if self.audio:
+            await transport.play_silence(seconds)
+        else:
+            await clock.sleep(seconds)
+
+    async def _wait(
+        self,
+        clock: Clock,
+        transport: MemoryTransport,
+        watcher: _Watcher,
+        runner: asyncio.Task[None],
+        barge_in_ms: float | None,
+        mark: int,
+    ) -> None:
+        """Until the bot is done (or, for a barge-in next, ``barge_in_ms`` into its speech)."""
+        start = clock.now()
+        while not runner.done():
+            if barge_in_ms is not None:
+                began = next(
+                    (e["t"] for e in watcher.events[mark:] if e["type"] == "bot_started_speaking"),
+                    None,
+                )
+                if began is not None and watcher._now() - began >= barge_in_ms / 1000:
+                    return
+            if watcher.idle(SETTLE_S):
+                return
+            if clock.now() - start > MAX_TURN_S:
+                logger.warning("scenario turn did not settle in %.0f s", MAX_TURN_S)
+                return
+            await self._line(clock, transport, POLL_S)
+
+    def _outcome(
+        self, turn: Turn, events: list[dict[str, Any]], spoke_at: float | None, ended: bool
+    ) -> TurnOutcome:
+        out = TurnOutcome(turn)
+        said = [e["text"] for e in events if e["type"] in ("llm_reply", "bot_says") and e["text"]]
+        out.reply = " ".join(said).strip()
+        out.tools = [
+            {"name": e["name"], "arguments": e["arguments"]}
+            for e in events
+            if e["type"] == "tool_call"
+        ]
+        out.escalated = any(e["type"] == "escalated" for e in events)
+        out.hangup = ended or any(e["type"] == "hangup" for e in events)
+        starts = [e["t"] for e in events if e["type"] == "bot_started_speaking"]
+        out.bot_spoke = bool(starts)
+        if spoke_at is None:  # audio mode: the VAD's end of speech
+            stops = [e["t"] for e in events if e["type"] == "user_stopped_speaking"]
+            end = stops[0] if stops else None
+        else:
+            end = spoke_at - self._t0
+        if end is not None:
+            nxt = next((t for t in starts if t >= end), None)
+            out.latency_ms = round((nxt - end) * 1000, 1) if nxt is not None else None
+        return out
+
+    def _fail(self, turn: Turn | str, expected: str, happened: str) -> None:
+        where = turn.describe() if isinstance(turn, Turn) else turn
+        self.result.failures.append(Failure(where, expected, happened))
+
+    def _check(self, o: TurnOutcome) -> None:
+        e, t = o.turn.expect, o.turn
+        said = f"the bot said {o.reply!r}" if o.reply else "the bot said nothing"
+        if e.reply_matches is not None and not e.reply_matches.search(o.reply):
+            self._fail(t, f"reply_matches /{e.reply_matches.pattern}/", said)
+        if e.reply_not_matches is not None and e.reply_not_matches.search(o.reply):
+            self._fail(t, f"reply_not_matches /{e.reply_not_matches.pattern}/", said)
+        if e.tool is not None:
+            called = [c for c in o.tools if c["name"] == e.tool]
+            if not called or (e.args and not any(_subset(e.args, c["arguments"]) for c in called)):
+                want = f"tool {e.tool}" + (f" with args {_js(e.args)}" if e.args else "")
+                calls = ", ".join(f"{c['name']}({_js(c['arguments'])})" for c in o.tools)
+                self._fail(t, want, f"tools called: {calls}" if calls else "no tool was called")
+        if e.no_reply is not None:
+            silent = not o.reply and not o.bot_spoke
+            if e.no_reply and not silent:
+                self._fail(t, "no_reply", said)
+            elif not e.no_reply and silent:
+                self._fail(t, "a reply (no_reply: false)", "the bot said nothing")
+        if e.escalated is not None and e.escalated != o.escalated:
+            self._fail(
+                t,
+                f"escalated: {str(e.escalated).lower()}",
+                "the call was escalated to a person" if o.escalated else "no escalation",
+            )
+        if e.hangup is not None and e.hangup != o.hangup:
+            self._fail(
+                t,
+                f"hangup: {str(e.hangup).lower()}",
+                "the bot ended the call" if o.hangup else f"the call went on ({said})",
+            )
+        if e.max_latency_ms is not None:
+            if o.latency_ms is None:
+                self._fail(t, f"max_latency_ms {e.max_latency_ms:g}", "the bot did not answer")
+            elif o.latency_ms > e.max_latency_ms:
+                self._fail(
+                    t,
+                    f"max_latency_ms {e.max_latency_ms:g}",
+                    f"the bot started answering {o.latency_ms:g} ms after the caller stopped",
+                )
+
+    async def _check_stores(self, call: Call, outcomes: list[TurnOutcome]) -> None:
+        checks = [o for o in outcomes if o.turn.expect.stored or o.turn.expect.not_stored]
+        if not checks:
+            return
+        stored = await _stored_text(call)
+        flat = " ".join(stored.split()).lower()
+        digits = re.sub(r"\D", "", stored)
+        for o in checks:
+            e: Expect = o.turn.expect
+            for text in e.stored:
+                if " ".join(text.split()).lower() not in flat:
+                    shown = stored[:200] + ("..." if len(stored) > 200 else "")
+                    self._fail(
+                        o.turn,
+                        f"stored {text!r}",
+                        f"the stores hold {shown!r}" if stored else "nothing was stored",
+                    )
+            for text in e.not_stored:
+                needle = re.sub(r"\D", "", text)
+                # A number may be stored spaced or dashed: compare digits too.
+                leaked = " ".join(text.split()).lower() in flat or (
+                    len(needle) >= 6 and needle in digits
+                )
+                if leaked:
+                    self._fail(o.turn, f"not_stored {text!r}", "the stores hold it")
+
+
+async def _stored_text(call: Call) -> str:
+    """Everything the call left in the (scratch) stores: transcript, session turns and meta."""
+    from voxpipe.state.shared import shared_stores
+
+    stores = await shared_stores(call.settings)
+    parts: list[str] = []
+    transcript = await stores.transcripts.read(call.call_id, reader="voxpipe test")
+    if transcript is not None:
+        for turn in transcript.turns:
+            parts.append(turn.text)
+            parts += [json.dumps(c, default=str) for c in turn.tool_calls]
+        parts.append(json.dumps(transcript.metadata, default=str))
+        if transcript.escalation_reason:
+            parts.append(transcript.escalation_reason)
+    session = await stores.sessions.load(call.call_id)
+    if session is not None:
+        parts += [t.text for t in session.turns]
+        parts.append(json.dumps(session.meta, default=str))
+    return "\n".join(p for p in parts if p)
+
+
+async def _speak(transport: MemoryTransport, text: str, settings: VoxpipeSettings) -> None:
+    """The caller says ``text`` (offline TTS) into the line, then half a second of silence."""
+    from voxpipe.processors.tts.espeak import EspeakEngine
+
+    syn = EspeakEngine.get().synthesize(text, "en-us", 150, None)
+    await transport.play_caller(syn.pcm, syn.sample_rate)
+    await transport.play_silence(0.5)
+
+
+def _subset(want: Any, got: Any) -> bool:
+    """``want`` is contained in ``got``: dict keys recursively, other values equal (or as text)."""
+    if isinstance(want, dict):
+        return isinstance(got, dict) and all(
+            k in got and _subset(v, got[k]) for k, v in want.items()
+        )
+    if want == got:
+        return True
+    return not isinstance(want, dict | list) and str(want) == str(got)
+
+
+def _js(value: Any) -> str:
+    return json.dumps(value, default=str, sort_keys=True)
+
+
+# ---------------------------------------------------------------------------- public
+
+
+def run_scenario(
+    scenario: str | Path | dict[str, Any] | Scenario,
+    *,
+    audio: bool = False,
+    live: bool = False,
+    settings: VoxpipeSettings | None = None,
+) -> ScenarioResult:
+    """Run one scenario (a file, a parsed YAML dict or a ``Scenario``) and check its turns.
+
+    Raises ``ScenarioError`` (one line per problem) when the scenario is not valid.
+    ``settings`` is the base the scenario's ``settings:`` apply to (default: the environment).
+    """
+    if isinstance(scenario, Scenario):
+        scn = scenario
+    elif isinstance(scenario, dict):
+        scn = parse_scenario(scenario)
+    else:
+        scn = load_scenario(scenario)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="voxpipe-scenario-") as scratch:
+        call_settings = scenario_settings(scn, Path(scratch), base=settings, live=live)
+        run = _Run(scn, call_settings, audio=audio, live=live)
+        clock: Clock
+        if live:
+            # Real providers answer in real time: a virtual clock would jump past their replies.
+            clock = Clock()
+            result = asyncio.run(run.run(clock))
+        else:
+            vclock = VirtualClock()
+            result = vclock.run(run.run(vclock))
+    result.wall_seconds = round(time.perf_counter() - started, 3)
+    return result
