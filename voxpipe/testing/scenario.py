@@ -188,6 +188,8 @@ class _Watcher(CallSummarizer):
     def __init__(self, clock: Clock) -> None:
         super().__init__(clock)
         self.bot_speaking = False
+        self.user_speaking = False
+        self.speaking_since = 0.0
         self.llm_busy = 0
         self.tools_running = 0
         self.last_activity = clock.now()
@@ -208,8 +210,13 @@ class _Watcher(CallSummarizer):
             self._add("escalated", reason=getattr(frame, "reason", ""))
         elif kind is EndTaskFrame or kind is CancelTaskFrame:
             self._add("hangup", reason=getattr(frame, "reason", ""))
+        elif kind is UserStartedSpeakingFrame:
+            self.user_speaking = True
+        elif kind is UserStoppedSpeakingFrame:
+            self.user_speaking = False
         elif kind is BotStartedSpeakingFrame:
             self.bot_speaking = True
+            self.speaking_since = now
         elif kind is BotStoppedSpeakingFrame:
             self.bot_speaking = False
         self.last_activity = now
@@ -217,6 +224,7 @@ class _Watcher(CallSummarizer):
     def idle(self, settle: float) -> bool:
         return (
             not self.bot_speaking
+            and not self.user_speaking
             and not self.llm_busy
             and not self.tools_running
             and self._clock.now() - self.last_activity >= settle
@@ -456,12 +464,9 @@ class _Run:
         """Until the bot is done (or, for a barge-in next, ``barge_in_ms`` into its speech)."""
         start = clock.now()
         while not runner.done():
-            if barge_in_ms is not None:
-                began = next(
-                    (e["t"] for e in watcher.events[mark:] if e["type"] == "bot_started_speaking"),
-                    None,
-                )
-                if began is not None and watcher._now() - began >= barge_in_ms / 1000:
+            # A barge-in comes that long into the bot's current stretch of speech.
+            if barge_in_ms is not None and watcher.bot_speaking:
+                if clock.now() - watcher.speaking_since >= barge_in_ms / 1000:
                     return
             if watcher.idle(SETTLE_S):
                 return
