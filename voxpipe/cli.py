@@ -223,6 +223,11 @@ def _add_replay(sub: Any) -> None:
     p.add_argument("--golden", default=None, help="expected summary (JSON); mismatch exits 1")
     p.add_argument("--write-golden", default=None, help="write the summary as a golden file")
     p.add_argument("--json", action="store_true", help="print the whole summary as JSON")
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="play the recorded provider results instead of calling the providers (no keys)",
+    )
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -250,7 +255,9 @@ def _replay(args: argparse.Namespace) -> int:
             raise CommandError(f"golden file {gpath} is not valid JSON: {exc}") from exc
     bot = load_bot(_bot_path(bot_spec))
     try:
-        result = replay_recording(path, bot, settings=_settings(), progress=_progress)
+        result = replay_recording(
+            path, bot, settings=_settings(), progress=_progress, offline=args.offline
+        )
     except RecordingError as exc:
         raise CommandError(str(exc)) from exc
     summary = result.summary

@@ -232,6 +232,7 @@ def _receive_outcome(receiving: asyncio.Task[str], ended_by: str) -> tuple[str, 
 def call_recorder(st: ServerState, call: Call, task: PipelineTask) -> Any:
     from voxpipe.state import make_transcript_cipher
     from voxpipe.testing.recording import FrameRecorder, pipeline_requires_consent
+    from voxpipe.testing.service_tape import attach_tape
 
     assert st.record_dir is not None
     st.record_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -249,7 +250,7 @@ def call_recorder(st: ServerState, call: Call, task: PipelineTask) -> Any:
         "sample_rate": call.audio_in.sample_rate,
     }
     # The transcript's rules: the bot's consent (held until known), payment pauses, the key.
-    return FrameRecorder(
+    recorder = FrameRecorder(
         path,
         clock=task.clock,
         call_id=call.call_id,
@@ -257,3 +258,6 @@ def call_recorder(st: ServerState, call: Call, task: PipelineTask) -> Any:
         cipher=make_transcript_cipher(st.settings),
         require_consent=pipeline_requires_consent(task.pipeline.processors()),
     )
+    # What the providers return goes into the recording too: `voxpipe replay --offline`.
+    attach_tape(task.pipeline.processors(), recorder.service)
+    return recorder

@@ -221,10 +221,35 @@ def replay_recording(
     *,
     settings: VoxpipeSettings,
     progress: Progress | None = None,
+    offline: bool = False,
 ) -> ReplayResult:
-    """Feed a recorded call's frames to ``bot`` on the virtual clock and summarize what it did."""
-    clock = VirtualClock()
-    return clock.run(_replay(clock, Path(recording), bot, settings=settings, progress=progress))
+    """Feed a recorded call's frames to ``bot`` on the virtual clock and summarize what it did.
+
+    The replayed call writes to scratch stores (a temporary directory), never to the
+    configured ones under the recorded call's id. ``offline``: the recording's service lines
+    stand in for the STT, LLM and TTS providers (no key, no network).
+    """
+    import tempfile
+
+    from voxpipe.state import make_transcript_cipher
+    from voxpipe.testing.scratch import scratch_settings
+
+    # Read with the configured key (the recording was sealed with it) before scratching.
+    cipher = make_transcript_cipher(settings)
+    with tempfile.TemporaryDirectory(prefix="voxpipe-replay-") as scratch:
+        call_settings = scratch_settings(settings, Path(scratch), offline=offline)
+        clock = VirtualClock()
+        return clock.run(
+            _replay(
+                clock,
+                Path(recording),
+                bot,
+                settings=call_settings,
+                progress=progress,
+                offline=offline,
+                cipher=cipher,
+            )
+        )
 
 
 def recording_bot(recording: str | Path, settings: VoxpipeSettings | None = None) -> str | None:
@@ -247,10 +272,10 @@ async def _replay(
     *,
     settings: VoxpipeSettings,
     progress: Progress | None,
+    offline: bool,
+    cipher: Any,
 ) -> ReplayResult:
-    from voxpipe.state import make_transcript_cipher
-
-    rec = read_recording(path, cipher=make_transcript_cipher(settings))
+    rec = read_recording(path, cipher=cipher)
     meta: dict[str, Any] = dict(rec.header.get("metadata") or {})
     fmt_meta = meta.get("audio_format") or {}
     fmt = AudioFormat(
@@ -270,6 +295,15 @@ async def _replay(
         meta=meta,
     )
     task = build_task(call, await bot(call))
+    if offline:
+        from voxpipe.testing.service_tape import has_services, play_tape
+
+        if has_services(task.pipeline.processors()) and not rec.services:
+            raise RecordingError(
+                f"{path}: the recording keeps no provider results (recorded before format "
+                "version 3): replay it without --offline, with the providers"
+            )
+        play_tape(task.pipeline.processors(), rec.services)
     summarizer = CallSummarizer(clock)
     task.add_observer(summarizer)
     loop = asyncio.get_running_loop()
@@ -291,6 +325,9 @@ async def _replay(
             ticker.cancel()
         if not runner.done():
             runner.cancel()
+        from voxpipe.state.shared import close_shared_stores
+
+        await close_shared_stores()  # the scratch stores of this replay
     audio = b"".join(e.audio for e in transport.memory_sink.audio_events)
     rate = fmt.sample_rate * bytes_per_sample(fmt.encoding)
     summary = {"audio": audio_digest(audio, rate), **summarizer.summary()}

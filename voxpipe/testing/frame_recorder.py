@@ -139,6 +139,19 @@ class FrameRecorder(Observer):
         else:
             self._keep(rec)
 
+    def service(self, rec: dict[str, Any]) -> None:
+        """A service line (``service_tape``): kept under the same consent and pause rules."""
+        if self.consent is False:
+            return
+        now = self._clock.now()
+        if self._t0 is None:
+            self._t0 = now
+        rec = {"t": now - self._t0, **rec}
+        if self.consent is None:
+            self._hold(rec)
+        else:
+            self._keep(rec)
+
     def on_finish(self) -> None:
         if self.consent is None:
             # The call ended before the caller chose: nothing of it is kept.

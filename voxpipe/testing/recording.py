@@ -6,6 +6,9 @@ read): UTF-8 JSON lines. The first line is a header ``{"format": "voxpipe-frames
 following line is one frame ``{"t": <seconds since the call started>, "dir": "down"|"up",
 "type": <frame class>, "ts": <frame timestamp>, "fields": {...}}``. Bytes are
 ``{"$b64": "..."}``, nested dataclasses (e.g. words) ``{"$type": "Word", ...fields}``.
+Service lines ``{"t": ..., "type": "$service", "service": "stt"|"llm"|"tts", "slot": n, "op":
+..., "data": {...}}`` keep what each provider returned (``service_tape``), so a replay can do
+without the providers.
 
 Encrypted at rest (``"encrypted": true``, with the transcript key, ``TRANSCRIPT_KEY``): the
 header carries ``key_id`` and ``sealed_metadata`` instead of ``metadata``, and each frame line
@@ -42,8 +45,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FORMAT = "voxpipe-frames"
-VERSION = 2
-_READABLE_VERSIONS = (1, 2)
+VERSION = 3
+_READABLE_VERSIONS = (1, 2, 3)
 _SKIP_FIELDS = {"id", "timestamp", "exception"}
 _NESTED: dict[str, type[Any]] = {"Word": Word}
 
@@ -118,6 +121,31 @@ def aad(call_id: str, index: int | str) -> str:
     return f"{call_id}#{index}"
 
 
+SERVICE = "$service"  # the "type" of a service line
+
+
+@dataclass(slots=True)
+class ServiceRecord:
+    """A service line: ``t`` seconds into the call, the service's kind and slot, what it did."""
+
+    t: float
+    service: str  # stt | llm | tts
+    slot: int  # which service of that kind, in pipeline order
+    op: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def record_line(rec: dict[str, Any]) -> ServiceRecord:
+    """A service line of a recording file as a ``ServiceRecord``."""
+    return ServiceRecord(
+        float(rec["t"]),
+        str(rec["service"]),
+        int(rec["slot"]),
+        str(rec["op"]),
+        dict(rec.get("data") or {}),
+    )
+
+
 @dataclass(slots=True)
 class RecordedFrame:
     """A frame read back from a recording, with its time since the call started."""
@@ -133,6 +161,8 @@ class Recording:
 
     header: dict[str, Any]
     frames: list[RecordedFrame] = field(default_factory=list)
+    # What the providers returned (version 3), for ``voxpipe replay --offline``.
+    services: list[ServiceRecord] = field(default_factory=list)
 
     @property
     def duration(self) -> float:
@@ -160,8 +190,8 @@ def _unseal(
 
 def iter_recording(
     path: str | Path, *, cipher: TranscriptCipher | None = None
-) -> Iterator[RecordedFrame | dict[str, Any]]:
-    """Yield the header dict (metadata decrypted), then each recorded frame.
+) -> Iterator[RecordedFrame | ServiceRecord | dict[str, Any]]:
+    """Yield the header dict (metadata decrypted), then each recorded frame or service line.
 
     An encrypted recording needs ``cipher`` (the transcript key it was recorded with).
     """
@@ -208,6 +238,9 @@ def iter_recording(
             except json.JSONDecodeError as exc:
                 raise RecordingError(f"{path}:{lineno}: bad JSON: {exc}") from exc
             index += 1
+            if rec.get("type") == SERVICE:
+                yield record_line(rec)
+                continue
             direction = (
                 FrameDirection.UPSTREAM if rec.get("dir") == "up" else FrameDirection.DOWNSTREAM
             )
@@ -221,8 +254,11 @@ def read_recording(path: str | Path, *, cipher: TranscriptCipher | None = None) 
     assert isinstance(header, dict)
     rec = Recording(header)
     for item in it:
-        assert isinstance(item, RecordedFrame)
-        rec.frames.append(item)
+        if isinstance(item, ServiceRecord):
+            rec.services.append(item)
+        else:
+            assert isinstance(item, RecordedFrame)
+            rec.frames.append(item)
     return rec
 
 
@@ -251,6 +287,8 @@ __all__ = [
     "RecordedFrame",
     "Recording",
     "RecordingError",
+    "SERVICE",
+    "ServiceRecord",
     "frame_to_record",
     "iter_recording",
     "pipeline_requires_consent",

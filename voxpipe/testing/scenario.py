@@ -70,18 +70,6 @@ MAX_TURN_S = 120.0  # a turn that never settles fails rather than running foreve
 POLL_S = 0.1
 WORD_S = 0.3  # text mode: how long the caller takes per word (between started and stopped)
 
-# Provider credentials dropped in offline runs, so each factory picks its offline service and
-# no transfer reaches a real carrier.
-_PROVIDER_FIELDS = (
-    "deepgram_api_key",
-    "openai_api_key",
-    "elevenlabs_api_key",
-    "twilio_account_sid",
-    "twilio_auth_token",
-    "transfer_to",
-)
-_DEFAULTED_FIELDS = ("openai_base_url", "deepgram_base_url", "elevenlabs_base_url")
-
 
 @dataclass(slots=True)
 class Failure:
@@ -154,25 +142,11 @@ def scenario_settings(
 ) -> VoxpipeSettings:
     """The call's settings: ``base`` (default: the environment's), the scenario's ``settings:``,
     scratch stores under ``scratch``, and (unless ``live``) no provider credentials."""
+    from voxpipe.testing.scratch import scratch_settings
+
     base = base if base is not None else VoxpipeSettings()  # type: ignore[call-arg]
-    values: dict[str, Any] = {**base.model_dump(), **scenario.settings}
-    values.update(
-        redis_url=None,
-        database_url=None,
-        sqlite_path=str(scratch / "calls.sqlite3"),
-        spool_dir=str(scratch / "spool"),
-        recordings_url=str(scratch / "recordings"),
-        record_dir=None,
-        call_end_webhook_url=None,
-    )
-    if not live:
-        fields = VoxpipeSettings.model_fields
-        for name in _PROVIDER_FIELDS:
-            values[name] = None
-        for name in _DEFAULTED_FIELDS:
-            values[name] = fields[name].default
     try:
-        return VoxpipeSettings(_env_file=None, **values)  # type: ignore[call-arg]
+        return scratch_settings(base, scratch, overrides=scenario.settings, offline=not live)
     except ValueError as exc:
         where = scenario.path or "<scenario>"
         first = str(exc).splitlines()
