@@ -303,7 +303,7 @@ async def _replay(
                 f"{path}: the recording keeps no provider results (recorded before format "
                 "version 3): replay it without --offline, with the providers"
             )
-        play_tape(task.pipeline.processors(), rec.services)
+        player = play_tape(task.pipeline.processors(), rec.services)
     summarizer = CallSummarizer(clock)
     task.add_observer(summarizer)
     loop = asyncio.get_running_loop()
@@ -314,6 +314,8 @@ async def _replay(
     if progress is not None and rec.duration > 20:
         ticker = loop.create_task(_progress_ticker(clock, rec.duration, progress))
     try:
+        if offline:
+            player.begin(clock.now())  # the same start as the frames' below
         await replay_frames(rec, task)
         # The recording ends where the caller's line did: hang up there, as the caller did.
         await clock.sleep(params.chunk_ms / 1000)

@@ -34,7 +34,7 @@ from voxpipe.processors.tts.reply import CharAlignment, TTSReply
 from voxpipe.processors.tts.words import TimedWord
 from voxpipe.testing.recording import SERVICE, ServiceRecord
 
-__all__ = ["TapeMissing", "attach_tape", "has_services", "play_tape"]
+__all__ = ["TapeMissing", "TapePlayer", "attach_tape", "has_services", "play_tape"]
 
 logger = logging.getLogger(__name__)
 
@@ -226,28 +226,39 @@ def _tape_tts(tts: TTSService, slot: int, emit: Emit) -> None:
 # ---------------------------------------------------------------------------- playback
 
 
-def play_tape(processors: Iterable[FrameProcessor], tape: Sequence[ServiceRecord]) -> int:
-    """Replace each service's provider with its part of ``tape`` (from ``read_recording``).
+class TapePlayer:
+    """The providers of a replayed call, played from a tape: ``begin(t0)`` when the recorded
+    frames start being fed (tape times count from there, as the recorder's do)."""
 
-    Returns how many services were replaced. STT transcripts are pushed at their recorded
-    times, counted from the service's start (the call's StartFrame, as the recorder counts).
-    """
+    def __init__(self) -> None:
+        self._feeds: list[Callable[[float], None]] = []
+        self.services = 0
+
+    def begin(self, t0: float) -> None:
+        for feed in self._feeds:
+            feed(t0)
+
+
+def play_tape(processors: Iterable[FrameProcessor], tape: Sequence[ServiceRecord]) -> TapePlayer:
+    """Replace each service's provider among ``processors`` with its part of ``tape`` (from
+    ``read_recording``); call ``begin`` on the result as the replay starts."""
     by_slot: dict[tuple[str, int], list[ServiceRecord]] = defaultdict(list)
     for r in tape:
         by_slot[(r.service, r.slot)].append(r)
-    slots = _slots(processors)
-    for kind, slot, proc in slots:
+    player = TapePlayer()
+    for kind, slot, proc in _slots(processors):
         records = by_slot.get((kind, slot), [])
+        player.services += 1
         if kind == "stt":
-            _play_stt(proc, records)  # type: ignore[arg-type]
+            player._feeds.append(_play_stt(proc, records))  # type: ignore[arg-type]
         elif kind == "llm":
             _play_llm(proc, records)  # type: ignore[arg-type]
         else:
             _play_tts(proc, records)  # type: ignore[arg-type]
-    return len(slots)
+    return player
 
 
-def _play_stt(stt: STTService, records: list[ServiceRecord]) -> None:
+def _play_stt(stt: STTService, records: list[ServiceRecord]) -> Callable[[float], None]:
     transcripts = [r for r in records if r.op == "transcript"]
 
     async def no_audio(frame: Any) -> None:
@@ -269,15 +280,12 @@ def _play_stt(stt: STTService, records: list[ServiceRecord]) -> None:
                 language=d.get("language"),
             )
 
-    on_start = stt.on_start
-
-    async def start(frame: Any) -> None:
-        await on_start(frame)
-        # Tape times count from the call's start, as the recorder's do.
-        stt.create_task(feed(stt.clock.now()), name="stt-tape")
+    def begin(t0: float) -> None:
+        # Not interruptible: the caller talking over the bot does not stop their own words.
+        stt.create_task(feed(t0), name="stt-tape", interruptible=False)
 
     stt.process_audio = no_audio  # type: ignore[method-assign]
-    stt.on_start = start  # type: ignore[method-assign]
+    return begin
 
 
 def _play_llm(llm: LLMService, records: list[ServiceRecord]) -> None:
