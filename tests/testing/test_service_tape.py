@@ -1,0 +1,122 @@
+"""Service tapes: what the LLM and TTS returned is recorded and, played back in their place,
+gives the same frames with a model that knows nothing; tape lines keep the consent rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from voxpipe.frames import (
+    Frame,
+    FunctionCallInProgressFrame,
+    LLMMessagesFrame,
+    LLMTextFrame,
+    OutputAudioFrame,
+    RetentionConsentFrame,
+    TTSTextFrame,
+)
+from voxpipe.pipelines.clock import VirtualClock
+from voxpipe.processors.llm.scripted import Intent, ScriptedLLMService
+from voxpipe.processors.tts.espeak import EspeakTTSService
+from voxpipe.testing import Sleep, run_frames
+from voxpipe.testing.recording import SERVICE, FrameRecorder, ServiceRecord, read_recording
+from voxpipe.testing.service_tape import TapeMissing, attach_tape, play_tape
+
+
+def services(intents: list[Intent]) -> list[Any]:
+    llm = ScriptedLLMService(intents, first_token_delay=0.3, token_delay=0.05)
+
+    async def weather(city: str) -> dict[str, str]:
+        return {"summary": "sunny"}
+
+    llm.register_function("weather", weather, {"type": "object", "properties": {}})
+    return [llm, EspeakTTSService()]
+
+
+INTENTS = [
+    Intent(
+        "weather",
+        patterns=[r"weather in (?P<city>\w+)"],
+        reply="Let me look.",
+        tool="weather",
+        after_tool="It is {summary} in {city}.",
+    )
+]
+ASK = [
+    LLMMessagesFrame([{"role": "user", "content": "what is the weather in Paris"}]),
+    Sleep(5.0),
+]
+
+
+def seen(frames: list[Frame]) -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for f in frames:
+        if isinstance(f, LLMTextFrame | TTSTextFrame):
+            out.append((type(f).__name__, f.text))
+        elif isinstance(f, FunctionCallInProgressFrame):
+            out.append(("tool", (f.function_name, f.arguments)))
+        elif isinstance(f, OutputAudioFrame):
+            out.append(("audio", len(f.audio)))
+    return out
+
+
+async def test_a_recorded_tape_replaces_the_model_and_the_voice() -> None:
+    tape: list[dict[str, Any]] = []
+    clock = VirtualClock()
+    live = services(INTENTS)
+    assert attach_tape(live, lambda rec: tape.append({"t": clock.now(), **rec})) == 2
+    first = await run_frames(live, ASK, clock=clock)
+    assert {(r["service"], r["op"]) for r in tape} == {("llm", "chunk"), ("tts", "audio")}
+    assert all(r["type"] == SERVICE and "audio" not in r["data"] for r in tape)
+
+    # A model with no rules at all and a voice whose audio is replaced: only the tape answers.
+    replay = services([])
+    records = [ServiceRecord(r["t"], r["service"], r["slot"], r["op"], r["data"]) for r in tape]
+    player = play_tape(replay, records)
+    assert player.services == 2
+    second = await run_frames(replay, ASK)
+    expected = seen(first.downstream)
+    assert ("tool", ("weather", {"city": "Paris"})) in expected
+    assert ("TTSTextFrame", "Paris.") in expected
+    assert seen(second.downstream) == expected  # texts, tool call, audio lengths, word timing
+    assert [
+        t
+        for t, f in zip(second.downstream_times, second.downstream, strict=True)
+        if isinstance(f, TTSTextFrame)
+    ] == [
+        t
+        for t, f in zip(first.downstream_times, first.downstream, strict=True)
+        if isinstance(f, TTSTextFrame)
+    ]
+    assert all(
+        not any(f.audio) for f in second.downstream if isinstance(f, OutputAudioFrame)
+    )  # the audio itself was never recorded: silence of the same length
+
+
+async def test_a_bot_that_asks_more_than_the_tape_holds_is_told() -> None:
+    llm = services([])[0]
+    play_tape([llm], [])
+    with pytest.raises(TapeMissing, match="LLM request 1 is not in the recording"):
+        async for _ in llm.stream_chat([{"role": "user", "content": "hi"}], None):
+            pass
+
+
+def test_tape_lines_wait_for_consent_and_go_with_a_refusal(tmp_path: Path) -> None:
+    line = {"type": SERVICE, "service": "llm", "slot": 0, "op": "chunk", "data": {"text": "hi"}}
+    granted = tmp_path / "granted.jsonl"
+    rec = FrameRecorder(granted, clock=VirtualClock(), call_id="CA1", require_consent=True)
+    rec.service(dict(line))
+    assert not granted.exists()  # nothing before consent
+    rec.on_push(None, None, RetentionConsentFrame(granted=True), None)  # type: ignore[arg-type]
+    rec.on_finish()
+    [kept] = read_recording(granted).services
+    assert (kept.service, kept.op, kept.data) == ("llm", "chunk", {"text": "hi"})
+
+    refused = tmp_path / "refused.jsonl"
+    rec = FrameRecorder(refused, clock=VirtualClock(), call_id="CA2", require_consent=True)
+    rec.service(dict(line))
+    rec.on_push(None, None, RetentionConsentFrame(granted=False), None)  # type: ignore[arg-type]
+    rec.on_finish()
+    assert not refused.exists()
