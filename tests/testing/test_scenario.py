@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -208,3 +209,27 @@ def test_audio_mode_speaks_through_the_vad_and_the_recogniser() -> None:
         audio=True,
     )
     assert result.passed, result.report()
+
+
+@pytest.mark.slow
+async def test_live_uses_the_configured_provider_on_the_real_clock(bot_dir: Path) -> None:
+    from voxpipe.config.settings import VoxpipeSettings
+    from voxpipe.testing.fakes import FakeOpenAI
+
+    async with FakeOpenAI(replies=["Bonjour from the live model."], first_token_delay=0.05) as oa:
+        settings = VoxpipeSettings(  # type: ignore[call-arg]
+            _env_file=None, openai_api_key="test-key", openai_base_url=oa.base_url
+        )
+        scenario = {
+            "bot": str(bot_dir / "bot.py"),
+            "turns": [{"caller": "hello", "expect": {"reply_matches": "live model"}}],
+        }
+        live = await asyncio.to_thread(run_scenario, scenario, live=True, settings=settings)
+        assert live.passed, live.report()
+        assert len(oa.requests) == 1
+        # Without --live the keys are dropped: the bot's scripted dialog answers, no request.
+        offline = await asyncio.to_thread(run_scenario, scenario, settings=settings)
+        assert [f.happened for f in offline.failures] == [
+            "the bot said 'Hi, this is the test bot.'"
+        ]
+        assert len(oa.requests) == 1

@@ -399,3 +399,16 @@ def test_the_default_model_is_gpt_4o_and_openai_model_overrides_it() -> None:
     chosen = llm_from_settings(VoxpipeSettings(**base, openai_model="gpt-4o-mini"))  # type: ignore[arg-type]
     assert default.model == "gpt-4o"  # the spec's choice
     assert chosen.model == "gpt-4o-mini"
+
+
+def test_the_scripted_dialogs_options_do_not_reach_a_model() -> None:
+    from voxpipe.config.settings import VoxpipeSettings
+    from voxpipe.processors.llm.factory import llm_from_settings
+    from voxpipe.processors.llm.openai import OpenAILLMService
+    from voxpipe.processors.llm.scripted import ScriptedLLMService
+
+    options = {"default_reply": "Which day?", "greeting": "Hi", "token_delay": 0.1}
+    cloud = VoxpipeSettings(openai_api_key="sk-test", openai_base_url="http://127.0.0.1:9/v1")  # type: ignore[call-arg]
+    assert isinstance(llm_from_settings(cloud, **options), OpenAILLMService)
+    offline = llm_from_settings(VoxpipeSettings(_env_file=None), **options)  # type: ignore[call-arg]
+    assert isinstance(offline, ScriptedLLMService) and offline.default_reply == "Which day?"

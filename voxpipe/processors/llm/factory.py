@@ -18,6 +18,13 @@ __all__ = ["llm_from_settings", "uses_cloud_llm"]
 logger = logging.getLogger(__name__)
 
 _OPENAI_DEFAULT_BASE = "https://api.openai.com/v1"
+_SCRIPTED_ONLY = (
+    "default_reply",
+    "greeting",
+    "first_token_delay",
+    "token_delay",
+    "summary_max_chars",
+)
 
 
 def uses_cloud_llm(settings: VoxpipeSettings) -> bool:
@@ -29,7 +36,8 @@ def uses_cloud_llm(settings: VoxpipeSettings) -> bool:
 def llm_from_settings(
     settings: VoxpipeSettings, *, intents: Sequence[Intent] = (), **options: Any
 ) -> LLMService:
-    """``OpenAILLMService`` when configured; otherwise a ``ScriptedLLMService`` over ``intents``."""
+    """``OpenAILLMService`` when configured; otherwise a ``ScriptedLLMService`` over ``intents``
+    (with the scripted-only ``options``: ``default_reply``, ``greeting``, delays)."""
     # The call's settings, not the process environment: tests and multi-tenant servers differ.
     options.setdefault("max_tokens", settings.llm_max_tokens)
     options.setdefault("first_token_timeout", settings.llm_timeout_s)
@@ -38,6 +46,11 @@ def llm_from_settings(
     options.setdefault("outage_grace_s", settings.provider_outage_grace_s)
     if uses_cloud_llm(settings):
         from voxpipe.processors.llm.openai import OpenAILLMService
+
+        # The scripted dialog's own options (its wording for the offline stack) mean nothing
+        # to a model: a bot passes them once and runs with either.
+        for name in _SCRIPTED_ONLY:
+            options.pop(name, None)
 
         key = settings.openai_api_key
         return OpenAILLMService(
