@@ -137,7 +137,9 @@ INTENTS = [
     ),
     Intent(
         "payment",
-        keywords=["pay by card", "pay my bill", "card number"],
+        # Not the payment guard's "[card number]" (a number read out): that is no new request.
+        patterns=[r"(?<!\[)\bcard number\b(?!\])"],
+        keywords=["pay by card", "pay my bill"],
         reply="Sure.",
         tool="start_payment",
         after_tool="Go ahead with your card details. This part of the call is not recorded.",

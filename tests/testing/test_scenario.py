@@ -233,3 +233,10 @@ async def test_live_uses_the_configured_provider_on_the_real_clock(bot_dir: Path
             "the bot said 'Hi, this is the test bot.'"
         ]
         assert len(oa.requests) == 1
+
+
+def test_the_support_agent_scenario_passes_and_keeps_no_card_number() -> None:
+    result = run_scenario(EXAMPLES.parent / "support_agent.yaml")
+    assert result.passed, result.report()
+    tools = [c["name"] for o in result.turns for c in o.tools]
+    assert tools == ["order_status", "start_payment"]

@@ -65,7 +65,7 @@ __all__ = ["Failure", "ScenarioResult", "TurnOutcome", "run_scenario", "scenario
 logger = logging.getLogger(__name__)
 
 PHONE = AudioFormat("mulaw", 8000, 1)
-SETTLE_S = 2.0  # a turn is over once nothing has happened for this long (virtual seconds)
+SETTLE_S = 3.0  # a turn is over once nothing has happened for this long (virtual seconds)
 MAX_TURN_S = 120.0  # a turn that never settles fails rather than running forever
 POLL_S = 0.1
 WORD_S = 0.3  # text mode: how long the caller takes per word (between started and stopped)
