@@ -17,13 +17,11 @@ recording stores.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +45,15 @@ from voxpipe.frames import (
 from voxpipe.pipelines.clock import Clock, VirtualClock
 from voxpipe.pipelines.task import PipelineTask
 from voxpipe.processors.base import FrameProcessor
+from voxpipe.testing.scenario_checks import (
+    Failure,
+    ScenarioResult,
+    TurnOutcome,
+    check_stored,
+    check_turn,
+    stored_text,
+)
 from voxpipe.testing.scenario_schema import (
-    Expect,
     Scenario,
     ScenarioError,
     Turn,
@@ -69,65 +74,6 @@ SETTLE_S = 3.0  # a turn is over once nothing has happened for this long (virtua
 MAX_TURN_S = 120.0  # a turn that never settles fails rather than running forever
 POLL_S = 0.1
 WORD_S = 0.3  # text mode: how long the caller takes per word (between started and stopped)
-
-
-@dataclass(slots=True)
-class Failure:
-    """One expectation that did not hold: where, what was expected, what happened."""
-
-    turn: str
-    expected: str
-    happened: str
-
-    def lines(self) -> list[str]:
-        return [
-            f"  {self.turn}",
-            f"    expected: {self.expected}",
-            f"    happened: {self.happened}",
-        ]
-
-
-@dataclass(slots=True)
-class TurnOutcome:
-    """What the bot did in one turn."""
-
-    turn: Turn
-    reply: str = ""
-    tools: list[dict[str, Any]] = field(default_factory=list)
-    escalated: bool = False
-    hangup: bool = False
-    latency_ms: float | None = None
-    bot_spoke: bool = False
-
-
-@dataclass(slots=True)
-class ScenarioResult:
-    """The outcome of one scenario: passed, or the failures; what each turn did."""
-
-    name: str
-    path: str
-    failures: list[Failure] = field(default_factory=list)
-    turns: list[TurnOutcome] = field(default_factory=list)
-    error: str | None = None  # the run itself broke (the bot raised, ...)
-    call_seconds: float = 0.0  # on the call clock
-    wall_seconds: float = 0.0
-    end_reason: str = ""
-
-    @property
-    def passed(self) -> bool:
-        return not self.failures and self.error is None
-
-    def report(self) -> str:
-        """Human-readable: one line when it passed, the turn/expected/happened of each failure."""
-        head = f"{'PASS' if self.passed else 'FAIL'} {self.path or self.name}"
-        if self.passed:
-            return f"{head} ({len(self.turns)} turns, {self.call_seconds:.1f} s of call)"
-        lines = [head]
-        if self.error:
-            lines.append(f"  error: {self.error}")
-        for f in self.failures:
-            lines += f.lines()
-        return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------- settings
@@ -340,7 +286,9 @@ class _Run:
                     await transport.on_wire_closed("scenario ended")
                 await runner
                 self.result.end_reason = task.end_reason
-                await self._check_stores(call, outcomes)
+                if any(o.turn.expect.stored or o.turn.expect.not_stored for o in outcomes):
+                    stored = await stored_text(call)
+                    self.result.failures += check_stored(stored, outcomes)
             finally:
                 if not runner.done():
                     runner.cancel()
@@ -382,7 +330,7 @@ class _Run:
             await self._wait(clock, transport, watcher, runner, nxt, mark)
             outcome = self._outcome(turn, watcher.events[mark:], spoke_at, runner.done())
             outcomes.append(outcome)
-            self._check(outcome)
+            self.result.failures += check_turn(outcome)
         self.result.turns = outcomes
         return outcomes
 
@@ -478,94 +426,6 @@ class _Run:
         where = turn.describe() if isinstance(turn, Turn) else turn
         self.result.failures.append(Failure(where, expected, happened))
 
-    def _check(self, o: TurnOutcome) -> None:
-        e, t = o.turn.expect, o.turn
-        said = f"the bot said {o.reply!r}" if o.reply else "the bot said nothing"
-        if e.reply_matches is not None and not e.reply_matches.search(o.reply):
-            self._fail(t, f"reply_matches /{e.reply_matches.pattern}/", said)
-        if e.reply_not_matches is not None and e.reply_not_matches.search(o.reply):
-            self._fail(t, f"reply_not_matches /{e.reply_not_matches.pattern}/", said)
-        if e.tool is not None:
-            called = [c for c in o.tools if c["name"] == e.tool]
-            if not called or (e.args and not any(_subset(e.args, c["arguments"]) for c in called)):
-                want = f"tool {e.tool}" + (f" with args {_js(e.args)}" if e.args else "")
-                calls = ", ".join(f"{c['name']}({_js(c['arguments'])})" for c in o.tools)
-                self._fail(t, want, f"tools called: {calls}" if calls else "no tool was called")
-        if e.no_reply is not None:
-            silent = not o.reply and not o.bot_spoke
-            if e.no_reply and not silent:
-                self._fail(t, "no_reply", said)
-            elif not e.no_reply and silent:
-                self._fail(t, "a reply (no_reply: false)", "the bot said nothing")
-        if e.escalated is not None and e.escalated != o.escalated:
-            self._fail(
-                t,
-                f"escalated: {str(e.escalated).lower()}",
-                "the call was escalated to a person" if o.escalated else "no escalation",
-            )
-        if e.hangup is not None and e.hangup != o.hangup:
-            self._fail(
-                t,
-                f"hangup: {str(e.hangup).lower()}",
-                "the bot ended the call" if o.hangup else f"the call went on ({said})",
-            )
-        if e.max_latency_ms is not None:
-            if o.latency_ms is None:
-                self._fail(t, f"max_latency_ms {e.max_latency_ms:g}", "the bot did not answer")
-            elif o.latency_ms > e.max_latency_ms:
-                self._fail(
-                    t,
-                    f"max_latency_ms {e.max_latency_ms:g}",
-                    f"the bot started answering {o.latency_ms:g} ms after the caller stopped",
-                )
-
-    async def _check_stores(self, call: Call, outcomes: list[TurnOutcome]) -> None:
-        checks = [o for o in outcomes if o.turn.expect.stored or o.turn.expect.not_stored]
-        if not checks:
-            return
-        stored = await _stored_text(call)
-        flat = " ".join(stored.split()).lower()
-        digits = re.sub(r"\D", "", stored)
-        for o in checks:
-            e: Expect = o.turn.expect
-            for text in e.stored:
-                if " ".join(text.split()).lower() not in flat:
-                    shown = stored[:200] + ("..." if len(stored) > 200 else "")
-                    self._fail(
-                        o.turn,
-                        f"stored {text!r}",
-                        f"the stores hold {shown!r}" if stored else "nothing was stored",
-                    )
-            for text in e.not_stored:
-                needle = re.sub(r"\D", "", text)
-                # A number may be stored spaced or dashed: compare digits too.
-                leaked = " ".join(text.split()).lower() in flat or (
-                    len(needle) >= 6 and needle in digits
-                )
-                if leaked:
-                    self._fail(o.turn, f"not_stored {text!r}", "the stores hold it")
-
-
-async def _stored_text(call: Call) -> str:
-    """Everything the call left in the (scratch) stores: transcript, session turns and meta."""
-    from voxpipe.state.shared import shared_stores
-
-    stores = await shared_stores(call.settings)
-    parts: list[str] = []
-    transcript = await stores.transcripts.read(call.call_id, reader="voxpipe test")
-    if transcript is not None:
-        for turn in transcript.turns:
-            parts.append(turn.text)
-            parts += [json.dumps(c, default=str) for c in turn.tool_calls]
-        parts.append(json.dumps(transcript.metadata, default=str))
-        if transcript.escalation_reason:
-            parts.append(transcript.escalation_reason)
-    session = await stores.sessions.load(call.call_id)
-    if session is not None:
-        parts += [t.text for t in session.turns]
-        parts.append(json.dumps(session.meta, default=str))
-    return "\n".join(p for p in parts if p)
-
 
 async def _speak(transport: MemoryTransport, text: str, settings: VoxpipeSettings) -> None:
     """The caller says ``text`` (offline TTS) into the line, then half a second of silence."""
@@ -574,21 +434,6 @@ async def _speak(transport: MemoryTransport, text: str, settings: VoxpipeSetting
     syn = EspeakEngine.get().synthesize(text, "en-us", 150, None)
     await transport.play_caller(syn.pcm, syn.sample_rate)
     await transport.play_silence(0.5)
-
-
-def _subset(want: Any, got: Any) -> bool:
-    """``want`` is contained in ``got``: dict keys recursively, other values equal (or as text)."""
-    if isinstance(want, dict):
-        return isinstance(got, dict) and all(
-            k in got and _subset(v, got[k]) for k, v in want.items()
-        )
-    if want == got:
-        return True
-    return not isinstance(want, dict | list) and str(want) == str(got)
-
-
-def _js(value: Any) -> str:
-    return json.dumps(value, default=str, sort_keys=True)
 
 
 # ---------------------------------------------------------------------------- public
