@@ -10,15 +10,20 @@ import pytest
 
 from voxpipe.frames import (
     Frame,
+    FrameDirection,
     FunctionCallInProgressFrame,
     LLMMessagesFrame,
     LLMTextFrame,
     OutputAudioFrame,
     RetentionConsentFrame,
+    TextFrame,
+    TranscriptionFrame,
     TTSTextFrame,
+    Word,
 )
 from voxpipe.pipelines.clock import VirtualClock
 from voxpipe.processors.llm.scripted import Intent, ScriptedLLMService
+from voxpipe.processors.stt.base import STTService
 from voxpipe.processors.tts.espeak import EspeakTTSService
 from voxpipe.testing import Sleep, run_frames
 from voxpipe.testing.recording import SERVICE, FrameRecorder, ServiceRecord, read_recording
@@ -120,3 +125,39 @@ def test_tape_lines_wait_for_consent_and_go_with_a_refusal(tmp_path: Path) -> No
     rec.on_push(None, None, RetentionConsentFrame(granted=False), None)  # type: ignore[arg-type]
     rec.on_finish()
     assert not refused.exists()
+
+
+class TextSTT(STTService):
+    """An STT whose "audio" is text: each TextFrame is a final transcript with its words."""
+
+    async def process_audio(self, frame: Any) -> None:
+        return None
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if isinstance(frame, TextFrame):
+            words = [Word(w, i * 0.3, i * 0.3 + 0.25) for i, w in enumerate(frame.text.split())]
+            await self.push_transcript(frame.text, final=True, words=words)
+            return
+        await super().process_frame(frame, direction)
+
+
+async def test_the_tape_never_holds_a_card_number() -> None:
+    tape: list[dict[str, Any]] = []
+    stt = TextSTT()
+    attach_tape([stt], tape.append)
+    said = [
+        "order 12345 please",
+        "my card is 4111 1111 1111 1111",
+        "it is 4111 1111",  # a number read out in two breaths
+        "1111 1111 thanks",
+    ]
+    result = await run_frames([stt], [TextFrame(t) for t in said])
+    got = [(r["data"]["text"], len(r["data"]["words"])) for r in tape]
+    assert got == [
+        ("order 12345 please", 3),
+        ("my card is [card number]", 0),
+        ("it is 4111 1111", 4),
+        ("[card number] thanks", 0),
+    ]
+    # The pipeline itself got what the STT heard: redacting is the payment guard's job there.
+    assert [f.text for f in result.of_type(TranscriptionFrame)] == said

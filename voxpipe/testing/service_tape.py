@@ -5,7 +5,9 @@ speech-to-text, LLM and text-to-speech services and writes what they returned in
 recording, as ``"$service"`` lines beside the frames:
 
 * STT ``transcript``: each interim and final transcript with its words (times on the call
-  clock), confidence and language, at the time it was recognised;
+  clock), confidence and language, at the time it was recognised — card numbers redacted as
+  the payment guard redacts them (a recording never holds one; such a transcript keeps no
+  words);
 * LLM ``chunk`` / ``error``: every streamed chunk (text, tool-call fragments, finish reason,
   token counts) of each request, with its delay from the request; ``summary``: each summary;
 * TTS ``audio``: per reply, the length, rate and encoding of each audio chunk and its
@@ -28,6 +30,12 @@ from typing import Any
 from voxpipe.frames import Word
 from voxpipe.processors.base import FrameProcessor
 from voxpipe.processors.llm.base import ChatChunk, LLMService, ToolCallDelta
+from voxpipe.processors.policy.cards import (
+    mask_digit_runs,
+    redact_card_numbers,
+    redact_continued_card,
+    trailing_run,
+)
 from voxpipe.processors.stt.base import STTService
 from voxpipe.processors.tts.base import TTSService
 from voxpipe.processors.tts.reply import CharAlignment, TTSReply
@@ -90,8 +98,28 @@ def _rec(service: str, slot: int, op: str, **data: Any) -> dict[str, Any]:
     return {"type": SERVICE, "service": service, "slot": slot, "op": op, "data": data}
 
 
+class _CardScrub:
+    """Card numbers out of the tape's transcripts, as the payment guard takes them out of the
+    pipeline's: a recording must never hold one (the STT hears it before the guard)."""
+
+    def __init__(self) -> None:
+        self._tail = ""  # the digit run the last final ended with: a number may go on
+
+    def final(self, text: str) -> tuple[str, bool]:
+        text, continued = redact_continued_card(self._tail, text)
+        clean, found = redact_card_numbers(text)
+        self._tail = trailing_run(clean)
+        return clean, bool(continued or found)
+
+    @staticmethod
+    def interim(text: str) -> tuple[str, bool]:
+        masked = mask_digit_runs(text)  # half a number cannot be checked yet
+        return masked, masked != text
+
+
 def _tape_stt(stt: STTService, slot: int, emit: Emit) -> None:
     original = stt.push_transcript
+    scrub = _CardScrub()
 
     async def push_transcript(
         text: str,
@@ -113,12 +141,15 @@ def _tape_stt(stt: STTService, slot: int, emit: Emit) -> None:
             ]
             for w in words
         ]
+        kept, redacted = scrub.final(text) if final else scrub.interim(text)
+        if redacted:
+            timed = []  # which words were digits is itself part of the number
         emit(
             _rec(
                 "stt",
                 slot,
                 "transcript",
-                text=text,
+                text=kept,
                 final=final,
                 confidence=confidence,
                 words=timed,
