@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 TOP_KEYS = ("name", "bot", "caller", "settings", "latency", "replies", "turns")
-CALLER_KEYS = ("from", "to", "country", "locale", "params")
+CALLER_KEYS = ("from", "to", "country", "locale", "carrier", "params")
 LATENCY_KEYS = ("stt_ms", "llm_first_token_ms", "llm_token_ms", "tts_ms")
 REPLY_KEYS = ("when", "say", "tool", "args", "after_tool")
 TURN_KEYS = ("caller", "press", "expect", "pause_ms", "barge_in_ms")
