@@ -24,6 +24,8 @@ from voxpipe.processors.tts.factory import tts_from_settings
 
 GREETING = "Hello! I'm the demo bot. How can I help?"
 PROMPT = "You are a friendly phone assistant. Answer in one short sentence."
+# What the offline recogniser (PocketSphinx) listens for: near exact with a phrase list.
+PHRASES = ["what is your name", "who are you", "tell me a joke", "hello"]
 INTENTS = [Intent("name", keywords=["your name", "who are you"], reply="I'm Vox, a demo bot.")]
 
 
@@ -44,7 +46,7 @@ async def bot(call: Call) -> Pipeline:
     return Pipeline(
         [
             call.transport.input(),
-            stt_from_settings(call.settings, call.locale_row),
+            stt_from_settings(call.settings, call.locale_row, phrases=PHRASES),
             UserContextAggregator(context),
             Greeter(),
             llm,

@@ -33,6 +33,13 @@ INTENTS = [
         after_tool="On {day} we {answer}.",
     )
 ]
+# What the offline recogniser (PocketSphinx) listens for: near exact with a phrase list.
+PHRASES = [
+    "when do you open on saturday",
+    "and on sunday",
+    "when do you open on monday",
+    "hello there",
+]
 DAY_SCHEMA = {
     "type": "object",
     "properties": {"day": {"type": "string", "description": "Day of the week, e.g. monday."}},
@@ -53,7 +60,7 @@ async def bot(call: Call) -> Pipeline:
     return Pipeline(
         [
             call.transport.input(),
-            stt_from_settings(call.settings, call.locale_row),
+            stt_from_settings(call.settings, call.locale_row, phrases=PHRASES),
             UserContextAggregator(context),
             llm,
             tts_from_settings(call.settings, call.locale_row),

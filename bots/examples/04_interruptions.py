@@ -36,6 +36,10 @@ INTENTS = [
 ]
 
 
+# What the offline recogniser (PocketSphinx) listens for: near exact with a phrase list.
+PHRASES = ["what plans do you have", "what are your prices", "basic please"]
+
+
 class Notice(FrameProcessor):
     """Says the notice, uninterruptible, when the call starts."""
 
@@ -54,7 +58,7 @@ async def bot(call: Call) -> Pipeline:
     return Pipeline(
         [
             call.transport.input(),
-            stt_from_settings(call.settings, call.locale_row),
+            stt_from_settings(call.settings, call.locale_row, phrases=PHRASES),
             UserContextAggregator(context),
             Notice(),
             llm,

@@ -43,6 +43,15 @@ INTENTS = [
 ]
 
 
+# What the offline recogniser (PocketSphinx) listens for: near exact with a phrase list.
+PHRASES = [
+    "my internet is down",
+    "my router blinks red",
+    "it still doesn't work",
+    "i want a real person please",
+]
+
+
 async def bot(call: Call) -> Pipeline:
     context = LLMContext("You are a support agent. Escalate when you cannot help.")
     llm = llm_from_settings(call.settings, intents=INTENTS)
@@ -59,7 +68,7 @@ async def bot(call: Call) -> Pipeline:
     return Pipeline(
         [
             call.transport.input(),
-            stt_from_settings(call.settings, call.locale_row),
+            stt_from_settings(call.settings, call.locale_row, phrases=PHRASES),
             EscalationPolicy(escalation, context, EscalationParams()),
             UserContextAggregator(context),
             llm,

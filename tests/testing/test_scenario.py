@@ -240,3 +240,12 @@ def test_the_support_agent_scenario_passes_and_keeps_no_card_number() -> None:
     assert result.passed, result.report()
     tools = [c["name"] for o in result.turns for c in o.tools]
     assert tools == ["order_status", "start_payment"]
+
+
+def test_the_examples_with_a_phrase_list_pass_spoken_too() -> None:
+    # Through the real VAD and PocketSphinx: 06 (numbers) and 07 (German) are text-mode only.
+    spoken = [
+        str(EXAMPLES / f"{n}.yaml")
+        for n in ("02_say_hello", "03_tools", "04_interruptions", "05_handoff")
+    ]
+    assert main(["test", "--audio", *spoken]) == 0
