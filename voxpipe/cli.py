@@ -301,7 +301,9 @@ def _add_test(sub: Any) -> None:
         help="speak the caller's turns with the offline TTS through the VAD and STT",
     )
     p.add_argument("--junit", metavar="FILE", default=None, help="write a JUnit XML report")
-    p.add_argument("--jobs", type=int, default=1, help="scenarios to run at once (processes)")
+    p.add_argument(
+        "--jobs", type=int, default=1, metavar="N", help="scenarios to run at once (processes)"
+    )
     p.add_argument(
         "--live",
         action="store_true",
