@@ -12,6 +12,7 @@ from voxpipe.frames import (
     Frame,
     FrameDirection,
     FunctionCallInProgressFrame,
+    InputAudioFrame,
     LLMMessagesFrame,
     LLMTextFrame,
     OutputAudioFrame,
@@ -161,3 +162,40 @@ async def test_the_tape_never_holds_a_card_number() -> None:
     ]
     # The pipeline itself got what the STT heard: redacting is the payment guard's job there.
     assert [f.text for f in result.of_type(TranscriptionFrame)] == said
+
+
+def test_tape_lines_are_sealed_with_the_transcript_key(tmp_path: Path) -> None:
+    import os
+
+    from voxpipe.state.crypto import TranscriptCipher
+
+    key = os.urandom(32)
+    path = tmp_path / "sealed.jsonl"
+    rec = FrameRecorder(path, clock=VirtualClock(), call_id="CA3", cipher=TranscriptCipher(key))
+    rec.service(
+        {
+            "type": SERVICE,
+            "service": "stt",
+            "slot": 0,
+            "op": "transcript",
+            "data": {"text": "my pin is 4417"},
+        }
+    )
+    rec.on_finish()
+    assert "4417" not in path.read_text() and SERVICE not in path.read_text()
+    [line] = read_recording(path, cipher=TranscriptCipher(key)).services
+    assert line.data == {"text": "my pin is 4417"}
+
+
+def test_offline_replay_of_a_recording_without_provider_results_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from voxpipe.cli import main
+
+    agent = Path(__file__).resolve().parents[2] / "bots" / "support_agent.py"
+    path = tmp_path / "old.jsonl"
+    rec = FrameRecorder(path, clock=VirtualClock(), call_id="CA4", metadata={"bot": str(agent)})
+    rec.on_input(InputAudioFrame(b"\xff" * 160, 8000, encoding="mulaw"), FrameDirection.DOWNSTREAM)
+    rec.on_finish()
+    assert main(["replay", str(path), "--offline"]) == 2
+    assert "keeps no provider results" in capsys.readouterr().err
