@@ -74,7 +74,11 @@ async def test_a_recorded_tape_replaces_the_model_and_the_voice() -> None:
     live = services(INTENTS)
     assert attach_tape(live, lambda rec: tape.append({"t": clock.now(), **rec})) == 2
     first = await run_frames(live, ASK, clock=clock)
-    assert {(r["service"], r["op"]) for r in tape} == {("llm", "chunk"), ("tts", "audio")}
+    assert {(r["service"], r["op"]) for r in tape} == {
+        ("llm", "chunk"),
+        ("tts", "reply"),
+        ("tts", "audio"),
+    }
     assert all(r["type"] == SERVICE and "audio" not in r["data"] for r in tape)
 
     # A model with no rules at all and a voice whose audio is replaced: only the tape answers.

@@ -10,8 +10,9 @@ recording, as ``"$service"`` lines beside the frames:
   words);
 * LLM ``chunk`` / ``error``: every streamed chunk (text, tool-call fragments, finish reason,
   token counts) of each request, with its delay from the request; ``summary``: each summary;
-* TTS ``audio``: per reply, the length, rate and encoding of each audio chunk and its
-  alignment or word times, with its delay from the reply's start (never the audio itself).
+* TTS ``reply`` and ``audio``: each reply, and the length, rate and encoding of each of its
+  audio chunks with their alignment or word times and delay from the reply's start (never
+  the audio itself).
 
 ``play_tape`` puts a recording's tape in place of the providers for ``voxpipe replay
 --offline``: no key, no network, the same transcripts, replies, tool calls and speech timing
@@ -216,6 +217,7 @@ def _tape_tts(tts: TTSService, slot: int, emit: Emit) -> None:
         key = f"{reply.index}.{seen[reply.index]}"
         seen[reply.index] += 1
         start = tts.clock.now()
+        emit(_rec("tts", slot, "reply", reply=key))  # known, even if no audio comes
         push_audio = reply.push_audio
 
         def push(
@@ -365,18 +367,27 @@ def _play_llm(llm: LLMService, records: list[ServiceRecord]) -> None:
 def _play_tts(tts: TTSService, records: list[ServiceRecord]) -> None:
     by_reply: dict[str, list[ServiceRecord]] = defaultdict(list)
     for r in records:
-        if r.op == "audio":
+        if r.op == "reply":
+            by_reply.setdefault(str(r.data["reply"]), [])
+        elif r.op == "audio":
             by_reply[str(r.data["reply"])].append(r)
     seen: dict[int, int] = defaultdict(int)
+
+    own = tts.synthesize_reply  # the replay's own (offline) voice
 
     async def synthesize_reply(reply: TTSReply) -> None:
         key = f"{reply.index}.{seen[reply.index]}"
         seen[reply.index] += 1
+        if key not in by_reply:
+            # Not in the recording (a line the live call took from the speech cache, or a bot
+            # that diverged): said by the replay's own voice rather than not at all.
+            await own(reply)
+            return
         start = tts.clock.now()
         # The text must still be taken (the reply's input ends with it), audio or not.
         drain = asyncio.ensure_future(_drain(reply))
         try:
-            for r in by_reply.get(key, []):
+            for r in by_reply[key]:
                 d = r.data
                 await tts.clock.sleep_until(start + float(d["dt"]))
                 width = 2 if d["encoding"] == "pcm16" else 1
