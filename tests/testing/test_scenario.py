@@ -81,6 +81,11 @@ def test_a_passing_scenario_uses_the_replies_the_tool_and_the_latency_block(
     assert weather.tools == [{"name": "weather", "arguments": {"city": "Paris"}}]
     assert "It is sunny in Paris." in weather.reply
     assert result.report().startswith(f"PASS {bot_dir / 'ok.yaml'} (2 turns,")
+    again = run_scenario(bot_dir / "ok.yaml")  # deterministic: the virtual clock
+    assert [(o.reply, o.tools, o.latency_ms) for o in again.turns] == [
+        (o.reply, o.tools, o.latency_ms) for o in result.turns
+    ]
+    assert again.call_seconds == result.call_seconds
 
 
 def test_a_failing_scenario_reports_turn_expectation_and_what_happened(
