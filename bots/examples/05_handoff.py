@@ -47,7 +47,7 @@ INTENTS = [
 PHRASES = [
     "my internet is down",
     "my router blinks red",
-    "it still doesn't work",
+    "it is still broken",
     "i want a real person please",
 ]
 

@@ -2,7 +2,9 @@
 
 Every file is validated before any runs, so a typo is reported at once (one line per
 problem). With ``jobs`` > 1 scenarios run in worker processes: each is a whole call on its
-own virtual clock, so processes (not threads) are what spreads them over the cores.
+own virtual clock, so processes (not threads) are what spreads them over the cores. Spoken
+scenarios (``audio``) always run one per fresh process, so their result does not depend on
+what ran before them.
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ def run_suite(
     if suite.invalid or validate_only:
         return suite
     names = [str(s.path) for s in valid]
-    if jobs <= 1 or len(names) <= 1:
+    if not audio and (jobs <= 1 or len(names) <= 1):
         for name in names:
             result = _safe_run(name, audio, live)
             suite.results.append(result)
@@ -98,7 +100,12 @@ def run_suite(
         return suite
     # spawn: a forked child would inherit the parent's threads' locks (logging, SQLite).
     ctx = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+    # Spoken scenarios each get a fresh process: espeak-ng's waveform (and so what the
+    # recogniser hears) depends on everything it synthesized before in the process.
+    fresh = 1 if audio else None
+    with concurrent.futures.ProcessPoolExecutor(
+        max_workers=max(1, jobs), mp_context=ctx, max_tasks_per_child=fresh
+    ) as pool:
         futures = [pool.submit(_safe_run, name, audio, live) for name in names]
         for future in futures:  # in file order, whatever order they finish in
             result = future.result()
