@@ -450,6 +450,8 @@ def run_scenario(
 
     Raises ``ScenarioError`` (one line per problem) when the scenario is not valid.
     ``settings`` is the base the scenario's ``settings:`` apply to (default: the environment).
+    With ``audio`` the result is the same in a fresh process every time, but may depend on
+    what espeak-ng said before in this one (``voxpipe test --audio`` runs each in its own).
     """
     if isinstance(scenario, Scenario):
         scn = scenario
