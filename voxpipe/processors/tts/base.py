@@ -47,6 +47,7 @@ from voxpipe.processors.tts.cache import (
     SPEECH_CACHE,
     CachedSpeech,
     SpeechCache,
+    to_wire_format,
     SpeechKey,
     render_offline,
 )
@@ -213,6 +214,7 @@ class TTSService(FrameProcessor):
             speech = await self.render_line(text)
         if not speech.audio:
             raise RuntimeError("the TTS produced no audio")
+        speech = to_wire_format(speech, self.audio_out_encoding, self.audio_out_sample_rate)
         if (speech.encoding, speech.sample_rate) != (
             self.audio_out_encoding,
             self.audio_out_sample_rate,

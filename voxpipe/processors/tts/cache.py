@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from voxpipe.audio import pcm16_to_mulaw, resample_pcm16
 from voxpipe.processors.tts.words import TimedWord, proportional_words
 
-__all__ = ["SPEECH_CACHE", "CachedSpeech", "SpeechCache", "SpeechKey", "render_offline"]
+__all__ = ["SPEECH_CACHE", "CachedSpeech", "SpeechCache", "SpeechKey", "render_offline", "to_wire_format"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +117,28 @@ class SpeechCache:
 
 
 SPEECH_CACHE = SpeechCache()
+
+
+def to_wire_format(speech: CachedSpeech, encoding: str, sample_rate: int) -> CachedSpeech:
+    """``speech`` in the wire's format: linear audio is resampled and mu-law encoded as needed.
+
+    A TTS that renders 16-bit PCM (espeak-ng, say) can still pre-render lines for a mu-law
+    phone line; only audio already in another compressed format is left for the caller to
+    reject.
+    """
+    if speech.encoding != "pcm16" or (speech.encoding, speech.sample_rate) == (
+        encoding,
+        sample_rate,
+    ):
+        return speech
+    pcm = resample_pcm16(speech.audio, speech.sample_rate, sample_rate)
+    if encoding == "mulaw":
+        audio = pcm16_to_mulaw(pcm)
+    elif encoding == "pcm16":
+        audio = pcm
+    else:
+        return speech
+    return CachedSpeech(audio, sample_rate, encoding, speech.words, speech.offline)
 
 
 def render_offline(text: str, voice: str, encoding: str, sample_rate: int) -> CachedSpeech:
