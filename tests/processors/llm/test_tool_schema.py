@@ -107,7 +107,10 @@ def test_descriptions_from_annotated_and_the_google_docstring() -> None:
     async def book(
         slot: Slot, people: Annotated[int, "How many people come"], note: str = ""
     ) -> dict[str, Any]:
-        """Book a table.
+        """Book a table for the caller, when they have said
+        when and for how many.
+
+        Ask first.
 
         Args:
             slot: When the caller wants to come.
@@ -120,7 +123,9 @@ def test_descriptions_from_annotated_and_the_google_docstring() -> None:
     llm.register_function(book)
     spec = llm.function_named("book")
     assert spec is not None
-    assert spec.schema["function"]["description"] == "Book a table."
+    assert spec.schema["function"]["description"] == (
+        "Book a table for the caller, when they have said when and for how many.\n\nAsk first."
+    )
     props = params(llm, "book")["properties"]
     assert props["people"]["description"] == "How many people come"
     assert props["note"]["description"] == "Anything for the staff, on one or more lines."

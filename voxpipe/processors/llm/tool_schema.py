@@ -186,8 +186,9 @@ def _docstring(handler: Callable[..., Any]) -> _Doc:
     if not text.strip():
         return _Doc(None, {})
     parsed = docstring_parser.parse(text)
-    parts = [parsed.short_description, parsed.long_description]
-    description = "\n\n".join(p.strip() for p in parts if p and p.strip()) or None
+    # Lines wrapped in the source are one line for the model; paragraphs stay apart.
+    paragraphs = re.split(r"\n\s*\n", parsed.description or "")
+    description = "\n\n".join(" ".join(p.split()) for p in paragraphs if p.strip()) or None
     params = {p.arg_name: " ".join(p.description.split()) for p in parsed.params if p.description}
     return _Doc(description, params)
 
