@@ -222,6 +222,11 @@ async def test_the_readme_example_tells_the_model_about_day(tmp_path: Path) -> N
     p = params(llm, "next_opening")
     assert p["properties"]["day"]["type"] == "string"
     assert p["required"] == ["day"]
+    # Offline, its intent calls the same tool with the caller's day.
+    r = await run_frames([llm], [user("when do you open on Sunday")])
+    (result,) = r.of_type(FunctionCallResultFrame)
+    assert result.arguments == {"day": "Sunday"}
+    assert "".join(f.text for f in r.of_type(LLMTextFrame)).endswith("We're closed on Sundays.")
 
 
 # ---------------------------------------------------------------------------- calls
