@@ -40,7 +40,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from voxpipe.call import Call
 from voxpipe.config.consent_policy import call_consent_policy
@@ -67,7 +67,6 @@ from voxpipe.processors.llm.factory import llm_from_settings
 from voxpipe.processors.llm.scripted import Intent
 from voxpipe.processors.policy.consent import ConsentGate, ConsentPrompts
 from voxpipe.processors.policy.escalation import (
-    ESCALATE_TOOL,
     Escalation,
     EscalationParams,
     EscalationPolicy,
@@ -86,7 +85,8 @@ from voxpipe.records.recording import recording_for_call
 from voxpipe.state.consent import identifiable_caller
 from voxpipe.state.continuity import CallerContinuity, ResumableConversation
 from voxpipe.state.shared import shared_stores
-from voxpipe.telephony.handoff import TwilioHandoff, resume_conversation, take_message
+from voxpipe.telephony.handoff import TwilioHandoff, resume_conversation
+from voxpipe.telephony.handoff import take_message as take_message_for
 from voxpipe.telephony.transfers import RESUME_PARAM, TransferConfig
 from voxpipe.telephony.twilio_transfer import TransferWording
 
@@ -104,7 +104,19 @@ SYSTEM_PROMPT = (
     "'[card number]' in the caller's words is a card number removed for security."
 )
 
-# The offline stack's dialog (no OPENAI_API_KEY): the same tools, driven by rules.
+ORDERS = {"default": "out for delivery and arrives tomorrow"}
+
+
+async def order_status(order: Annotated[str, "The order number."] = "") -> dict[str, Any]:
+    """Look up an order's delivery status by order number."""
+    return {
+        "order": order.strip() or "on file",
+        "status": ORDERS.get(order.strip(), ORDERS["default"]),
+    }
+
+
+# The offline stack's dialog (no OPENAI_API_KEY): the same tools (registered once in bot()),
+# driven by rules.
 INTENTS = [
     Intent(
         "human",
@@ -127,7 +139,7 @@ INTENTS = [
         patterns=[r"order(?: number)?\s+(?P<order>[a-z0-9 ]+)"],
         keywords=["order", "delivery", "package"],
         reply="Let me check that order.",
-        tool="order_status",
+        tool=order_status,
         after_tool="Your order {order} is {status}.",
     ),
     Intent(
@@ -289,55 +301,10 @@ ESCALATION_INSTRUCTIONS = {
     "already_transferring": "A transfer is already under way.",
 }
 
-TAKE_MESSAGE_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "take_message",
-        "description": "Store a message and/or callback number for a colleague, when no person "
-        "can take the call.",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "message": {"type": "string", "description": "The caller's message."},
-                "callback_number": {
-                    "type": "string",
-                    "description": "Where the caller wants to be called back, if given.",
-                },
-            },
-            "required": ["message"],
-        },
-    },
-}
-
 
 def transfer_wording(locale: str) -> dict[str, str]:
     """The transfer wording for a locale (its language; English when not translated)."""
     return TRANSFER_WORDING.get(locale.split("-")[0].lower(), TRANSFER_WORDING["en"])
-
-
-ORDERS = {"default": "out for delivery and arrives tomorrow"}
-
-
-async def order_status(order: str = "") -> dict[str, Any]:
-    """Look up an order's delivery status by order number."""
-    return {
-        "order": order.strip() or "on file",
-        "status": ORDERS.get(order.strip(), ORDERS["default"]),
-    }
-
-
-ORDER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "order_status",
-        "description": "Look up an order's delivery status by order number.",
-        "parameters": {
-            "type": "object",
-            "properties": {"order": {"type": "string", "description": "The order number."}},
-            "required": [],
-        },
-    },
-}
 
 
 # --- callback continuity (issue 17): the policy is data, next to this file ------------------
@@ -348,31 +315,6 @@ PRIOR_NOTES = PriorNotes(
     verified=CONTINUITY["prior_notes"]["verified"],
 )
 VERIFY_ATTEMPTS = 3
-
-VERIFY_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "verify_caller",
-        "description": "Verify the caller before discussing details of their earlier call: "
-        "their PIN, or their date of birth (YYYY-MM-DD).",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "pin": {"type": "string", "description": "The caller's PIN."},
-                "date_of_birth": {"type": "string", "description": "YYYY-MM-DD."},
-            },
-            "required": [],
-        },
-    },
-}
-START_OVER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "start_over",
-        "description": "The caller does not want to continue the earlier call: start afresh.",
-        "parameters": {"type": "object", "properties": {}, "required": []},
-    },
-}
 
 
 def is_sensitive(text: str) -> bool:
@@ -419,7 +361,14 @@ class CallerVerification:
         self.attempts = 0
 
     async def verify_caller(self, pin: str = "", date_of_birth: str = "") -> dict[str, Any]:
-        """Check the caller; on success the earlier call's details reach the model."""
+        """Verify the caller before discussing details of their earlier call: their PIN, or
+        their date of birth (YYYY-MM-DD).
+
+        Args:
+            pin: The caller's PIN.
+            date_of_birth: YYYY-MM-DD.
+        """
+        # On success the earlier call's details reach the model.
         if self.prior.verified:
             return {"verified": True}
         if self.attempts >= VERIFY_ATTEMPTS:
@@ -588,6 +537,13 @@ def _escalation(
     escalation = Escalation(record=record, transfer=handoff)
 
     async def escalate_to_human(reason: str, summary: str = "") -> dict[str, Any]:
+        """Transfer the caller to a human agent. Use when the caller asks for a person, when
+        you cannot help, or when the caller is upset.
+
+        Args:
+            reason: Why the call is escalated.
+            summary: Two sentences for the agent: who calls and what they need.
+        """
         trigger["by"] = "tool"
         try:
             result = await escalation.escalate(reason, summary)
@@ -598,21 +554,25 @@ def _escalation(
         result["say"] = words["unavailable"] if status == "unavailable" else words["handoff"]
         return result
 
-    async def take_message_tool(message: str, callback_number: str = "") -> dict[str, Any]:
+    async def take_message(message: str, callback_number: str = "") -> dict[str, Any]:
+        """Store a message and/or callback number for a colleague, when no person can take
+        the call.
+
+        Args:
+            message: The caller's message.
+            callback_number: Where the caller wants to be called back, if given.
+        """
         if "escalation" not in recorder.meta:
             await take_message_record("caller left a message", "", "tool")
-        result = await take_message(
+        result = await take_message_for(
             recorder, stores.sessions, call.call_id, message, callback_number or call.caller
         )
         result["say"] = words["message_taken"]
         return result
 
-    llm.register_function(
-        "escalate_to_human", escalate_to_human, ESCALATE_TOOL, cancel_on_interruption=False
-    )
-    llm.register_function(
-        "take_message", take_message_tool, TAKE_MESSAGE_TOOL, cancel_on_interruption=False
-    )
+    # Each tool declared once: its schema comes from the signature and docstring.
+    llm.register_function(escalate_to_human, cancel_on_interruption=False)
+    llm.register_function(take_message, cancel_on_interruption=False)
     params = EscalationParams(handoff_line=words["handoff"], unavailable_line=words["unavailable"])
     return escalation, params
 
@@ -703,14 +663,15 @@ async def bot(call: Call) -> Pipeline:
     )
     if prior is not None:
         verification = CallerVerification(call.caller, prior)
-        llm.register_function("verify_caller", verification.verify_caller, VERIFY_TOOL)
+        llm.register_function(verification.verify_caller)
 
         async def start_over() -> dict[str, Any]:
+            """The caller does not want to continue the earlier call: start afresh."""
             await keeper.start_over()
             return {"status": "started over"}
 
-        llm.register_function("start_over", start_over, START_OVER_TOOL)
-    llm.register_function("order_status", order_status, ORDER_TOOL)
+        llm.register_function(start_over)
+    llm.register_function(order_status)
     payment = PaymentGuard(
         PaymentGuardParams(
             resume_after_s=settings.payment_resume_after_s,

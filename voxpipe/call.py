@@ -35,6 +35,7 @@ from voxpipe.config.locales import (
 from voxpipe.config.settings import VoxpipeSettings
 from voxpipe.pipelines.task import PipelineTask, TaskParams
 from voxpipe.processors.base import FrameProcessor
+from voxpipe.transports.protocol import Transport
 from voxpipe.transports.wire import AudioFormat
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "BotLoadError",
     "Call",
     "CallLocale",
+    "Transport",
     "build_task",
     "call_locale",
     "choose_call_locale",
@@ -55,7 +57,7 @@ logger = logging.getLogger(__name__)
 class Call:
     """One call as a bot sees it: the transport to put in the pipeline, and who is calling."""
 
-    transport: Any  # voxpipe.transports Transport: .input() / .output() processors
+    transport: Transport  # .input() / .output(): the processors that start and end the pipeline
     call_id: str
     settings: VoxpipeSettings
     carrier: str = "test"  # twilio | telnyx | vonage | webrtc | wav | replay

@@ -1,4 +1,4 @@
-"""The `voxpipe` command: serve | call | replay | test | bench | records."""
+"""The `voxpipe` command: serve | call | replay | new | test | bench | records."""
 
 from __future__ import annotations
 
@@ -213,6 +213,27 @@ def _call(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- new
+
+
+def _add_new(sub: Any) -> None:
+    p = sub.add_parser("new", help="write a starter bot with one tool and its scenario file")
+    p.add_argument("path", help="the bot file to create, e.g. bots/my_bot.py")
+
+
+def _new(args: argparse.Namespace) -> int:
+    from voxpipe.scaffold import ScaffoldError, new_bot
+
+    try:
+        made = new_bot(args.path)
+    except ScaffoldError as exc:
+        raise CommandError(str(exc)) from exc
+    print(f"wrote {made.bot} (a bot with one tool) and {made.scenario} (its scenario)")
+    print(f"  try it:  voxpipe test {made.scenario}")
+    print(f"  serve:   voxpipe serve {made.bot}")
+    return 0
+
+
 # ---------------------------------------------------------------------------- replay
 
 
@@ -415,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(sub)
     _add_call(sub)
     _add_replay(sub)
+    _add_new(sub)
     _add_bench(sub)
     _add_test(sub)
     from voxpipe.records.cli import add_records_parser
@@ -433,6 +455,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": _serve,
     "call": _call,
     "replay": _replay,
+    "new": _new,
     "records": _records,
     "test": _test,
 }

@@ -7,13 +7,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from tests.bots.caller_audio import make_caller_wav
 from voxpipe.call import load_bot
 from voxpipe.config.settings import VoxpipeSettings
 from voxpipe.processors.policy.escalation import Escalation
 from voxpipe.state.sqlite_store import SqliteTranscriptStore
 from voxpipe.telephony.transfers import TransferConfig
-from voxpipe.testing.bot_runs import run_wav_call
+from voxpipe.testing import caller_wav, run_wav_call
 
 BOT = Path(__file__).resolve().parents[2] / "bots" / "support_agent.py"
 
@@ -53,9 +52,7 @@ def test_twilio_without_keys_or_public_url_has_no_transfer_path() -> None:
 def test_offline_call_escalation_takes_a_message_and_promises_no_transfer(
     tmp_path: Path,
 ) -> None:
-    wav = make_caller_wav(
-        tmp_path / "caller.wav", ["i want to talk to a human", "please call me back"]
-    )
+    wav = caller_wav(["i want to talk to a human", "please call me back"], tmp_path / "caller.wav")
     db = tmp_path / "calls.sqlite3"
     settings = VoxpipeSettings(  # type: ignore[call-arg]
         _env_file=None,

@@ -6,19 +6,17 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from tests.bots.caller_audio import make_caller_wav
 from voxpipe.call import load_bot
 from voxpipe.config.settings import VoxpipeSettings
 from voxpipe.state.sqlite_store import SqliteTranscriptStore
-from voxpipe.testing.bot_runs import run_wav_call
+from voxpipe.testing import caller_wav, run_wav_call
 
 BOT = Path(__file__).resolve().parents[2] / "bots" / "support_agent.py"
 
 
 def test_offline_support_call_answers_escalates_and_keeps_the_transcript(tmp_path: Path) -> None:
-    wav = make_caller_wav(
-        tmp_path / "caller.wav",
-        ["what are your opening hours", "i want to talk to a human"],
+    wav = caller_wav(
+        ["what are your opening hours", "i want to talk to a human"], tmp_path / "caller.wav"
     )
     db = tmp_path / "calls.sqlite3"
     settings = VoxpipeSettings(  # type: ignore[call-arg]

@@ -48,6 +48,8 @@ if TYPE_CHECKING:
     from voxpipe.call import Call
     from voxpipe.records.envelope import KeyRing
     from voxpipe.records.storage import RecordingStore
+    from voxpipe.transports.input import BaseInputTransport
+    from voxpipe.transports.output import BaseOutputTransport
 
 __all__ = ["CallRecording", "RecordingWriter", "recording_aad", "recording_for_call", "wav_header"]
 
@@ -268,7 +270,9 @@ class CallRecording(FrameProcessor):
 
     # ------------------------------------------------------------------ wiring
 
-    def attach(self, input_transport: Any, output_transport: Any) -> None:
+    def attach(
+        self, input_transport: BaseInputTransport, output_transport: BaseOutputTransport
+    ) -> None:
         """Tap the call's transports (their ``audio_taps``) for caller and played bot audio."""
         input_transport.audio_taps.append(self)
         output_transport.audio_taps.append(self)

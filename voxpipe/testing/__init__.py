@@ -1,5 +1,8 @@
-"""Test helpers for bot authors and for voxpipe itself: run frames, record and replay calls."""
+"""Test helpers for bot authors and for voxpipe itself: run frames, whole calls from a WAV,
+caller audio from text, record and replay calls."""
 
+from voxpipe.testing.bot_runs import WavCallOutput, run_wav_call
+from voxpipe.testing.caller_audio import CallerLine, caller_wav
 from voxpipe.testing.harness import RunResult, Sleep, run_frames, run_frames_sync
 from voxpipe.testing.recording import (
     FrameRecorder,
@@ -10,16 +13,20 @@ from voxpipe.testing.recording import (
 )
 
 __all__ = [
+    "CallerLine",
     "FrameRecorder",
     "RecordedFrame",
     "Recording",
     "RunResult",
     "Sleep",
+    "WavCallOutput",
+    "caller_wav",
     "read_recording",
     "replay_frames",
     "run_frames",
     "run_frames_sync",
     "run_scenario",
+    "run_wav_call",
 ]
 
 

@@ -24,6 +24,7 @@ from voxpipe.testing.recording import RecordingError, read_recording, replay_fra
 from voxpipe.testing.summary import CallSummarizer, audio_digest
 from voxpipe.transports.memory import MemoryTransport
 from voxpipe.transports.params import TransportParams
+from voxpipe.transports.protocol import Transport
 from voxpipe.transports.wav import WavFileTransport
 from voxpipe.transports.wire import AudioFormat
 
@@ -40,7 +41,7 @@ def _stderr_progress(message: str) -> None:
 
 
 async def _make_call(
-    transport: Any,
+    transport: Transport,
     settings: VoxpipeSettings,
     fmt: AudioFormat,
     *,

@@ -9,16 +9,20 @@ import pytest
 from sipclient import SipClient, sdp_offer
 from test_sip_calls import _answered, _play, _rms, _rtp, _sdp_port, serve
 
-from tests.bots.caller_audio import make_caller_wav
 from voxpipe.audio import read_wav
 from voxpipe.state.sqlite_store import SqliteTranscriptStore
+from voxpipe.testing import caller_wav
 
 pytestmark = pytest.mark.slow
 
 
 async def test_support_agent_answers_a_sip_call_offline(tmp_path: Path) -> None:
-    wav = make_caller_wav(
-        tmp_path / "caller.wav", ["what are your opening hours"], lead_s=4.0, gap_s=4.0, rate=8000
+    wav = caller_wav(
+        ["what are your opening hours"],
+        tmp_path / "caller.wav",
+        lead_s=4.0,
+        pause_s=4.0,
+        sample_rate=8000,
     )
     caller = read_wav(wav).pcm
     db = tmp_path / "calls.sqlite3"

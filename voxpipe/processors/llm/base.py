@@ -37,6 +37,7 @@ from voxpipe.frames import (
     TTSSpeakFrame,
 )
 from voxpipe.processors.base import FrameProcessor
+from voxpipe.processors.llm.tool_schema import ToolArgumentsError, ToolSignature, tool_signature
 from voxpipe.processors.llm.window import cap_messages
 from voxpipe.processors.outage import DEFAULT_OUTAGE_GRACE_S, Backoff, OutageTracker
 
@@ -94,13 +95,15 @@ class LLMProviderError(Exception):
 
 @dataclass(slots=True)
 class FunctionSpec:
-    """A function the model may call: its handler and its OpenAI tool schema."""
+    """A function the model may call: its handler, its OpenAI tool schema and its signature."""
 
     name: str
     handler: FunctionHandler
     schema: dict[str, Any]
     cancel_on_interruption: bool = True
     timeout_s: float | None = None
+    # Checks (and converts) the arguments a model sends; None: passed as they come.
+    signature: ToolSignature | None = None
 
 
 @dataclass(slots=True)
@@ -247,8 +250,8 @@ class LLMService(FrameProcessor):
 
     def register_function(
         self,
-        name: str,
-        handler: FunctionHandler,
+        name: str | FunctionHandler,
+        handler: FunctionHandler | None = None,
         schema: dict[str, Any] | None = None,
         *,
         description: str | None = None,
@@ -257,20 +260,41 @@ class LLMService(FrameProcessor):
     ) -> None:
         """Let the model call ``handler(**arguments)`` (async or not) as tool ``name``.
 
-        ``schema`` is an OpenAI tool, a function description or the JSON schema of the
-        parameters; ``description`` defaults to the handler's docstring. A handler that must
-        finish even if the caller interrupts (a booking, a transfer) sets
+        ``register_function(handler)`` names the tool after the function. Without ``schema``
+        the JSON schema of the arguments is inferred from the handler's signature and
+        docstring (``voxpipe.processors.llm.tool_schema``) and the model's arguments are
+        converted to the parameter types; an explicit ``schema`` (an OpenAI tool, a function
+        description or the JSON schema of the parameters) wins. ``description`` defaults to
+        the docstring (without its ``Args:`` section). Arguments that do not fit the
+        signature give the model a tool error naming the problem, not a crash. A handler
+        that must finish even if the caller interrupts (a booking, a transfer) sets
         ``cancel_on_interruption=False``.
         """
-        if not callable(handler):
+        if not isinstance(name, str):
+            if handler is not None:
+                raise TypeError(
+                    "register_function(handler) takes the handler alone; to name the tool use "
+                    "register_function(name, handler)"
+                )
+            handler = name
+            name = _tool_name(handler)
+        if handler is None or not callable(handler):
             raise TypeError(f"tool {name!r}: the handler must be callable, got {handler!r}")
-        doc = description or (inspect.getdoc(handler) or "").strip() or None
+        explicit = tool_schema(name, schema) if schema is not None else None
+        signature = tool_signature(
+            handler,
+            name,
+            parameters=explicit["function"]["parameters"] if explicit is not None else None,
+        )
+        doc = description or signature.description
+        full = tool_schema(name, explicit or {"type": "object", **signature.parameters}, doc)
         self._functions[name] = FunctionSpec(
             name=name,
             handler=handler,
-            schema=tool_schema(name, schema, doc),
+            schema=full,
             cancel_on_interruption=cancel_on_interruption,
             timeout_s=timeout_s,
+            signature=signature,
         )
 
     def function(
@@ -282,15 +306,17 @@ class LLMService(FrameProcessor):
         cancel_on_interruption: bool = True,
         timeout_s: float | None = None,
     ) -> Any:
-        """Decorator form of ``register_function``: ``@llm.function({...})`` or ``@llm.function``."""
+        """Decorator form of ``register_function``: ``@llm.function`` (schema from the
+        signature), ``@llm.function(name=..., cancel_on_interruption=False)`` or
+        ``@llm.function({...explicit schema...})``."""
         if callable(schema):  # used bare: @llm.function
             fn = schema
-            self.register_function(fn.__name__, fn)
+            self.register_function(fn)
             return fn
 
         def decorate(fn: F) -> F:
             self.register_function(
-                name or fn.__name__,
+                name or _tool_name(fn),
                 fn,
                 schema,
                 description=description,
@@ -300,6 +326,13 @@ class LLMService(FrameProcessor):
             return fn
 
         return decorate
+
+    def function_named(self, tool: str | FunctionHandler) -> FunctionSpec | None:
+        """The registered tool called ``tool``, or the one whose handler is ``tool``."""
+        if isinstance(tool, str):
+            return self._functions.get(tool)
+        found = next((f for f in self._functions.values() if f.handler == tool), None)
+        return found or self._functions.get(getattr(tool, "__name__", ""))
 
     def unregister_function(self, name: str) -> None:
         """Forget tool ``name``."""
@@ -566,11 +599,16 @@ class LLMService(FrameProcessor):
         else:
             timeout = spec.timeout_s if spec.timeout_s is not None else self.tool_timeout_s
             try:
+                kwargs = spec.signature.validate(args) if spec.signature is not None else args
                 if timeout is None:
-                    result = await _call(spec.handler, args)
+                    result = await _call(spec.handler, kwargs)
                 else:
                     async with asyncio.timeout_at(self.clock.now() + timeout):
-                        result = await _call(spec.handler, args)
+                        result = await _call(spec.handler, kwargs)
+            except ToolArgumentsError as exc:
+                # The model's mistake, told back to it so it can ask the caller and retry.
+                self.logger.warning("%s: bad arguments for tool %s: %s", self.name, call.name, exc)
+                result = {"error": f"invalid arguments: {exc}"}
             except TimeoutError:
                 self.logger.warning(
                     "%s: tool %s timed out after %gs", self.name, call.name, timeout
@@ -581,6 +619,15 @@ class LLMService(FrameProcessor):
                 result = {"error": f"{call.name} failed: {exc}"}
         await self.push_frame(FunctionCallResultFrame(call.id, call.name, args, result))
         return result
+
+
+def _tool_name(handler: FunctionHandler) -> str:
+    name = getattr(handler, "__name__", "")
+    if not name or not name.isidentifier():
+        raise TypeError(
+            f"cannot name a tool after {handler!r}: use register_function(name, handler)"
+        )
+    return str(name)
 
 
 async def _call(handler: FunctionHandler, args: dict[str, Any]) -> Any:
@@ -597,6 +644,7 @@ __all__ = [
     "LLMService",
     "ToolCall",
     "ToolCallDelta",
+    "ToolSignature",
     "result_content",
     "tool_schema",
 ]

@@ -10,6 +10,14 @@ runs, its result comes back as a tool message, and the service is run again to s
         Intent("weather", patterns=[r"weather in (?P<city>\\w+)"], reply="Let me check {city}.",
                tool="get_weather", after_tool="It's {summary} in {city}."),
     ])
+
+    @llm.function
+    async def get_weather(city: str) -> dict[str, str]: ...
+
+The tools are the ones registered on the service, declared once: an intent names one (or
+passes the function itself), and its arguments are the pattern's named groups that are
+parameters of the tool, converted to the parameter types (``int``, an ``Enum`` value matched
+whatever its case, a ``list`` from "a, b and c"...).
 """
 
 from __future__ import annotations
@@ -47,14 +55,15 @@ class Intent:
     ``patterns`` are regular expressions searched case-insensitively; ``keywords`` match whole
     words or phrases. Templates (``reply``, ``after_tool``) are ``str.format`` strings over the
     pattern's named groups (and, for ``after_tool``, the tool result's keys and ``{result}``),
-    or callables. ``arguments`` default to the named groups.
+    or callables. ``tool`` is a registered tool's name (or its function); its ``arguments``
+    default to the named groups that are parameters of the tool, converted to their types.
     """
 
     name: str
     patterns: Sequence[str] = ()
     keywords: Sequence[str] = ()
     reply: Template | None = None
-    tool: str | None = None
+    tool: str | Callable[..., Any] | None = None
     arguments: dict[str, Any] | Callable[[IntentMatch], dict[str, Any]] | None = None
     after_tool: str | Callable[[IntentMatch, Any], str] | None = None
     _compiled: list[re.Pattern[str]] = field(default_factory=list, init=False, repr=False)
@@ -168,13 +177,20 @@ class ScriptedLLMService(LLMService):
         reply = self._render(m.intent.reply, m)
         if m.intent.tool is None:
             return reply, None
+        spec = self.function_named(m.intent.tool)
+        name = spec.name if spec is not None else _name_of(m.intent.tool)
         args = m.intent.arguments
-        arguments = (
-            args(m) if callable(args) else dict(args) if args is not None else dict(m.groups)
-        )
+        if callable(args):
+            arguments = args(m)
+        elif args is not None:
+            arguments = dict(args)
+        elif spec is not None and spec.signature is not None:
+            arguments = spec.signature.from_text(m.groups)
+        else:
+            arguments = dict(m.groups)
         call_id = f"call_scripted_{next(self._ids)}"
         self._calls[call_id] = m
-        return reply, (call_id, m.intent.tool, arguments)
+        return reply, (call_id, name, arguments)
 
     def _after_tools(self, messages: list[dict[str, Any]]) -> str:
         results: list[tuple[str, str]] = []
@@ -234,6 +250,10 @@ class ScriptedLLMService(LLMService):
         if len(summary) > self.summary_max_chars:
             summary = "…" + summary[-(self.summary_max_chars - 1) :]
         return summary
+
+
+def _name_of(tool: str | Callable[..., Any]) -> str:
+    return tool if isinstance(tool, str) else str(getattr(tool, "__name__", tool))
 
 
 def _first_sentence(text: str) -> str:

@@ -47,9 +47,9 @@ from voxpipe.processors.tts.cache import (
     SPEECH_CACHE,
     CachedSpeech,
     SpeechCache,
-    to_wire_format,
     SpeechKey,
     render_offline,
+    to_wire_format,
 )
 from voxpipe.processors.tts.reply import DONE, SpeechChunk, TTSReply
 from voxpipe.processors.tts.sentences import SentenceSplitter

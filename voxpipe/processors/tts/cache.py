@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from voxpipe.audio import pcm16_to_mulaw, resample_pcm16
 from voxpipe.processors.tts.words import TimedWord, proportional_words
 
-__all__ = ["SPEECH_CACHE", "CachedSpeech", "SpeechCache", "SpeechKey", "render_offline", "to_wire_format"]
+__all__ = [
+    "SPEECH_CACHE",
+    "CachedSpeech",
+    "SpeechCache",
+    "SpeechKey",
+    "render_offline",
+    "to_wire_format",
+]
 
 
 @dataclass(frozen=True, slots=True)
