@@ -82,6 +82,9 @@ async def test_recording_download_with_ranges(tmp_path: Path, sealed: bool) -> N
             assert r.json()["has_recording"] is True
             r = await http.get("/api/calls/CA-none", headers=_auth(admin))
             assert r.json()["has_recording"] is False
+            listed = await http.get("/api/calls", headers=_auth(admin))
+            flags = {c["call_id"]: c["has_recording"] for c in listed.json()["calls"]}
+            assert flags == {"CA-rec": True, "CA-none": False}
             r = await http.get("/api/calls/CA-none/recording", headers=_auth(admin))
             assert r.status_code == 404 and r.json()["detail"] == "no recording"
             r = await http.get("/api/calls/CA-rec/recording", headers=_auth(agent))

@@ -17,7 +17,7 @@ from fastapi import APIRouter, HTTPException, Request
 from starlette.responses import JSONResponse, Response
 
 from voxpipe.records.oidc import looks_like_jwt
-from voxpipe.records.recording_api import has_recording, serve_recording
+from voxpipe.records.recording_api import has_recording, mark_recordings, serve_recording
 from voxpipe.records.repo import CallFilter, LegalHoldError
 from voxpipe.records.runtime import RecordsBackend, backend_of
 from voxpipe.records.tokens import Principal
@@ -161,6 +161,7 @@ def records_router() -> APIRouter:
             calls, nxt = await backend.calls.page(f, escalated_only=agent, mask=agent)
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from exc
+        await mark_recordings(request, calls)
         await backend.audit.append(
             actor=who.name,
             role=who.role,

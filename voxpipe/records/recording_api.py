@@ -7,6 +7,8 @@ range served; a recording that does not decrypt (altered, truncated, sealed else
 
 from __future__ import annotations
 
+import asyncio
+
 import logging
 from typing import TYPE_CHECKING
 
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
     from voxpipe.records.runtime import RecordsBackend
     from voxpipe.records.tokens import Principal
 
-__all__ = ["has_recording", "serve_recording"]
+__all__ = ["has_recording", "mark_recordings", "serve_recording"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +47,17 @@ async def has_recording(request: Request, call_id: str) -> bool:
     except Exception as exc:  # the object store is down: say so in the log, not as a 500
         logger.warning("cannot tell whether call %s has a recording: %s", call_id, exc)
         return False
+
+
+async def mark_recordings(request: Request, calls: list[dict[str, object]]) -> None:
+    """Set ``has_recording`` on each listed call (a page is at most 500: a few look-ups at once)."""
+    gate = asyncio.Semaphore(16)  # an S3 HEAD each: bounded so a page does not flood the store
+
+    async def mark(call: dict[str, object]) -> None:
+        async with gate:
+            call["has_recording"] = await has_recording(request, str(call["call_id"]))
+
+    await asyncio.gather(*(mark(c) for c in calls))
 
 
 async def serve_recording(
