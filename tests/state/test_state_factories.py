@@ -15,6 +15,7 @@ from voxpipe.state import (
     Turn,
     make_session_store,
     make_sweeper,
+    make_transcript_cipher,
     make_transcript_store,
     sqlite_path_from_url,
 )
@@ -50,7 +51,16 @@ def test_servers_are_used_when_configured(tmp_path: Path) -> None:
         redis_url="redis://127.0.0.1:6379/0",
         database_url="postgresql://postgres@127.0.0.1:5432/test",
     )
-    assert isinstance(make_session_store(s), ResilientSessionStore)
+    sessions = make_session_store(s)
+    assert isinstance(sessions, ResilientSessionStore)
+    assert sessions._primary._cipher is None  # type: ignore[attr-defined]
+    keyed = settings(
+        tmp_path,
+        redis_url="redis://127.0.0.1:6379/0",
+        records_kek=base64.b64encode(os.urandom(32)).decode(),
+    )
+    sealed = make_session_store(keyed)._primary._cipher  # type: ignore[attr-defined]
+    assert sealed is not None and sealed.key_id == make_transcript_cipher(keyed).key_id  # type: ignore[union-attr]
     transcripts = make_transcript_store(s)
     assert isinstance(transcripts, SpoolingTranscriptStore)
     assert isinstance(transcripts.inner, PostgresTranscriptStore)

@@ -59,6 +59,8 @@ def make_session_store(settings: VoxpipeSettings) -> SessionStore:
         key_prefix=settings.redis_key_prefix,
         ttl_s=settings.session_ttl_s,
         max_turns=settings.session_max_turns,
+        # Turns and metadata hold the caller's words and number: sealed when a key is set.
+        cipher=make_transcript_cipher(settings),
     )
     return ResilientSessionStore(redis, memory, retry_interval_s=settings.redis_retry_interval_s)
 

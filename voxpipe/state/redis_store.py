@@ -12,16 +12,22 @@ Layout, with `P` the key prefix (default `voxpipe:`):
   with `SessionDataLostError` instead of creating a partial session, and the owner writes its
   full state back.
 The per-session keys get the TTL on every write, so an abandoned session expires by itself.
+
+With a key-encryption key (``RECORDS_KEK`` or ``TRANSCRIPT_KEY``) every turn and metadata value
+is sealed like a transcript (an envelope with its own data key, bound to the session id and
+the field) and stored as ``enc:<base64>``; a plain JSON value written before the key was set
+still loads, and a value that no longer opens is skipped with a log line, never a crash.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 try:
     import redis.asyncio as aioredis
@@ -34,8 +40,11 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from voxpipe.config.settings import mask_url_password
-from voxpipe.state.errors import SessionDataLostError, StoreUnavailableError
+from voxpipe.state.errors import SessionDataLostError, StoreUnavailableError, TranscriptKeyError
 from voxpipe.state.session import Liveness, SessionState, Turn
+
+if TYPE_CHECKING:
+    from voxpipe.state.crypto import TranscriptCipher
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -102,6 +111,11 @@ return 1
 )
 
 _META_PREFIX = "m:"
+_SEALED = "enc:"
+
+
+class _UnreadableValue(Exception):
+    """A stored value that neither opens under the keys nor parses as plain JSON."""
 
 
 class RedisSessionStore:
@@ -116,6 +130,7 @@ class RedisSessionStore:
         max_turns: int = 20,
         clock: Callable[[], float] = time.time,
         description: str = "Redis",
+        cipher: TranscriptCipher | None = None,
     ) -> None:
         if max_turns < 1:
             raise ValueError(f"max_turns must be at least 1, got {max_turns}")
@@ -125,6 +140,7 @@ class RedisSessionStore:
         self.max_turns = max_turns
         self._clock = clock
         self._description = description
+        self._cipher = cipher
         self._append = client.register_script(_APPEND_SCRIPT)
         self._activity_script = client.register_script(_ACTIVITY_SCRIPT)
         self._heartbeat = client.register_script(_HEARTBEAT_SCRIPT)
@@ -142,6 +158,7 @@ class RedisSessionStore:
         ttl_s: int = 3600,
         max_turns: int = 20,
         clock: Callable[[], float] = time.time,
+        cipher: TranscriptCipher | None = None,
     ) -> RedisSessionStore:
         """A store on its own connection pool for `url` (redis://, rediss:// or unix://)."""
         client = aioredis.Redis.from_url(
@@ -160,7 +177,38 @@ class RedisSessionStore:
             max_turns=max_turns,
             clock=clock,
             description=f"Redis at {mask_url_password(url)}",
+            cipher=cipher,
         )
+
+    # --- values -------------------------------------------------------------------------------
+    def _encode(self, value: Any, session_id: str, field: str) -> str:
+        """JSON of ``value``, sealed under the KEK when one is set (bound to session and field)."""
+        raw = json.dumps(value)
+        if self._cipher is None:
+            return raw
+        sealed = self._cipher.seal(raw.encode(), session_id, f"session:{field}")
+        return _SEALED + base64.b64encode(sealed).decode("ascii")
+
+    def _decode(self, stored: str, session_id: str, field: str) -> Any:
+        if not stored.startswith(_SEALED):
+            try:
+                return json.loads(stored)  # written before a key was set, or without one
+            except ValueError as exc:
+                raise _UnreadableValue(f"not JSON: {exc}") from exc
+        if self._cipher is None:
+            raise _UnreadableValue("sealed, and no RECORDS_KEK / TRANSCRIPT_KEY is set")
+        try:
+            sealed = base64.b64decode(stored[len(_SEALED) :], validate=True)
+            return json.loads(self._cipher.open(sealed, session_id, f"session:{field}"))
+        except (ValueError, TranscriptKeyError) as exc:
+            raise _UnreadableValue(str(exc)) from exc
+
+    def _decode_or_skip(self, stored: str, session_id: str, field: str) -> tuple[bool, Any]:
+        try:
+            return True, self._decode(stored, session_id, field)
+        except _UnreadableValue as exc:
+            logger.warning("session %s: ignoring unreadable %s value: %s", session_id, field, exc)
+            return False, None
 
     # --- keys ---------------------------------------------------------------------------------
     def _meta_key(self, session_id: str) -> str:
@@ -264,15 +312,28 @@ class RedisSessionStore:
             raise await self._lost("load")
         if not raw_meta and not raw_turns:
             return None
-        meta = {
-            k[len(_META_PREFIX) :]: json.loads(v)
-            for k, v in raw_meta.items()
-            if k.startswith(_META_PREFIX)
-        }
+        meta: dict[str, Any] = {}
+        for k, v in raw_meta.items():
+            if k.startswith(_META_PREFIX):
+                name = k[len(_META_PREFIX) :]
+                ok, value = self._decode_or_skip(v, session_id, f"meta:{name}")
+                if ok:
+                    meta[name] = value
+        turns: list[Turn] = []
+        for t in raw_turns:
+            ok, value = self._decode_or_skip(t, session_id, "turn")
+            if not ok:
+                continue
+            try:
+                turns.append(Turn.from_dict(value))
+            except (KeyError, TypeError, ValueError) as exc:
+                logger.warning(
+                    "session %s: ignoring a turn of an unknown shape: %r", session_id, exc
+                )
         return SessionState(
             session_id=session_id,
             meta=meta,
-            turns=[Turn.from_dict(json.loads(t)) for t in raw_turns],
+            turns=turns,
             turn_count=int(raw_meta.get("_turn_count", len(raw_turns))),
             created_at=float(raw_meta.get("_created_at", 0.0)),
             heartbeat_at=float(raw_meta.get("_heartbeat_at", 0.0)),
@@ -288,7 +349,7 @@ class RedisSessionStore:
         ]
         args: list[str | int] = [
             await self._generation_token("append_turn"),
-            json.dumps(turn.to_dict()),
+            self._encode(turn.to_dict(), session_id, "turn"),
             turn.turn_id,
             repr(now),
             self.ttl_s,
@@ -299,11 +360,18 @@ class RedisSessionStore:
             raise await self._lost("append_turn")
 
     async def set_meta(self, session_id: str, values: Mapping[str, Any]) -> None:
-        fields = {f"{_META_PREFIX}{k}": json.dumps(v) for k, v in values.items()}
+        fields = {
+            f"{_META_PREFIX}{k}": self._encode(v, session_id, f"meta:{k}")
+            for k, v in values.items()
+        }
         await self._activity("set_meta", session_id, fields)
 
     async def touch(self, session_id: str, worker_id: str | None = None) -> None:
-        fields = {} if worker_id is None else {f"{_META_PREFIX}worker_id": json.dumps(worker_id)}
+        fields = (
+            {}
+            if worker_id is None
+            else {f"{_META_PREFIX}worker_id": self._encode(worker_id, session_id, "meta:worker_id")}
+        )
         await self._activity("touch", session_id, fields)
 
     async def _activity(self, what: str, session_id: str, fields: dict[str, str]) -> None:
@@ -354,7 +422,7 @@ class RedisSessionStore:
         meta_key, turns_key = self._meta_key(sid), self._turns_key(sid)
         turns = state.turns[-self.max_turns :]
         mapping: dict[Any, Any] = {
-            f"{_META_PREFIX}{k}": json.dumps(v) for k, v in state.meta.items()
+            f"{_META_PREFIX}{k}": self._encode(v, sid, f"meta:{k}") for k, v in state.meta.items()
         }
         mapping["_created_at"] = repr(state.created_at or now)
         mapping["_heartbeat_at"] = repr(state.heartbeat_at or now)
@@ -367,7 +435,7 @@ class RedisSessionStore:
                 pipe.delete(meta_key, turns_key)
                 pipe.hset(meta_key, mapping=mapping)
                 if turns:
-                    pipe.rpush(turns_key, *[json.dumps(t.to_dict()) for t in turns])
+                    pipe.rpush(turns_key, *[self._encode(t.to_dict(), sid, "turn") for t in turns])
                 pipe.expire(meta_key, self.ttl_s)
                 pipe.expire(turns_key, self.ttl_s)
                 pipe.zadd(self.index_key, {sid: float(mapping["_heartbeat_at"])})
