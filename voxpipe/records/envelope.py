@@ -204,6 +204,11 @@ class EnvelopeReader:
         self._seq = 0
         self._done = False
 
+    @property
+    def started(self) -> bool:
+        """Whether the header was read and its data key opened."""
+        return self._aead is not None
+
     def seek(self, header: bytes, index: int) -> None:
         """Read from chunk ``index``: ``header`` is the envelope's header (or its start)."""
         kek_id, wrapped, prefix, _end = _parse_header(header)

@@ -23,6 +23,7 @@ after a grant: withdrawal) deletes what was written and stops recording.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import struct
@@ -91,6 +92,9 @@ class RecordingWriter:
         self.path = path
         self.sample_rate = sample_rate
         self._file = open(path, "wb")  # noqa: SIM115 - closed in close()/abort()
+        # Held while this process writes: salvage (voxpipe.records.salvage) takes a `.part`
+        # only when this lock is free, i.e. when its writer died.
+        fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._sealer: Any = None
         if ring is not None:
             from voxpipe.records.envelope import EnvelopeWriter

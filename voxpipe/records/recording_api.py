@@ -8,7 +8,6 @@ range served; a recording that does not decrypt (altered, truncated, sealed else
 from __future__ import annotations
 
 import asyncio
-
 import logging
 from typing import TYPE_CHECKING
 

@@ -29,6 +29,8 @@ from urllib.parse import urlparse
 
 if TYPE_CHECKING:
     from voxpipe.config.settings import VoxpipeSettings
+    from voxpipe.records.envelope import KeyRing
+    from voxpipe.records.salvage import SalvageReport
 
 __all__ = [
     "BACKENDS",
@@ -300,6 +302,9 @@ class RecordingStore:
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self.uploads = 0
+        # The KEK ring, to re-seal recordings a crashed worker left (None: stored in clear).
+        self.ring: KeyRing | None = None
+        self.salvaged = False
 
     async def upload(self, call_id: str) -> bool:
         """Upload one finished recording; True once the store has it (the spool copy goes)."""
@@ -347,7 +352,19 @@ class RecordingStore:
                 pass
             self._task = None
 
+    async def salvage(self) -> SalvageReport:
+        """Finish the `.part` recordings whose writer died (a crash) and queue them."""
+        from voxpipe.records.salvage import salvage_parts
+
+        report = await asyncio.to_thread(salvage_parts, self.spool, self.ring)
+        self.salvaged = True
+        return report
+
     async def _loop(self) -> None:
+        try:
+            await self.salvage()  # once per process, before the first upload pass
+        except Exception:
+            logger.exception("recovering recordings left by a crashed worker failed")
         while True:
             try:
                 await self.flush()
@@ -389,5 +406,9 @@ def recording_store(settings: VoxpipeSettings) -> RecordingStore:
             RecordingSpool(Path(settings.spool_dir) / "recordings"),
             retry_interval_s=settings.spool_retry_interval_s,
         )
+        from voxpipe.state import make_transcript_cipher
+
+        cipher = make_transcript_cipher(settings)
+        store.ring = cipher.ring if cipher is not None else None
         _stores[key] = store
     return store
