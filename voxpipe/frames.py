@@ -350,6 +350,9 @@ class PauseRecordingFrame(ControlFrame):
     """Stop recording and transcription retention (e.g. while card details are spoken)."""
 
     reason: str = ""
+    # Clock time the paused span began, when earlier than now: a card number is detected in a
+    # transcript after it was spoken, so a recorder that still holds that audio silences it.
+    since: float | None = None
 
 
 @dataclass(slots=True)

@@ -226,7 +226,10 @@ def test_recording_starts_at_consent_and_a_withdrawal_deletes_it(tmp_path: Path)
     # Nothing before the grant: the recording is the last 2 s of the caller's 3 s.
     assert abs(len(frames) - 2 * RATE) <= 0.05 * RATE
 
-    withdrawn = CallRecording("CA-withdrawn", store, require_consent=True)
+    # A store per call's event loop, as in a worker; written 0.5 s behind the clock (not the
+    # default 20 s) so that the withdrawal finds audio on disk to delete.
+    store = _store(tmp_path)
+    withdrawn = CallRecording("CA-withdrawn", store, require_consent=True, hold_s=0.5)
 
     async def withdraw(task: PipelineTask, t: MemoryTransport) -> None:
         feeding = asyncio.get_running_loop().create_task(t.play_caller(_tone(300, 3.0), RATE))
@@ -275,3 +278,58 @@ def test_an_hour_long_call_records_in_flat_memory(tmp_path: Path) -> None:
     assert growth < 1024 * 1024, growth
     size = (tmp_path / "recordings" / "CA-hour.wav").stat().st_size
     assert size > 3600 * RATE * 4  # the whole hour went to disk, stereo 16-bit
+
+
+def test_a_card_number_read_before_it_was_detected_is_silent_in_the_recording(
+    tmp_path: Path,
+) -> None:
+    """The caller reads a card number unprompted: the transcript that reveals it comes after
+    the audio, and the payment guard holds it 2 s more; the recording still has no digit."""
+    from voxpipe.frames import (
+        TranscriptionFrame,
+        UserStartedSpeakingFrame,
+        UserStoppedSpeakingFrame,
+    )
+    from voxpipe.processors.policy.payment import PaymentGuard
+
+    rec = CallRecording("CA-card", _store(tmp_path))
+    guard = PaymentGuard()
+
+    async def script(task: PipelineTask, t: MemoryTransport) -> None:
+        clock = task.clock
+        await t.play_silence(1.0)
+        await task.queue_frame(UserStartedSpeakingFrame())  # the VAD, a moment after onset
+        await t.play_caller(_tone(300, 4.0), RATE)  # 1.0-5.0 s: "4111 1111 1111 1111"
+        await task.queue_frame(UserStoppedSpeakingFrame())
+        await t.play_silence(0.5)
+        await task.queue_frame(TranscriptionFrame("my card is 4111 1111 1111 1111"))
+        await t.play_silence(10.0)  # the guard's hold, then the pause's quiet spell
+        assert guard.paused is False and guard.pauses == 1
+        await task.queue_frame(UserStartedSpeakingFrame())
+        await t.play_caller(_tone(440, 2.0), RATE)  # 16.5-18.5 s: after the pause
+        await task.queue_frame(UserStoppedSpeakingFrame())
+        await clock.sleep(0.5)
+
+    params = TransportParams(audio_in=PHONE, audio_out=PHONE, vad_enabled=False)
+    transport = MemoryTransport(params, sink=MemorySink(PHONE))
+
+    async def main() -> None:
+        rec.attach(transport.input(), transport.output())
+        task = PipelineTask(
+            Pipeline([transport.input(), guard, rec, transport.output()]),
+            params=transport.task_params(),
+            end_timeout=10.0,
+        )
+        runner = asyncio.get_running_loop().create_task(task.run())
+        await task.wait_started()
+        await script(task, transport)
+        await task.queue_frame(EndFrame(reason="test"))
+        await runner
+
+    VirtualClock().run(main())
+    frames, _ = stored_wav(tmp_path, "CA-card", None)
+    assert guard.redactions == 1
+    card = frames[: round(5.2 * RATE), 0]
+    assert np.count_nonzero(card) == 0  # the whole number, though detected seconds later
+    later = frames[round(16.6 * RATE) : round(18.4 * RATE), 0]
+    assert np.count_nonzero(later) > 0.9 * len(later)  # recording goes on after the pause

@@ -142,8 +142,11 @@ class RecordingWriter:
 class _Timeline:
     """Caller and bot audio placed on one sample timeline, released once it cannot change."""
 
-    def __init__(self, rate: int, t0: float, writer: RecordingWriter) -> None:
+    def __init__(self, rate: int, t0: float, writer: RecordingWriter, delay_s: float = 0.0) -> None:
         self.rate = rate
+        # Held back from the file: a pause reaching back (a card number spoken before it was
+        # detected) can still silence it. Memory is this window, whatever the call's length.
+        self.delay = round(delay_s * rate)
         self.t0 = t0
         self.writer = writer
         self.done = 0  # samples written to the file
@@ -185,9 +188,18 @@ class _Timeline:
             kept.append((start, pcm))
         self.segments = kept
 
-    def pause(self, t: float) -> None:
+    def pause(self, t: float) -> bool:
+        """Silence from ``t`` on; False when part of that was already written."""
+        start = self.sample_at(t)
         if not self.pauses or self.pauses[-1][1] != -1:
-            self.pauses.append([self.sample_at(t), -1])
+            self.pauses.append([max(start, self.done), -1])
+        elif start < self.pauses[-1][0]:
+            self.pauses[-1][0] = max(start, self.done)
+        return start >= self.done
+
+    def due(self, now: float, every: int) -> bool:
+        """Whether at least ``every`` samples can be written at ``now``."""
+        return self.sample_at(now) - self.delay - self.done >= every
 
     def resume(self, t: float) -> None:
         if self.pauses and self.pauses[-1][1] == -1:
@@ -197,6 +209,8 @@ class _Timeline:
         """Write out what can no longer change (everything on ``final``)."""
         limit = self.sample_at(now)
         left_end = self.done + len(self.left)
+        if not final:
+            limit -= self.delay
         if final:
             bot_end = max((s + len(p) for s, p in self.segments), default=0)
             upto = max(left_end, min(bot_end, limit))
@@ -253,6 +267,7 @@ class CallRecording(FrameProcessor):
         require_consent: bool = False,
         sample_rate: int | None = None,
         commit_every_s: float = 0.25,
+        hold_s: float = 20.0,
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
@@ -262,6 +277,9 @@ class CallRecording(FrameProcessor):
         self.require_consent = require_consent
         self.sample_rate = sample_rate
         self.commit_every_s = commit_every_s
+        # Audio is written this far behind the clock, so a card number detected in a transcript
+        # (seconds after it was spoken, a held final up to 10 s later) is silenced in the file.
+        self.hold_s = hold_s
         self.consent: bool | None = None
         self.paused = False
         self.deleted = False
@@ -305,7 +323,7 @@ class CallRecording(FrameProcessor):
             return
         now = self.clock.now()
         tl.caller(self._pcm("_in", audio, encoding, sample_rate), now)
-        if tl.sample_at(now) - tl.done >= self.commit_every_s * tl.rate:
+        if tl.due(now, round(self.commit_every_s * tl.rate)):
             tl.commit(now)
 
     def bot_audio(self, chunk: bytes, encoding: str, sample_rate: int, play_at: float) -> None:
@@ -315,7 +333,7 @@ class CallRecording(FrameProcessor):
             return
         tl.bot(self._pcm("_out", chunk, encoding, sample_rate), play_at)
         now = self.clock.now()
-        if tl.sample_at(now) - tl.done >= self.commit_every_s * tl.rate:
+        if tl.due(now, round(self.commit_every_s * tl.rate)):
             tl.commit(now)
 
     def bot_flushed(self, at: float) -> None:
@@ -333,7 +351,16 @@ class CallRecording(FrameProcessor):
         elif isinstance(frame, PauseRecordingFrame):
             self.paused = True
             if self._timeline is not None:
-                self._timeline.pause(self.clock.now())
+                now = self.clock.now()
+                since = now if frame.since is None else min(frame.since, now)
+                if not self._timeline.pause(since):
+                    logger.warning(
+                        "call %s: a pause reached %.1f s back, past the %.0f s the recording "
+                        "holds; the audio before was already written",
+                        self.recorded_call_id,
+                        now - since,
+                        self.hold_s,
+                    )
         elif isinstance(frame, ResumeRecordingFrame):
             self.paused = False
             if self._timeline is not None:
@@ -354,7 +381,7 @@ class CallRecording(FrameProcessor):
         self._writer = RecordingWriter(
             path, rate, ring=self.ring, aad=recording_aad(self.recorded_call_id)
         )
-        self._timeline = _Timeline(rate, self.clock.now(), self._writer)
+        self._timeline = _Timeline(rate, self.clock.now(), self._writer, self.hold_s)
         if self.paused:
             self._timeline.pause(self.clock.now())
         logger.info("recording call %s at %d Hz (%s)", self.recorded_call_id, rate, path)

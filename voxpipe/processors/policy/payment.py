@@ -112,6 +112,10 @@ class PaymentGuardParams:
     # for a reply) and the rest of a card they begin is redacted from the next final: PCI DSS
     # allows a card's first six digits to be shown, never the whole number.
     hold_min_digits: int = 7
+    # A detected card number's pause reaches back to the start of the speech it was said in,
+    # less this margin (the VAD reports speech a moment after it began), so a recorder that
+    # still holds that audio silences the digits too.
+    onset_margin_s: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("resume_after_s", "max_pause_s", "hold_digits_s", "max_hold_s"):
@@ -140,6 +144,9 @@ class PaymentGuard(FrameProcessor):
         self._hold_timer: asyncio.Task[None] | None = None
         self._hold_max: asyncio.Task[None] | None = None
         self._user_speaking = False
+        self._speech_at: float | None = None  # clock time the caller's current speech began
+        self._held_since: float | None = None  # earliest speech of the held finals
+        self._tail_since: float | None = None  # speech the remembered digit run began in
         self._quiet_timer: asyncio.Task[None] | None = None
         self._max_timer: asyncio.Task[None] | None = None
 
@@ -161,16 +168,17 @@ class PaymentGuard(FrameProcessor):
 
     # ------------------------------------------------------------------ pause / resume
 
-    async def pause(self, reason: str) -> None:
-        """Pause recording and transcription (no-op while paused)."""
+    async def pause(self, reason: str, since: float | None = None) -> None:
+        """Pause recording and transcription (no-op while paused); ``since``: the clock time
+        the paused span really began, for recorders that still hold audio from then."""
         if self.paused:
             return
         self.paused = True
         self.pause_reason = reason
         self.pauses += 1
         self.logger.info("recording and transcription paused: %s", reason)
-        await self.push_frame(PauseRecordingFrame(reason=reason), UPSTREAM)
-        await self.push_frame(PauseRecordingFrame(reason=reason), DOWNSTREAM)
+        await self.push_frame(PauseRecordingFrame(reason=reason, since=since), UPSTREAM)
+        await self.push_frame(PauseRecordingFrame(reason=reason, since=since), DOWNSTREAM)
         self._max_timer = self.create_task(
             self._resume_after(self.params.max_pause_s, "longest pause reached"),
             name="payment-max",
@@ -230,6 +238,7 @@ class PaymentGuard(FrameProcessor):
             return
         if kind is UserStartedSpeakingFrame and direction is DOWNSTREAM:
             self._user_speaking = True
+            self._speech_at = self.clock.now()
             self._cancel_hold_timer()  # what is held may go on in what the caller says now
             if self.paused:
                 self._cancel_quiet_timer()
@@ -255,6 +264,8 @@ class PaymentGuard(FrameProcessor):
         await self.push_frame(frame, direction)
 
     async def _final(self, frame: TranscriptionFrame) -> None:
+        began = self._speech_at if self._speech_at is not None else self.clock.now()
+        self._held_since = began if self._held_since is None else min(self._held_since, began)
         self._held.append(frame)
         text = " ".join(f.text for f in self._held)
         run = trailing_run(f"{self._tail} {text}" if self._tail else text)
@@ -276,13 +287,21 @@ class PaymentGuard(FrameProcessor):
         if not self._held:
             return
         held, self._held = self._held, []
+        held_since, self._held_since = self._held_since, None
+        tail_since = self._tail_since if self._tail else None
         out, found = self._redacted(held)
         # The run a next final may go on with (this one's, or the one before it continued).
         self._tail = trailing_run(f"{self._tail} {out.text}" if self._tail else out.text)
+        if self._tail:
+            continued = self._tail_since is not None and out.text.lstrip()[:1].isdigit()
+            self._tail_since = tail_since if continued else held_since
         if found and self.params.pause_on_card:
             # Before the transcript: the turn it ends (and the reply it starts) is said during
-            # the pause, so the recorder keeps none of it, whenever the turn ends.
-            await self.pause("card number spoken")
+            # the pause, so the recorder keeps none of it, whenever the turn ends. The pause
+            # reaches back to the speech the number was said in (a run it continued included).
+            starts = [t for t in (held_since, tail_since) if t is not None]
+            since = min(starts) - self.params.onset_margin_s if starts else None
+            await self.pause("card number spoken", since=since)
         await self.push_frame(out, DOWNSTREAM)
 
     async def _release_after(self, seconds: float) -> None:
