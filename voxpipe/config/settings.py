@@ -268,6 +268,39 @@ class VoxpipeSettings(BaseSettings):
     allow_interruptions: bool = Field(
         True, description="Let the caller barge in while the bot speaks."
     )
+    # --- Turn-taking (issue 13): one code path builds every call's (voxpipe.processors.turn) --
+    turn_detection: Literal["smart", "vad"] = Field(
+        "smart",
+        description="How the end of the caller's turn is decided: `smart` (a short VAD silence, "
+        "then the Smart Turn model: complete ends the turn, incomplete waits up to "
+        "TURN_MAX_WAIT_S) or `vad` (VAD_STOP_S of silence alone).",
+    )
+    vad_stop_s: float | None = Field(
+        None,
+        ge=0.05,
+        le=5.0,
+        description="Silence before the VAD reports the caller stopped; unset = 0.2 s with "
+        "TURN_DETECTION=smart, 0.8 s with vad.",
+    )
+    vad_start_s: float = Field(
+        0.2, ge=0.0, le=2.0, description="Speech before the VAD reports the caller started."
+    )
+    vad_confidence: float = Field(
+        0.7, ge=0.0, le=1.0, description="Silero speech probability a window needs."
+    )
+    vad_min_volume: float = Field(
+        0.6, ge=0.0, le=1.0, description="Volume (0..1; 0.6 = -46 dBFS) a window needs."
+    )
+    turn_max_wait_s: float = Field(
+        2.0,
+        ge=0.1,
+        le=10.0,
+        description="Smart turn: the longest silence a turn judged incomplete waits before it "
+        "ends anyway (counted from the caller's last speech).",
+    )
+    turn_complete_threshold: float = Field(
+        0.5, ge=0.0, le=1.0, description="Smart Turn probability at which a turn is complete."
+    )
     default_locale: str = Field("en-US", description="Locale used when call metadata selects none.")
 
     # --- State ---------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from starlette.websockets import WebSocket
 from voxpipe.call import Call, build_task, call_locale
 from voxpipe.logs import call_ended, call_started
 from voxpipe.pipelines.task import PipelineTask
+from voxpipe.processors.turn.params import transport_turn_kwargs
 from voxpipe.server.call_start import StreamRefused, authenticate_start
 from voxpipe.server.metrics import FrameCounter
 from voxpipe.server.security_events import client_address
@@ -108,7 +109,10 @@ async def _run_call(
     fmt = start.audio_format
     params = start.custom_parameters
     tparams = TransportParams(
-        audio_in=fmt, audio_out=fmt, allow_interruptions=st.settings.allow_interruptions
+        audio_in=fmt,
+        audio_out=fmt,
+        allow_interruptions=st.settings.allow_interruptions,
+        **transport_turn_kwargs(st.settings),
     )
     country = params.get("FromCountry") or None
     # From the worker's locale table (in memory, refreshed in the background; never raises).

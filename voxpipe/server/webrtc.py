@@ -31,6 +31,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from voxpipe.call import Call, build_task, call_locale
 from voxpipe.logs import call_ended, call_started, security_event
 from voxpipe.pipelines.task import PipelineTask
+from voxpipe.processors.turn.params import transport_turn_kwargs
 from voxpipe.server.access import WebRTCAccess, client_address
 from voxpipe.server.limits import CallSlot
 from voxpipe.server.metrics import FrameCounter
@@ -162,7 +163,10 @@ def webrtc_router() -> APIRouter:
         secret = settings.turn_secret.get_secret_value() if settings.turn_secret else None
         try:
             transport = WebRTCTransport(
-                webrtc_params(allow_interruptions=settings.allow_interruptions),
+                webrtc_params(
+                    allow_interruptions=settings.allow_interruptions,
+                    **transport_turn_kwargs(settings),
+                ),
                 ice_servers=with_server_credentials(
                     ice_servers_from(ice_server_setting(settings)), secret, settings.turn_ttl_s
                 ),

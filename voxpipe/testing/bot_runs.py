@@ -20,6 +20,7 @@ from voxpipe.audio.convert import bytes_per_sample
 from voxpipe.call import Bot, Call, build_task, call_locale
 from voxpipe.config.settings import VoxpipeSettings
 from voxpipe.pipelines.clock import VirtualClock
+from voxpipe.processors.turn.params import transport_turn_kwargs
 from voxpipe.testing.recording import RecordingError, read_recording, replay_frames
 from voxpipe.testing.summary import CallSummarizer, audio_digest
 from voxpipe.transports.memory import MemoryTransport
@@ -149,7 +150,10 @@ async def _wav_call(
     progress: Progress | None,
 ) -> tuple[dict[str, Any], WavFileTransport, float]:
     params = TransportParams(
-        audio_in=wire, audio_out=wire, allow_interruptions=settings.allow_interruptions
+        audio_in=wire,
+        audio_out=wire,
+        allow_interruptions=settings.allow_interruptions,
+        **transport_turn_kwargs(settings),
     )
     transport = WavFileTransport(
         caller_wav, params, settle_secs=settle_secs, max_tail_secs=max_tail_secs
@@ -283,7 +287,10 @@ async def _replay(
         str(fmt_meta.get("encoding", "mulaw")), int(fmt_meta.get("sample_rate", 8000)), 1
     )
     params = TransportParams(
-        audio_in=fmt, audio_out=fmt, allow_interruptions=settings.allow_interruptions
+        audio_in=fmt,
+        audio_out=fmt,
+        allow_interruptions=settings.allow_interruptions,
+        **transport_turn_kwargs(settings),
     )
     transport = MemoryTransport(params, name="replay")
     call_id = str(rec.header.get("call_id") or meta.get("call_id") or path.stem)

@@ -45,6 +45,7 @@ from voxpipe.frames import (
 from voxpipe.pipelines.clock import Clock, VirtualClock
 from voxpipe.pipelines.task import PipelineTask
 from voxpipe.processors.base import FrameProcessor
+from voxpipe.processors.turn.params import transport_turn_kwargs
 from voxpipe.testing.scenario_checks import (
     Failure,
     ScenarioResult,
@@ -248,7 +249,10 @@ class _Run:
 
         scn = self.scenario
         params = TransportParams(
-            audio_in=PHONE, audio_out=PHONE, allow_interruptions=self.settings.allow_interruptions
+            audio_in=PHONE,
+            audio_out=PHONE,
+            allow_interruptions=self.settings.allow_interruptions,
+            **transport_turn_kwargs(self.settings),
         )
         transport = MemoryTransport(params, name="scenario")
         meta: dict[str, Any] = {

@@ -25,6 +25,7 @@ from voxpipe.frames import (
 )
 from voxpipe.processors.base import FrameProcessor
 from voxpipe.processors.policy.frames import InterruptionsAllowedFrame
+from voxpipe.processors.turn.gate import TurnGate
 from voxpipe.processors.vad.analyzer import VADAnalyzer, VADEvent, VADState
 from voxpipe.processors.vad.batched import BatchedVAD
 from voxpipe.transports.params import TransportParams
@@ -80,6 +81,14 @@ class BaseInputTransport(FrameProcessor):
                 self.params.audio_in.sample_rate, self.params.vad_params, batched=batched_vad
             )
         self.vad: VADAnalyzer | None = vad
+        turn = self.params.turn
+        # Smart end of turn (voxpipe.processors.turn): asked at the VAD's stop.
+        self.turn_gate: TurnGate | None = (
+            TurnGate(turn, self.params.audio_in.sample_rate)
+            if turn is not None and turn.mode == "smart" and vad is not None
+            else None
+        )
+        self._turn_wait: asyncio.Task[None] | None = None  # a turn judged incomplete, open
         self._output: BaseOutputTransport | None = None
         self.bot_speaking = False
         self.user_speaking = False
@@ -196,8 +205,13 @@ class BaseInputTransport(FrameProcessor):
             # Audio in another format than announced (e.g. a replay of another wire).
             self.logger.info("caller audio at %d Hz: restarting the VAD", frame.sample_rate)
             vad = self.vad = VADAnalyzer(frame.sample_rate, vad.params, batched=self._batched)
+            if self.turn_gate is not None:
+                self.turn_gate = TurnGate(self.turn_gate.params, frame.sample_rate)
         try:
-            events = await self._analyze(vad, to_pcm16(frame.audio, frame.encoding))
+            pcm = to_pcm16(frame.audio, frame.encoding)
+            if self.turn_gate is not None:
+                self.turn_gate.feed(pcm)
+            events = await self._analyze(vad, pcm)
         except Exception as exc:
             # The call goes on without barge-in rather than failing on the VAD.
             self.vad = None
@@ -205,6 +219,11 @@ class BaseInputTransport(FrameProcessor):
             await self.push_error(f"{self.name}: VAD failed: {exc}")
             return
         for event in events:
+            if event.kind == "started" and self._turn_wait is not None:
+                # The caller went on within the wait: the same turn, not a new one.
+                self._turn_wait.cancel()
+                self._turn_wait = None
+                continue
             if event.kind == "started":
                 self.user_speaking = True
                 self._onset = event.speech_time
@@ -213,10 +232,31 @@ class BaseInputTransport(FrameProcessor):
                 await self._check_interruption()
                 await self.push_frame(UserStartedSpeakingFrame())
             else:
-                self.user_speaking = False
-                await self.push_frame(UserStoppedSpeakingFrame())
+                gate = self.turn_gate
+                if gate is not None and not await gate.complete(
+                    vad.stream_time - self._onset, inline=self.clock.is_virtual
+                ):
+                    # Judged incomplete: the turn stays open until the caller goes on, or
+                    # until the longest wait since their last speech has passed.
+                    assert self.params.turn is not None
+                    wait = self.params.turn.max_wait_secs - vad.params.stop_secs
+                    self._turn_wait = self.create_task(
+                        self._end_turn_after(max(wait, 0.0)), name="turn-wait", interruptible=False
+                    )
+                    continue
+                await self._end_turn()
         if not events and self.user_speaking and self.bot_speaking:
             await self._check_interruption()
+
+    async def _end_turn(self) -> None:
+        self.user_speaking = False
+        await self.push_frame(UserStoppedSpeakingFrame())
+
+    async def _end_turn_after(self, seconds: float) -> None:
+        await self.clock.sleep(seconds)
+        if self._turn_wait is asyncio.current_task():
+            self._turn_wait = None
+        await self._end_turn()
 
     async def _check_interruption(self) -> None:
         """Interrupt if the caller is talking over the bot long enough and it is allowed."""

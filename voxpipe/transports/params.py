@@ -8,6 +8,7 @@ from typing import Any
 from voxpipe.audio.convert import bytes_per_sample
 from voxpipe.pipelines.task import TaskParams
 from voxpipe.processors.policy.guard import InterruptionGuardParams
+from voxpipe.processors.turn.params import TurnParams
 from voxpipe.processors.vad.analyzer import VADParams
 from voxpipe.transports.wire import AudioFormat
 
@@ -41,6 +42,8 @@ class TransportParams:
     audio_out: AudioFormat = field(default_factory=AudioFormat)
     vad_enabled: bool = True
     vad_params: VADParams = field(default_factory=VADParams)
+    # End of turn after the VAD's stop (voxpipe.processors.turn); None: the VAD's stop ends it.
+    turn: TurnParams | None = None
     allow_interruptions: bool = True
     guard: InterruptionGuardParams = field(default_factory=InterruptionGuardParams)
     dtmf_interrupts: bool = True

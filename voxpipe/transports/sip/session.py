@@ -16,6 +16,7 @@ from aiosipua import IncomingCall, parse_address, parse_uri
 
 from voxpipe.call import Call, build_task, choose_call_locale
 from voxpipe.logs import call_ended, call_started
+from voxpipe.processors.turn.params import transport_turn_kwargs
 from voxpipe.server.metrics import FrameCounter
 from voxpipe.server.sessions import CallSession
 from voxpipe.transports.base import Transport
@@ -164,7 +165,10 @@ class SipCall:
         fmt = self.media.audio_format
         assert self.media.session is not None
         tparams = TransportParams(
-            audio_in=fmt, audio_out=fmt, allow_interruptions=st.settings.allow_interruptions
+            audio_in=fmt,
+            audio_out=fmt,
+            allow_interruptions=st.settings.allow_interruptions,
+            **transport_turn_kwargs(st.settings),
         )
         transport = Transport(None, tparams, batched_vad=st.batched_vad, name=CARRIER)
         self.sink = RtpSink(self.media.session, transport.mark_played)
