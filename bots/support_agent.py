@@ -87,6 +87,7 @@ from voxpipe.state.consent import identifiable_caller
 from voxpipe.state.continuity import CallerContinuity, ResumableConversation
 from voxpipe.state.shared import shared_stores
 from voxpipe.telephony.handoff import TwilioHandoff, resume_conversation, take_message
+from voxpipe.telephony.sip_transfer import SipHandoff, sip_targets
 from voxpipe.telephony.transfers import RESUME_PARAM, TransferConfig
 from voxpipe.telephony.twilio_transfer import TransferWording
 
@@ -511,15 +512,47 @@ def consent_prompts(call: Call, locale: str) -> ConsentPrompts:
     return prompts
 
 
+def _sip_transfer_for(
+    call: Call,
+    recorder: TranscriptRecorder,
+    stores: Any,
+    locale: str,
+    trigger: dict[str, str],
+) -> SipHandoff | None:
+    """Blind REFER to TRANSFER_TO after the handoff line (a PBX cannot play our whisper)."""
+    try:
+        targets = sip_targets(call.settings.transfer_to, call.control.peer_host)
+    except ValueError as exc:
+        logger.error("%s: escalations take a message instead", exc)
+        return None
+    if not targets:
+        return None
+    words = transfer_wording(locale)
+    return SipHandoff(
+        call.control,
+        targets,
+        call_id=call.call_id,
+        recorder=recorder,
+        sessions=stores.sessions,
+        brief=lambda reason, summary: words["brief"].format(reason=reason, summary=summary),
+        nobody_free=words["nobody_free"],
+        trigger=lambda: trigger.get("by", "policy"),
+        notify_timeout_s=call.settings.transfer_ring_timeout_s + 10.0,
+    )
+
+
 def _transfer_for(
     call: Call,
     recorder: TranscriptRecorder,
     stores: Any,
     locale: str,
     trigger: dict[str, str],
-) -> TwilioHandoff | None:
+) -> TwilioHandoff | SipHandoff | None:
     """Warm transfer over Twilio's REST API where the call came from Twilio and TRANSFER_TO,
-    the Twilio keys and PUBLIC_URL are set; None = no transfer path (a message is taken)."""
+    the Twilio keys and PUBLIC_URL are set; a REFER on a direct SIP call with TRANSFER_TO;
+    None = no transfer path (a message is taken)."""
+    if call.carrier == "sip" and call.control is not None:
+        return _sip_transfer_for(call, recorder, stores, locale, trigger)
     if call.carrier != "twilio" or call.custom_parameters.get(RESUME_PARAM):
         return None  # a caller nobody could take is not put on hold again in the same call
     config = TransferConfig.from_settings(call.settings)
@@ -584,6 +617,8 @@ def _escalation(
             await stores.sessions.set_meta(call.call_id, values)
 
     escalation = Escalation(record=record, transfer=handoff)
+    if isinstance(handoff, SipHandoff):
+        handoff.escalation = escalation  # the REFERs end it: transferred, or back to the bot
 
     async def escalate_to_human(reason: str, summary: str = "") -> dict[str, Any]:
         trigger["by"] = "tool"
@@ -612,6 +647,8 @@ def _escalation(
         "take_message", take_message_tool, TAKE_MESSAGE_TOOL, cancel_on_interruption=False
     )
     params = EscalationParams(handoff_line=words["handoff"], unavailable_line=words["unavailable"])
+    if isinstance(handoff, SipHandoff):  # the bot keeps the call while the REFERs go
+        params.transfer_timeout_s = handoff.max_duration_s
     return escalation, params
 
 
