@@ -105,6 +105,9 @@ async def test_refer_accepted_ends_our_leg_and_records_the_transfer(tmp_path: Pa
     assert record["reason"] == "caller asked for a person"
     turns = [(t.role, t.text) for t in transcript.turns]
     assert ("user", "i want to talk to a human") in turns, turns
+    # The handoff line was played out (not cut off by our BYE) before the REFER.
+    handoff = [t for t in transcript.turns if "connecting you to a colleague" in t.text]
+    assert handoff and not handoff[0].interrupted, turns
 
 
 async def test_refer_declined_then_busy_returns_the_caller_to_the_bot(tmp_path: Path) -> None:
