@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from aiortp import get_codec
+from prometheus_client import generate_latest
 from sipclient import SipClient
 from test_sip_calls import serve
 
@@ -98,6 +99,9 @@ async def test_refer_accepted_ends_our_leg_and_records_the_transfer(tmp_path: Pa
         # NOTIFY 180 then 200, and then needs our BYE.
         await sipp(tmp_path, "refer_accept.xml", srv.sip.port)
         await _ended(srv, "transferred")
+        scraped = generate_latest(srv.metrics.registry).decode()
+        assert 'voxpipe_calls_ended_total{carrier="sip",how="transferred"} 1.0' in scraped
+        assert 'voxpipe_transfer_steps_total{step="sip_transferred"}' in scraped
     transcript = await _transcript(db)
     record = transcript.metadata["escalation"]
     assert record["outcome"] == "connected" and record["connected_to"] == DESK, record
