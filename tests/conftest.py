@@ -19,5 +19,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for obj in gc.get_objects():
-            if isinstance(obj, aiosqlite.Connection) and getattr(obj, "_running", False):
-                obj.stop()
+            try:
+                if isinstance(obj, aiosqlite.Connection) and getattr(obj, "_running", False):
+                    obj.stop()
+            except ReferenceError:  # a weakref.proxy whose object is gone
+                continue

@@ -175,3 +175,31 @@ def test_the_brief_header_is_one_bounded_line() -> None:
     assert "\r" not in value and "\n" not in value and "\t" not in value
     assert value.startswith("Reason: upset X-Evil: 1 summary")
     assert len(value.encode()) <= 500
+
+
+async def test_refer_carries_the_headers_and_a_bye_after_acceptance_counts_as_transferred() -> None:
+    from sipclient import sdp_offer
+    from test_sip_calls import _answered, _rtp, _sdp_port
+
+    async with serve() as srv:
+        c = await SipClient(srv.addr).open()
+        rtp, port = await _rtp(("127.0.0.1", 9))
+        ok = await _answered(c, sdp_offer(port))
+        rtp.update_remote(("127.0.0.1", _sdp_port(ok.text)))
+        control = srv.seen[-1]["call"].control
+        # No final NOTIFY: the REFER gives up after its bound (our client answers 200).
+        quiet = await control.refer("sip:nobody@pbx.test", notify_timeout_s=0.3)
+        assert (quiet.transferred, quiet.status) == (False, 408)
+        assert (await c.requests.get()).method == "REFER"
+        refer = asyncio.ensure_future(control.refer("sip:desk@pbx.test", brief="Reason: x\r\nY"))
+        async with asyncio.timeout(5):
+            req = await c.requests.get()
+        assert req.method == "REFER"
+        assert req.headers.get_first("refer-to") == "<sip:desk@pbx.test>"
+        assert (req.headers.get_first("referred-by") or "").startswith("<sip:")
+        assert req.headers.get_first("x-voxpipe-brief") == "Reason: x Y"
+        c.request("BYE")  # the PBX took the call and dropped our leg itself
+        result = await asyncio.wait_for(refer, 5)
+        assert result.transferred and result.detail == "the far end ended our leg"
+        await rtp.close()
+        c.close()

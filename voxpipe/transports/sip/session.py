@@ -351,6 +351,7 @@ class SipCall:
             await task.cancel("server shutting down")
             raise
         finally:
+            self.control.far_end_gone.set()  # a REFER still waiting gives up: the call is over
             for t in (feeder, watchdog, far):
                 t.cancel()
             if not runner.done():
