@@ -71,6 +71,7 @@ from voxpipe.processors.policy.escalation import (
     Escalation,
     EscalationParams,
     EscalationPolicy,
+    EscalationState,
 )
 from voxpipe.processors.policy.outage import OutageLines, OutagePolicy
 from voxpipe.processors.policy.payment import (
@@ -87,7 +88,7 @@ from voxpipe.state.consent import identifiable_caller
 from voxpipe.state.continuity import CallerContinuity, ResumableConversation
 from voxpipe.state.shared import shared_stores
 from voxpipe.telephony.handoff import TwilioHandoff, resume_conversation, take_message
-from voxpipe.telephony.sip_transfer import SipHandoff, sip_targets
+from voxpipe.telephony.sip_transfer import NOBODY_TOOK, SipHandoff, sip_targets
 from voxpipe.telephony.transfers import RESUME_PARAM, TransferConfig
 from voxpipe.telephony.twilio_transfer import TransferWording
 
@@ -730,6 +731,15 @@ async def bot(call: Call) -> Pipeline:
     escalation, escalation_params = _escalation(
         call, llm, recorder, stores, tag, on_escalated=keeper.mark_escalated
     )
+
+    async def transfer_returned(state: EscalationState, detail: str) -> None:
+        # A SIP transfer nobody took: the bot has said so; the model must now offer a message.
+        if state is EscalationState.FAILED and detail == NOBODY_TOOK:
+            context.add_message(
+                {"role": "system", "content": ESCALATION_INSTRUCTIONS["unavailable"]}
+            )
+
+    escalation.add_listener(transfer_returned)
     # The caller's requests for a person and the handoff line in the call's language.
     escalation_params = dataclasses.replace(
         escalation_params,

@@ -25,10 +25,11 @@ from voxpipe.telephony.handoff import ESCALATION_KEY
 from voxpipe.telephony.transfers import TRANSFERS, parse_targets
 from voxpipe.telephony.twilio_transfer import EscalationRecord
 
-__all__ = ["SipHandoff", "sip_targets"]
+__all__ = ["NOBODY_TOOK", "SipHandoff", "sip_targets"]
 
 logger = logging.getLogger(__name__)
 
+NOBODY_TOOK = "nobody took the call"  # the escalation's failure detail when every REFER failed
 _DECLINED = {486, 600, 603}  # busy here / busy everywhere / decline: the person said no
 _NO_ANSWER = {408, 480, 487}  # timeout / unavailable / request terminated (rang out)
 
@@ -158,7 +159,7 @@ class SipHandoff:
             TRANSFERS.count("sip_returned")
             await self._store(record)
             if self.escalation is not None:
-                await self.escalation.failed("nobody took the call")
+                await self.escalation.failed(NOBODY_TOOK)
             await self.control.say(self.nobody_free)
         except Exception:
             logger.exception("call %s: the SIP transfer failed", self.call_id)
