@@ -70,6 +70,7 @@ from voxpipe.processors.policy.escalation import (
     Escalation,
     EscalationParams,
     EscalationPolicy,
+    EscalationState,
 )
 from voxpipe.processors.policy.outage import OutageLines, OutagePolicy
 from voxpipe.processors.policy.payment import (
@@ -87,6 +88,7 @@ from voxpipe.state.continuity import CallerContinuity, ResumableConversation
 from voxpipe.state.shared import shared_stores
 from voxpipe.telephony.handoff import TwilioHandoff, resume_conversation
 from voxpipe.telephony.handoff import take_message as take_message_for
+from voxpipe.telephony.sip_transfer import NOBODY_TOOK, SipHandoff, sip_targets
 from voxpipe.telephony.transfers import RESUME_PARAM, TransferConfig
 from voxpipe.telephony.twilio_transfer import TransferWording
 
@@ -462,15 +464,47 @@ def consent_prompts(call: Call, locale: str) -> ConsentPrompts:
     return prompts
 
 
+def _sip_transfer_for(
+    call: Call,
+    recorder: TranscriptRecorder,
+    stores: Any,
+    locale: str,
+    trigger: dict[str, str],
+) -> SipHandoff | None:
+    """Blind REFER to TRANSFER_TO after the handoff line (a PBX cannot play our whisper)."""
+    try:
+        targets = sip_targets(call.settings.transfer_to, call.control.peer_host)
+    except ValueError as exc:
+        logger.error("%s: escalations take a message instead", exc)
+        return None
+    if not targets:
+        return None
+    words = transfer_wording(locale)
+    return SipHandoff(
+        call.control,
+        targets,
+        call_id=call.call_id,
+        recorder=recorder,
+        sessions=stores.sessions,
+        brief=lambda reason, summary: words["brief"].format(reason=reason, summary=summary),
+        nobody_free=words["nobody_free"],
+        trigger=lambda: trigger.get("by", "policy"),
+        notify_timeout_s=call.settings.transfer_ring_timeout_s + 10.0,
+    )
+
+
 def _transfer_for(
     call: Call,
     recorder: TranscriptRecorder,
     stores: Any,
     locale: str,
     trigger: dict[str, str],
-) -> TwilioHandoff | None:
+) -> TwilioHandoff | SipHandoff | None:
     """Warm transfer over Twilio's REST API where the call came from Twilio and TRANSFER_TO,
-    the Twilio keys and PUBLIC_URL are set; None = no transfer path (a message is taken)."""
+    the Twilio keys and PUBLIC_URL are set; a REFER on a direct SIP call with TRANSFER_TO;
+    None = no transfer path (a message is taken)."""
+    if call.carrier == "sip" and call.control is not None:
+        return _sip_transfer_for(call, recorder, stores, locale, trigger)
     if call.carrier != "twilio" or call.custom_parameters.get(RESUME_PARAM):
         return None  # a caller nobody could take is not put on hold again in the same call
     config = TransferConfig.from_settings(call.settings)
@@ -535,6 +569,8 @@ def _escalation(
             await stores.sessions.set_meta(call.call_id, values)
 
     escalation = Escalation(record=record, transfer=handoff)
+    if isinstance(handoff, SipHandoff):
+        handoff.escalation = escalation  # the REFERs end it: transferred, or back to the bot
 
     async def escalate_to_human(reason: str, summary: str = "") -> dict[str, Any]:
         """Transfer the caller to a human agent. Use when the caller asks for a person, when
@@ -574,6 +610,8 @@ def _escalation(
     llm.register_function(escalate_to_human, cancel_on_interruption=False)
     llm.register_function(take_message, cancel_on_interruption=False)
     params = EscalationParams(handoff_line=words["handoff"], unavailable_line=words["unavailable"])
+    if isinstance(handoff, SipHandoff):  # the bot keeps the call while the REFERs go
+        params.transfer_timeout_s = handoff.max_duration_s
     return escalation, params
 
 
@@ -655,6 +693,15 @@ async def bot(call: Call) -> Pipeline:
     escalation, escalation_params = _escalation(
         call, llm, recorder, stores, tag, on_escalated=keeper.mark_escalated
     )
+
+    async def transfer_returned(state: EscalationState, detail: str) -> None:
+        # A SIP transfer nobody took: the bot has said so; the model must now offer a message.
+        if state is EscalationState.FAILED and detail == NOBODY_TOOK:
+            context.add_message(
+                {"role": "system", "content": ESCALATION_INSTRUCTIONS["unavailable"]}
+            )
+
+    escalation.add_listener(transfer_returned)
     # The caller's requests for a person and the handoff line in the call's language.
     escalation_params = dataclasses.replace(
         escalation_params,

@@ -77,6 +77,9 @@ class Call:
     # id's records only from this owner (a stream claiming the id of another call cannot
     # overwrite them). Empty outside the server.
     owner: str = ""
+    # The carrier's call control where the bot may use it (SIP: ``SipCallControl`` for REFER
+    # transfers); None on carriers whose call control goes through their REST API.
+    control: Any = None
 
     def metadata(self) -> dict[str, Any]:
         """The metadata every processor sees in ``StartFrame.metadata`` (``voxpipe/frames.py``)."""

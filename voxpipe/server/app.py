@@ -267,9 +267,11 @@ async def _start_sip(state: ServerState, app: Any) -> Any:
     settings = state.settings
     if not settings.sip_listen or "sip" not in settings.carriers.split(","):
         return None
+    from voxpipe.server.transfer_routes import register_transfer_metrics
     from voxpipe.transports.sip.server import SipServer
 
     server = SipServer(state, settings.sip_listen)
     await server.start()
+    register_transfer_metrics(state.metrics)  # REFER transfers count their steps there
     app.state.sip = server  # tests and /metrics readers find the bound port here
     return server

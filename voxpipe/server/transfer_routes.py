@@ -113,9 +113,17 @@ async def _run(transfer: TwilioTransfer, event: Event) -> str | None:
     return twiml
 
 
+def register_transfer_metrics(metrics: ServerMetrics) -> None:
+    """Expose the transfer step counters (Twilio and SIP REFER) once per registry."""
+    if getattr(metrics, "_transfer_collector", None) is None:
+        collector = _TransferCollector(TRANSFERS)
+        metrics.registry.register(collector)
+        metrics._transfer_collector = collector  # type: ignore[attr-defined]
+
+
 def transfer_router(metrics: ServerMetrics) -> APIRouter:
     """The transfer callback routes; their counters join ``metrics``' registry."""
-    metrics.registry.register(_TransferCollector(TRANSFERS))
+    register_transfer_metrics(metrics)
     router = APIRouter()
 
     @router.api_route(HOLD_PATH, methods=["GET", "POST"], include_in_schema=False)

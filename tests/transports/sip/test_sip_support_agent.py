@@ -21,7 +21,9 @@ async def test_support_agent_answers_a_sip_call_offline(tmp_path: Path) -> None:
         ["what are your opening hours"],
         tmp_path / "caller.wav",
         lead_s=4.0,
-        pause_s=4.0,
+        # The answer's time, plus Smart Turn's longest wait: espeak's flat question may be
+        # judged incomplete (2 s) where a caller's rising voice would not.
+        pause_s=6.0,
         sample_rate=8000,
     )
     caller = read_wav(wav).pcm

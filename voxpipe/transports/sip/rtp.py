@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from aiortp import PortAllocator, RTPSession, get_codec
-from aiosipua import SdpMessage, SdpNegotiationError, negotiate_sdp
+from aiosipua import SdpMessage, SdpNegotiationError, negotiate_sdp, parse_sdp
 
 from voxpipe.transports.wire import AudioFormat
 
@@ -208,6 +209,35 @@ class SipMedia:
         answer = self.negotiate(offer)
         await self._bind(offer)
         return answer
+
+    async def offer(self) -> SdpMessage:
+        """Our SDP offer for an INVITE that had none (delayed offer, RFC 3261 §13.2.1)."""
+        self.port, _ = await self._ports.allocate()
+        ip = self._sdp_ip
+        net = "IP6" if ":" in ip else "IP4"
+        names = {9: "G722", 0: "PCMU", 8: "PCMA"}
+        pts = " ".join(str(pt) for pt in SUPPORTED_PTS)
+        sid = secrets.randbelow(2**31)
+        lines = [
+            "v=0",
+            f"o=voxpipe {sid} {sid} IN {net} {ip}",
+            "s=voxpipe",
+            f"c=IN {net} {ip}",
+            "t=0 0",
+            f"m=audio {self.port} RTP/AVP {pts} 101",
+            *(f"a=rtpmap:{pt} {names[pt]}/8000" for pt in SUPPORTED_PTS),
+            "a=rtpmap:101 telephone-event/8000",
+            "a=fmtp:101 0-16",
+            "a=ptime:20",
+            "a=sendrecv",
+        ]
+        self.answer = parse_sdp("\r\n".join(lines) + "\r\n")
+        return self.answer
+
+    async def take_answer(self, answer: SdpMessage) -> None:
+        """Bind the session the caller's SDP answer (in the ACK) chose from our offer."""
+        self.negotiate(answer)  # its first codec we offered; SdpNegotiationError if none
+        await self._bind(answer)
 
     async def _bind(self, offer: SdpMessage) -> None:
         remote = offer.rtp_address or ("0.0.0.0", 9)

@@ -15,7 +15,15 @@ import ssl
 from typing import TYPE_CHECKING, Any
 
 from aiortp import PortAllocator
-from aiosipua import IncomingCall, SipMessage, SipRequest, parse_sdp, parse_via, stringify_via
+from aiosipua import (
+    IncomingCall,
+    SipMessage,
+    SipRequest,
+    SipResponse,
+    parse_sdp,
+    parse_via,
+    stringify_via,
+)
 from aiosipua.transport import TcpSipTransport, UdpSipTransport, _stamp_via_received
 from aiosipua.uas import SipUAS
 
@@ -136,6 +144,17 @@ class _UAS(SipUAS):
     """aiosipua's UAS with the allow-list and a log line for requests it cannot serve."""
 
     allow: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    on_ack: Any = None  # (request): the ACK of a call (a delayed offer's answer is in it)
+    on_response: Any = None  # (response): answers to requests we sent in a dialog (REFER)
+
+    def _on_message(self, msg: SipRequest | SipResponse, addr: tuple[str, int]) -> None:
+        if isinstance(msg, SipResponse):
+            if self.allow and not _allowed(addr[0], self.allow):
+                return
+            if self.on_response is not None:
+                self.on_response(msg)
+            return
+        super()._on_message(msg, addr)
 
     def _handle_request(self, request: SipRequest, addr: tuple[str, int]) -> None:
         if self.allow and not _allowed(addr[0], self.allow):
@@ -160,6 +179,8 @@ class _UAS(SipUAS):
             if request.method.upper() != "ACK" and request.via:
                 self._send_error(request, 400, "Bad Request")
             return
+        if request.method.upper() == "ACK" and self.on_ack is not None:
+            self.on_ack(request)
         if request.method.upper() not in self._handlers:
             logger.warning(
                 "SIP %.20s from %s:%s (call %s): method not allowed (405)",
@@ -182,7 +203,8 @@ def _malformed(request: SipRequest) -> str:
             return "bad CSeq"
         if cseq[1].upper() != request.method.upper():
             return "CSeq method does not match"
-    if request.body and request.content_type == "application/sdp":
+    if request.body and request.content_type == "application/sdp" and request.method != "ACK":
+        # (an ACK's bad SDP answer is the call's to refuse, with a BYE)
         try:
             parse_sdp(request.text)
         except Exception:
@@ -261,6 +283,9 @@ class SipServer:
         uas.on_bye = lambda inc, req: self._far_end_left(inc.call_id, "caller hung up")
         uas.on_cancel = lambda req, addr: self._far_end_left(req.call_id or "", "cancelled")
         uas.on_session_expired = lambda inc: self._far_end_left(inc.call_id, "session expired")
+        uas.on_ack = self._on_ack
+        uas.on_response = self._on_response
+        uas.on_transfer_progress = self._on_transfer_progress
         await uas.start()
         self.uases.append(uas)
 
@@ -328,6 +353,21 @@ class SipServer:
             inc._send_response(491, "Request Pending")
             return
         self._spawn(call.reinvite(inc))
+
+    def _on_ack(self, request: SipRequest) -> None:
+        call = self.calls.get(request.call_id or "")
+        if call is not None:
+            call.ack(request)
+
+    def _on_response(self, resp: SipResponse) -> None:
+        call = self.calls.get(resp.call_id or "")
+        if call is not None:
+            call.control.on_response(resp)
+
+    def _on_transfer_progress(self, call_id: str, status: int, reason: str) -> None:
+        call = self.calls.get(call_id)
+        if call is not None:
+            call.control.on_progress(status, reason)
 
     def _far_end_left(self, call_id: str, reason: str) -> None:
         call = self.calls.get(call_id)

@@ -12,7 +12,7 @@ import logging
 import secrets
 from typing import TYPE_CHECKING, Any
 
-from aiosipua import IncomingCall, parse_address, parse_uri
+from aiosipua import IncomingCall, SipRequest, parse_address, parse_sdp, parse_uri
 
 from voxpipe.call import Call, build_task, choose_call_locale
 from voxpipe.logs import call_ended, call_started
@@ -21,6 +21,7 @@ from voxpipe.server.metrics import FrameCounter
 from voxpipe.server.sessions import CallSession
 from voxpipe.transports.base import Transport
 from voxpipe.transports.params import TransportParams
+from voxpipe.transports.sip.control import SipCallControl
 from voxpipe.transports.sip.rtp import RtpSink, SdpNegotiationError, SipMedia
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ __all__ = ["SipCall", "caller_identity"]
 logger = logging.getLogger(__name__)
 
 CARRIER = "sip"
+ACK_WAIT_S = 32.0  # 64 x T1: how long a 2xx waits for its ACK (RFC 3261 §13.3.1.4)
 _TRANSITIONS = {
     "incoming": {"ringing", "ended"},
     "ringing": {"answered", "ended"},
@@ -79,6 +81,14 @@ class SipCall:
         self.hangup = asyncio.Event()  # BYE, CANCEL or session expiry from the far end
         self.hangup_reason = ""
         self.outcome = ""
+        self.transferred_to = ""  # a REFER moved the caller there: we end our leg
+        self.bye_received = False
+        self._ack: asyncio.Future[SipRequest] | None = None  # delayed offer: the ACK's answer
+        self.control = SipCallControl(
+            inc,
+            reliable=bool(getattr(inc.transport, "reliable", False)),
+            end_transferred=self._transferred,
+        )
         self.log = logging.LoggerAdapter(logger, {"call_id": self.call_id})
 
     def _transition(self, new: str) -> bool:
@@ -93,9 +103,24 @@ class SipCall:
 
     def far_end_left(self, reason: str) -> None:
         """BYE / CANCEL / session expiry: the far end is gone."""
+        if reason in ("caller hung up", "cancelled", "session expired"):
+            self.bye_received = reason != "cancelled"
+            self.control.far_end_gone.set()
         if not self.hangup.is_set():
             self.hangup_reason = reason
             self.hangup.set()
+
+    def _transferred(self, target: str) -> None:
+        """The REFER succeeded: the call ends for us (BYE unless the far end sent one)."""
+        self.transferred_to = target
+        if not self.hangup.is_set():
+            self.hangup_reason = f"transferred to {target}"
+            self.hangup.set()
+
+    def ack(self, request: SipRequest) -> None:
+        """The ACK of our 2xx (its body is the SDP answer of a delayed offer)."""
+        if self._ack is not None and not self._ack.done():
+            self._ack.set_result(request)
 
     async def reinvite(self, inc: IncomingCall) -> None:
         """A re-INVITE on the answered call: hold/resume or a codec change."""
@@ -124,8 +149,7 @@ class SipCall:
         inc, m = self.inc, self.st.metrics
         offer = inc.sdp_offer
         if offer is None:
-            self.log.warning("call %s: INVITE without SDP offer refused (488)", self.call_id)
-            return self._refuse(488, "no-sdp")
+            return await self._run_delayed_offer()
         try:
             answer = await self.media.start(offer)
         except SdpNegotiationError as exc:
@@ -153,6 +177,66 @@ class SipCall:
             return
         inc.accept(answer)
         self._transition("answered")
+        await self._converse(task, call)
+
+    async def _run_delayed_offer(self) -> None:
+        """An INVITE without SDP: our offer goes in the 200 OK, the answer comes in the ACK
+        (RFC 3261 §13.2.1, RFC 3264); the bot is built once the codec is known."""
+        inc, m = self.inc, self.st.metrics
+        try:
+            offer = await self.media.offer()
+        except Exception as exc:
+            self.log.error("call %s: RTP setup failed: %s", self.call_id, exc)
+            await self.media.close()
+            return self._refuse(503, "media-error")
+        if self.hangup.is_set() or not self._transition("ringing"):
+            await self.media.close()
+            m.calls_refused[CARRIER, "cancelled"] += 1
+            return
+        inc.ringing()
+        acked: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._ack = acked
+        inc.accept(offer)
+        self._transition("answered")
+        self.log.info("call %s: INVITE without SDP: offer sent in the 200 OK", self.call_id)
+        problem, metric = "", ""
+        far: asyncio.Future[Any] = asyncio.ensure_future(self.hangup.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {acked, far}, timeout=ACK_WAIT_S, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            far.cancel()
+        if acked not in done:
+            problem, metric = "no ACK with an SDP answer", "no-sdp-answer"
+            if self.hangup.is_set():
+                problem, metric = "caller left before the ACK", "cancelled"
+        else:
+            ack = acked.result()
+            if not ack.body or ack.content_type != "application/sdp":
+                problem, metric = "ACK without an SDP answer", "no-sdp-answer"
+            else:
+                try:
+                    await self.media.take_answer(parse_sdp(ack.text))
+                except SdpNegotiationError as exc:
+                    problem, metric = f"answer has no codec we offered: {exc}", "no-common-codec"
+                except Exception as exc:
+                    problem, metric = f"bad SDP answer in the ACK: {exc!r:.120}", "no-sdp-answer"
+        if not problem:
+            try:
+                task, call = await self._build()
+            except Exception as exc:
+                self.log.exception("call %s: the bot failed to build its pipeline", self.call_id)
+                problem, metric = f"bot failed: {type(exc).__name__}", "bot-error"
+        if problem:
+            # Answered already: RFC 3264 §12.1 leaves BYE as the way out.
+            self.log.warning("call %s: delayed offer failed (BYE): %s", self.call_id, problem)
+            if not self.bye_received:
+                inc.hangup()
+            self._transition("ended")
+            await self.media.close()
+            m.calls_refused[CARRIER, metric] += 1
+            return
         await self._converse(task, call)
 
     def _refuse(self, code: int, metric: str, reason: str = "") -> None:
@@ -199,6 +283,7 @@ class SipCall:
             audio_out=fmt,
             allow_interruptions=st.settings.allow_interruptions,
             owner=f"sip:{self.call_id}",
+            control=self.control,
         )
         return build_task(call, await st.bot(call)), call
 
@@ -210,6 +295,8 @@ class SipCall:
         task.add_observer(counter)
         task.on_downstream(counter.on_output)
         task.on_upstream(counter.on_output)
+        task.on_downstream(self.control.on_frame)
+        self.control.task, self.control.output = task, transport.output()
         if st.record_dir is not None:
             from voxpipe.server.media import call_recorder
 
@@ -246,6 +333,8 @@ class SipCall:
                         self.call_id,
                         st.settings.sip_rtp_timeout_s,
                     )
+                elif self.transferred_to:
+                    how, reason = "transferred", self.hangup_reason
                 elif stopped.is_set():
                     how, reason = "server-ended", self.hangup_reason
                 elif self.hangup_reason == "session expired":
@@ -266,12 +355,15 @@ class SipCall:
             await task.cancel("server shutting down")
             raise
         finally:
+            self.control.far_end_gone.set()  # a REFER still waiting gives up: the call is over
             for t in (feeder, watchdog, far):
                 t.cancel()
             if not runner.done():
                 runner.cancel()
             await asyncio.gather(runner, feeder, watchdog, far, return_exceptions=True)
-            if how not in ("caller-hung-up", "session-expired"):  # aiosipua sent that BYE
+            if self.transferred_to and how != "server-shutdown":
+                how = "transferred"  # whoever hung up first, the call went to a person
+            if not self.bye_received:  # else aiosipua answered the far end's BYE
                 self.inc.hangup()  # BYE: the bot (or the server) ended the call
             self._transition("ended")
             self.outcome = how
