@@ -1,0 +1,136 @@
+"""The support agent's escalation triggers, through its own wiring: the escalation record says
+which trigger started it (loop, sentiment, confidence, request), and the false positives of
+issue 11 do not escalate. (The detectors per language: tests/processors/policy/test_triggers.)"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from tests.bots.caller_audio import make_caller_wav
+from voxpipe.call import Call, load_bot
+from voxpipe.config.locales import load_seed_rows
+from voxpipe.config.settings import VoxpipeSettings
+from voxpipe.frames import TranscriptionFrame
+from voxpipe.pipelines import Pipeline
+from voxpipe.processors.aggregators.transcript import TranscriptRecorder
+from voxpipe.processors.policy.escalation import EscalationPolicy
+from voxpipe.state.shared import close_shared_stores
+from voxpipe.state.sqlite_store import SqliteTranscriptStore
+from voxpipe.testing import run_frames
+from voxpipe.testing.bot_runs import run_wav_call
+from voxpipe.transports.memory import MemoryTransport
+
+BOT_PATH = Path(__file__).resolve().parents[2] / "bots" / "support_agent.py"
+BOT = load_bot(BOT_PATH)
+
+
+def _settings(tmp_path: Path, **extra: Any) -> VoxpipeSettings:
+    return VoxpipeSettings(  # type: ignore[call-arg]
+        _env_file=None,
+        sqlite_path=str(tmp_path / "db.sqlite3"),
+        spool_dir=str(tmp_path / "spool"),
+        **extra,
+    )
+
+
+async def _agent(tmp_path: Path, locale: str, **extra: Any) -> Pipeline:
+    row = next(r for r in load_seed_rows() if r.locale == locale)
+    call = Call(
+        transport=MemoryTransport(),
+        call_id=f"CA{locale}",
+        settings=_settings(tmp_path, **extra),
+        carrier="twilio",
+        caller="+15550009999",
+        locale=locale,
+        locale_row=row,
+        consent_policy="notice",
+    )
+    try:
+        return await BOT(call)
+    finally:
+        await close_shared_stores()
+
+
+def _parts(pipeline: Pipeline) -> tuple[EscalationPolicy, TranscriptRecorder, Any]:
+    by_type = {type(p).__name__: p for p in pipeline._processors}
+    policy, recorder = by_type["EscalationPolicy"], by_type["TranscriptRecorder"]
+    assert isinstance(policy, EscalationPolicy) and isinstance(recorder, TranscriptRecorder)
+    llm = next(p for p in pipeline._processors if hasattr(p, "fallback_text"))
+    return policy, recorder, llm
+
+
+async def test_two_cannot_help_calls_escalate_with_the_confidence_trigger(tmp_path: Path) -> None:
+    pipeline = await _agent(tmp_path, "en-US")
+    policy, recorder, llm = _parts(pipeline)
+    cannot_help = llm._functions["cannot_help"]
+    assert cannot_help.schema["function"]["name"] == "cannot_help"  # offered to the model
+    first = await cannot_help.handler(reason="no tariff data for Mars")
+    assert first["status"] == "noted" and "say" not in first  # nothing canned said yet
+    assert "escalation" not in recorder.meta and not policy.escalation.escalated
+    second = await cannot_help.handler(reason="cannot change the contract owner")
+    # No transfer path on this call: the model is told so, and what to say instead.
+    assert second["status"] == "unavailable" and second["say"].startswith("I'm sorry")
+    record = recorder.meta["escalation"]
+    assert record["trigger"] == "confidence"
+    assert "cannot change the contract owner" in record["reason"]
+
+
+async def test_sentiment_escalates_a_french_caller_but_not_a_negated_complaint(
+    tmp_path: Path,
+) -> None:
+    pipeline = await _agent(tmp_path, "fr-FR", escalation_sentiment_threshold=-0.5)
+    policy, recorder, _ = _parts(pipeline)
+    assert policy.params.sentiment_threshold == -0.5 and policy.params.locale == "fr-FR"
+    calm = [
+        "Ce n'est pas terrible, ce n'est pas le pire.",
+        "Est-ce que je parle à un humain ?",  # a question about the bot, not a request
+        "La facture est pour quelqu'un d'autre.",
+        "Ce n'est pas horrible, ce n'est pas le pire.",
+    ]
+    await run_frames([policy], [TranscriptionFrame(t) for t in calm])
+    assert "escalation" not in recorder.meta and not policy.escalation.escalated
+    upset = ["Je suis vraiment furieux", "C'est absolument scandaleux, vous êtes nuls !"]
+    await run_frames([policy], [TranscriptionFrame(t) for t in upset])
+    record = recorder.meta["escalation"]
+    assert record["trigger"] == "sentiment" and record["reason"] == "caller is upset"
+
+
+async def test_the_sentiment_threshold_setting_reaches_the_policy(tmp_path: Path) -> None:
+    pipeline = await _agent(tmp_path, "en-US", escalation_sentiment_threshold=-0.95)
+    policy, recorder, _ = _parts(pipeline)
+    angry = ["I am so angry", "This is absolutely ridiculous, you are useless!"]
+    await run_frames([policy], [TranscriptionFrame(t) for t in angry])
+    assert "escalation" not in recorder.meta  # below the (lenient) threshold set
+
+
+def test_offline_call_asking_the_same_question_three_times_escalates_as_a_loop(
+    tmp_path: Path,
+) -> None:
+    wav = make_caller_wav(
+        tmp_path / "caller.wav", ["where is my order", "where is my order", "where is my order"]
+    )
+    db = tmp_path / "calls.sqlite3"
+    settings = VoxpipeSettings(  # type: ignore[call-arg]
+        _env_file=None, sqlite_path=str(db), spool_dir=str(tmp_path / "spool")
+    )
+    out = run_wav_call(load_bot(BOT_PATH), wav, settings=settings, metadata={"call_id": "CAloop"})
+    assert out.transcript["end_reason"]
+
+    async def read() -> Any:
+        store = SqliteTranscriptStore(db)
+        await store.start()
+        try:
+            return await store.read("CAloop", reader="test")
+        finally:
+            await store.close()
+
+    row = asyncio.run(read())
+    assert row is not None
+    heard = [t.text.lower() for t in row.turns if t.role == "user"]
+    assert heard.count("where is my order") == 3, heard
+    record = row.metadata["escalation"]
+    assert record["trigger"] == "loop" and record["reason"] == "same question asked 3 times"
+    said = [t.text for t in row.turns if t.role == "assistant"]
+    assert any(s.startswith("I'm sorry, I can't put you through to a colleague") for s in said)
