@@ -1,9 +1,12 @@
 """Escalation to a human: an LLM tool, and a policy that escalates without being asked.
 
-``Escalation.escalate(reason, summary)`` is the one path: it records the escalation (session
-and transcript), hands the agent the reason and a summary *before* they join (warm
-transfer), then moves the caller. ``EscalationPolicy`` calls it on an explicit request for a
-person, on the same question asked three times, and on strong negative sentiment.
+``Escalation.escalate(reason, summary, trigger=...)`` is the one path: it records the
+escalation (session and transcript), hands the agent the reason and a summary *before* they
+join (warm transfer), then moves the caller. ``EscalationPolicy`` calls it on an explicit
+request for a person (trigger ``request``), on the same unresolved question asked three times
+(``loop``), on strong negative sentiment (``sentiment``) and on the model's second
+``cannot_help`` (``confidence``); the detectors are in ``triggers.py`` and ``sentiment.py``,
+their word lists in the locale data.
 
 An escalation is a small state machine (``EscalationState``): ``idle`` -> ``transferring`` ->
 ``transferred`` or ``failed`` (from which the caller may be escalated again). While it is
