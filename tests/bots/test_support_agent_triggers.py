@@ -134,3 +134,29 @@ def test_offline_call_asking_the_same_question_three_times_escalates_as_a_loop(
     assert record["trigger"] == "loop" and record["reason"] == "same question asked 3 times"
     said = [t.text for t in row.turns if t.role == "assistant"]
     assert any(s.startswith("I'm sorry, I can't put you through to a colleague") for s in said)
+
+
+async def test_after_an_untransferable_escalation_calm_words_do_not_escalate_again(
+    tmp_path: Path,
+) -> None:
+    pipeline = await _agent(tmp_path, "en-US")
+    policy, recorder, _ = _parts(pipeline)
+    escalated: list[str] = []
+
+    async def seen(state: Any, detail: str) -> None:
+        if state.value == "transferring":
+            escalated.append(policy.escalation.trigger)
+
+    policy.escalation.add_listener(seen)
+    said = [
+        "I am so angry",
+        "This is absolutely ridiculous, you are useless!",  # second strong one: sentiment
+        "ok, where is my order",  # calm: no second escalation
+        "What's my balance?",
+        "what is my balance please",
+        "so what is my balance then",  # third time: loop
+        "what is my balance",  # a fourth time right after: not again
+    ]
+    await run_frames([policy], [TranscriptionFrame(t) for t in said])
+    assert escalated == ["sentiment", "loop"]
+    assert recorder.meta["escalation"]["trigger"] == "loop"  # the record is the latest one

@@ -331,3 +331,18 @@ def test_confidence_counter_escalates_on_the_second_failure() -> None:
     assert not counter.failed("no data on that tariff")
     assert counter.failed("cannot change a contract")
     assert counter.reasons == ["no data on that tariff", "cannot change a contract"]
+    # Counted afresh after an escalation (one that could not transfer must not repeat at once).
+    assert not counter.failed("no opening hours for Sunday")
+    assert counter.failed("no refund rules")
+
+
+def test_detectors_start_over_after_they_fire() -> None:
+    sentiment = SentimentDetector("en")
+    assert sentiment.observe("I hate this, it is a complete waste of time, worst company ever!!")
+    assert not sentiment.observe("where is my order")
+    assert not sentiment.observe("I am so angry")  # the first strong one of a new count
+    repeats = RepeatDetector(LocaleTexts.for_locale("en"))
+    for times in (1, 2, 3):
+        assert repeats.observe("where is my order") == times
+    repeats.forget("where's my order")
+    assert repeats.observe("where is my order") == 1

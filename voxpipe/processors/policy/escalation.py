@@ -172,7 +172,7 @@ class EscalationParams:
 
     locale: str = "en"  # whose request patterns, contractions and sentiment lexicon are used
     repeat_limit: int = 3  # the same unresolved question this many times
-    repeat_similarity: float = 85.0  # rapidfuzz WRatio from which two questions are the same
+    repeat_similarity: float = 88.0  # rapidfuzz token_set_ratio: two questions are the same
     # VADER compound score at or below which an utterance is strongly negative (-1..0) ...
     sentiment_threshold: float = -0.5
     sentiment_turns: int = 2  # ... this many of them in the call escalate,
@@ -241,6 +241,7 @@ class EscalationPolicy(FrameProcessor):
         times = self.repeats.observe(text)
         upset = self.sentiment.observe(text)
         if times >= self.params.repeat_limit:
+            self.repeats.forget(text)  # a failed transfer must not re-escalate on its 4th time
             return "loop", f"same question asked {times} times"
         if upset:
             return "sentiment", "caller is upset"
@@ -248,10 +249,10 @@ class EscalationPolicy(FrameProcessor):
 
     async def cannot_help(self, reason: str) -> dict[str, Any]:
         """The model's ``cannot_help`` tool: counted; the ``confidence_limit``-th escalates."""
-        if not self.confidence.failed(reason):
-            return {"status": "noted", "times": len(self.confidence.reasons)}
         if self.escalation.state not in (EscalationState.IDLE, EscalationState.FAILED):
             return {"status": "already_transferring"}
+        if not self.confidence.failed(reason):
+            return {"status": "noted", "times": len(self.confidence.reasons)}
         times = len(self.confidence.reasons)
         summary = self._summary(f"(the assistant could not help: {reason})")
         return await self.escalation.escalate(

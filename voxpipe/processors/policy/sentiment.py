@@ -98,4 +98,9 @@ class SentimentDetector:
         score = sentiment_score(text, self.locale)
         if score <= self.threshold:
             self.scores.append(score)
-        return score <= min(self.severe, self.threshold) or len(self.scores) >= self.turns
+        if score <= min(self.severe, self.threshold) or len(self.scores) >= self.turns:
+            # Counted afresh: after an escalation that could not transfer, a calm utterance
+            # must not escalate again on the same two.
+            self.scores.clear()
+            return True
+        return False

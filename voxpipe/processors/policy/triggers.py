@@ -112,11 +112,13 @@ class _Question:
 @dataclass(slots=True)
 class RepeatDetector:
     """Counts how often the caller asks the same unresolved question, paraphrases included
-    ("what's my balance" = "so what is my balance"), by fuzzy matching (rapidfuzz WRatio)
+    ("what's my balance" = "so what is my balance"), by fuzzy matching (rapidfuzz token_set_ratio:
+    word order and extra words around the same question do not matter; WRatio's partial
+    matching found "where is my order" in unrelated complaints)
     after the locale's contractions are expanded and its filler words dropped."""
 
     texts: LocaleTexts
-    similarity: float = 85.0  # rapidfuzz WRatio (0-100) from which two questions are the same
+    similarity: float = 88.0  # token_set_ratio (0-100) from which two questions are the same
     min_words: int = 3  # shorter utterances ("yes", "hello?") are not questions
     _open: list[_Question] = field(default_factory=list)
     _contractions: list[tuple[re.Pattern[str], str]] = field(default_factory=list)
@@ -134,6 +136,11 @@ class RepeatDetector:
             normalize_speech(w) for w in self.texts.phrases("escalation.filler_words")
         )
         self._resolved = PhraseMatcher(self.texts.phrases("escalation.resolved_phrases"))
+
+    def forget(self, text: str) -> None:
+        """Stop counting the question ``text`` (it escalated: its count starts over)."""
+        key = self.key(text)
+        self._open = [q for q in self._open if fuzz.token_set_ratio(key, q.key) < self.similarity]
 
     def key(self, text: str) -> str:
         """The utterance as compared: normalised, contractions expanded, fillers dropped."""
@@ -154,7 +161,7 @@ class RepeatDetector:
         best = process.extractOne(
             key,
             [q.key for q in self._open],
-            scorer=fuzz.WRatio,
+            scorer=fuzz.token_set_ratio,
             score_cutoff=self.similarity,
         )
         if best is None:
@@ -172,7 +179,13 @@ class ConfidenceCounter:
     limit: int = 2
     reasons: list[str] = field(default_factory=list)
 
+    _since: int = 0  # failures since the last escalation
+
     def failed(self, reason: str) -> bool:
-        """Record one; True when the call should now be escalated."""
+        """Record one; True when the call should now be escalated (the count starts over)."""
         self.reasons.append(reason)
-        return len(self.reasons) >= self.limit
+        self._since += 1
+        if self._since >= self.limit:
+            self._since = 0
+            return True
+        return False
