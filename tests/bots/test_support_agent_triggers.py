@@ -97,12 +97,23 @@ async def test_sentiment_escalates_a_french_caller_but_not_a_negated_complaint(
     assert record["trigger"] == "sentiment" and record["reason"] == "caller is upset"
 
 
-async def test_the_sentiment_threshold_setting_reaches_the_policy(tmp_path: Path) -> None:
+async def test_false_positives_do_not_escalate_and_the_threshold_setting_applies(
+    tmp_path: Path,
+) -> None:
     pipeline = await _agent(tmp_path, "en-US", escalation_sentiment_threshold=-0.95)
     policy, recorder, _ = _parts(pipeline)
-    angry = ["I am so angry", "This is absolutely ridiculous, you are useless!"]
-    await run_frames([policy], [TranscriptionFrame(t) for t in angry])
-    assert "escalation" not in recorder.meta  # below the (lenient) threshold set
+    said = [
+        "Am I talking to a human?",
+        "The bill is for someone else.",
+        "I don't want to talk to a human, just tell me why it is so high.",
+        "Not terrible, not the worst.",
+        "I am so angry",
+        "This is absolutely ridiculous, you are useless!",  # strong, but not below -0.95
+    ]
+    await run_frames([policy], [TranscriptionFrame(t) for t in said])
+    assert "escalation" not in recorder.meta and not policy.escalation.escalated
+    await run_frames([policy], [TranscriptionFrame("Can I speak to someone, please?")])
+    assert recorder.meta["escalation"]["trigger"] == "request"
 
 
 def test_offline_call_asking_the_same_question_three_times_escalates_as_a_loop(

@@ -243,6 +243,9 @@ def test_contractions_and_similar_questions() -> None:
     assert detector.observe("how do I reset my password") == 1  # not the same question
     assert detector.observe("yes") == 0  # too short to be a question
     assert detector.observe("Can you tell me how I reset my router?") == 2
+    # A complaint that shares a few words with an open question is not that question again.
+    assert detector.observe("This is absolutely ridiculous, where are you all?") == 1
+    assert detector.observe("where is my order") == 1
 
 
 # ---------------------------------------------------------------------------- sentiment

@@ -120,10 +120,10 @@ class RepeatDetector:
     texts: LocaleTexts
     similarity: float = 88.0  # token_set_ratio (0-100) from which two questions are the same
     min_words: int = 3  # shorter utterances ("yes", "hello?") are not questions
-    _open: list[_Question] = field(default_factory=list)
-    _contractions: list[tuple[re.Pattern[str], str]] = field(default_factory=list)
-    _fillers: frozenset[str] = frozenset()
-    _resolved: PhraseMatcher | None = None
+    _open: list[_Question] = field(default_factory=list, init=False)
+    _contractions: list[tuple[re.Pattern[str], str]] = field(default_factory=list, init=False)
+    _fillers: frozenset[str] = field(default=frozenset(), init=False)
+    _resolved: PhraseMatcher | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         for pair in self.texts.phrases("escalation.contractions"):
@@ -179,7 +179,7 @@ class ConfidenceCounter:
     limit: int = 2
     reasons: list[str] = field(default_factory=list)
 
-    _since: int = 0  # failures since the last escalation
+    _since: int = field(default=0, init=False)  # failures since the last escalation
 
     def failed(self, reason: str) -> bool:
         """Record one; True when the call should now be escalated (the count starts over)."""
