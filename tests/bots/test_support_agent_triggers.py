@@ -5,22 +5,30 @@ issue 11 do not escalate. (The detectors per language: tests/processors/policy/t
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.bots.caller_audio import make_caller_wav
-from voxpipe.call import Call, load_bot
+from voxpipe.call import Call, build_task, load_bot
 from voxpipe.config.locales import load_seed_rows
 from voxpipe.config.settings import VoxpipeSettings
 from voxpipe.frames import TranscriptionFrame
 from voxpipe.pipelines import Pipeline
+from voxpipe.processors.aggregators.assistant import AssistantContextAggregator
 from voxpipe.processors.aggregators.transcript import TranscriptRecorder
 from voxpipe.processors.policy.escalation import EscalationPolicy
 from voxpipe.state.shared import close_shared_stores
 from voxpipe.state.sqlite_store import SqliteTranscriptStore
 from voxpipe.testing import run_frames
 from voxpipe.testing.bot_runs import run_wav_call
+from voxpipe.testing.fakes import FakeDeepgram, FakeElevenLabs, FakeOpenAI, FakeReply
+from voxpipe.testing.helpers import wait_until
 from voxpipe.transports.memory import MemoryTransport
+from voxpipe.transports.params import TransportParams
+from voxpipe.transports.wire import AudioFormat
 
 BOT_PATH = Path(__file__).resolve().parents[2] / "bots" / "support_agent.py"
 BOT = load_bot(BOT_PATH)
@@ -171,3 +179,89 @@ async def test_after_an_untransferable_escalation_calm_words_do_not_escalate_aga
     await run_frames([policy], [TranscriptionFrame(t) for t in said])
     assert escalated == ["sentiment", "loop"]
     assert recorder.meta["escalation"]["trigger"] == "loop"  # the record is the latest one
+
+
+# ------------------------------------------------- the model's cannot_help, over a real socket
+
+
+def _model(body: dict[str, Any]) -> FakeReply | str:
+    """The fake model: cannot answer tariff questions (says so through cannot_help, never in
+    words), answers the rest; after a tool, says what the result tells it to."""
+    if not body.get("stream"):
+        return "The caller asks about tariffs we have no data on."  # a summary request
+    last = body["messages"][-1]
+    if last["role"] == "tool":
+        result = json.loads(last["content"])
+        if result.get("status") == "noted":
+            return "I'm sorry, I can't answer that. Can I help with something else?"
+        return str(result.get("say", ""))
+    said = str(last.get("content") or "").lower()
+    if "tariff" in said or "roaming" in said:
+        return FakeReply.call("cannot_help", {"reason": f"no data: {said}"})
+    return "How can I help?"
+
+
+@pytest.mark.slow
+async def test_the_model_failing_twice_escalates_with_the_confidence_trigger(
+    tmp_path: Path,
+) -> None:
+    async with (
+        FakeDeepgram(utterances=[], latency=0.05) as dg,
+        FakeOpenAI(replies=_model, first_token_delay=0.02) as oa,
+        FakeElevenLabs(ms_per_char=2.0, first_audio_latency=0.02) as el,
+    ):
+        wire = AudioFormat("mulaw", 8000)
+        call = Call(
+            transport=MemoryTransport(TransportParams(audio_in=wire, audio_out=wire)),
+            call_id="CAconfidence",
+            settings=_settings(
+                tmp_path,
+                deepgram_api_key="test-key",
+                deepgram_base_url=dg.url,
+                openai_api_key="test-key",
+                openai_base_url=oa.base_url,
+                elevenlabs_api_key="test-key",
+                elevenlabs_base_url=el.url,
+                consent_mode="off",
+            ),
+            carrier="twilio",
+            caller="+15550008888",
+            audio_in=wire,
+            audio_out=wire,
+        )
+        task = build_task(call, await BOT(call))
+        runner = asyncio.get_running_loop().create_task(task.run())
+        try:
+            await task.wait_started()
+            assistant = next(
+                p for p in task.pipeline.processors() if isinstance(p, AssistantContextAggregator)
+            )
+            policy, recorder, _ = _parts(task.pipeline)
+
+            def heard() -> list[str]:
+                entries = policy.context.entries
+                return [str(e.message.get("content")) for e in entries if e.role == "assistant"]
+
+            async def say(text: str, reply: str) -> None:
+                before = len(heard())
+                await task.queue_frame(TranscriptionFrame(text))
+                await wait_until(
+                    lambda: (
+                        any(reply in h for h in heard()[before:]) and assistant.open_entry is None
+                    ),
+                    20,
+                )
+
+            await wait_until(lambda: len(heard()) >= 1 and assistant.open_entry is None, 20)
+            await say("What is the tariff for calls to Mars?", "I can't answer that")
+            assert "escalation" not in recorder.meta  # one failure: no escalation yet
+            await say("And the roaming charges on the Moon?", "I can't put you through")
+        finally:
+            await task.cancel("caller hung up")
+            await runner
+            await close_shared_stores()
+    streamed = [r.json for r in oa.requests if r.json.get("stream")]
+    tools = {t["function"]["name"] for t in streamed[0]["tools"]}
+    assert {"cannot_help", "escalate_to_human"} <= tools
+    record = recorder.meta["escalation"]
+    assert record["trigger"] == "confidence" and "roaming" in record["reason"]
