@@ -349,3 +349,16 @@ def test_detectors_start_over_after_they_fire() -> None:
         assert repeats.observe("where is my order") == times
     repeats.forget("where's my order")
     assert repeats.observe("where is my order") == 1
+
+
+def test_the_threshold_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from voxpipe.config.settings import VoxpipeSettings
+
+    assert VoxpipeSettings(_env_file=None).escalation_sentiment_threshold == -0.5  # type: ignore[call-arg]
+    monkeypatch.setenv("ESCALATION_SENTIMENT_THRESHOLD", "-0.7")
+    assert VoxpipeSettings(_env_file=None).escalation_sentiment_threshold == -0.7  # type: ignore[call-arg]
+    monkeypatch.setenv("ESCALATION_SENTIMENT_THRESHOLD", "0.5")  # positive: not negative at all
+    with pytest.raises(ValidationError, match="escalation_sentiment_threshold"):
+        VoxpipeSettings(_env_file=None)  # type: ignore[call-arg]
