@@ -80,6 +80,7 @@ from voxpipe.processors.policy.payment import (
     PaymentGuardParams,
 )
 from voxpipe.processors.policy.phrases import PhraseMatcher
+from voxpipe.processors.policy.triggers import CANNOT_HELP_TOOL
 from voxpipe.processors.stt.factory import stt_from_settings
 from voxpipe.processors.tts.factory import tts_from_settings
 from voxpipe.records.recording import recording_for_call
@@ -97,8 +98,11 @@ logger = logging.getLogger("bots.support_agent")
 SYSTEM_PROMPT = (
     "You are the phone support agent of Acme Home Internet. You are speaking on a phone line: "
     "answer in one or two short sentences, no lists, no markdown. Help with opening hours, "
-    "order and repair status, and billing questions. If you cannot help, or the caller asks "
-    "for a person, call escalate_to_human with a reason and a two-sentence summary; if it "
+    "order and repair status, and billing questions. When you cannot answer or cannot do "
+    "what the caller asks, do not guess: call cannot_help with the reason and say what its "
+    "result tells you. When the caller asks for a person, call escalate_to_human with a "
+    "reason and a two-sentence summary; when they mention a person but it is unclear whether "
+    "they want to be put through, ask them first. If escalate_to_human "
     "answers that no transfer is possible, do not promise one: offer to take a message or a "
     "callback number and call take_message. "
     "Never ask for card numbers in the conversation: when the caller wants to pay by card, "
@@ -301,6 +305,8 @@ ESCALATION_INSTRUCTIONS = {
     "unavailable": "No transfer to a person is possible on this call. Do not promise one: "
     "apologise and offer to take a message or a callback number (then call take_message).",
     "already_transferring": "A transfer is already under way.",
+    "noted": "Tell the caller honestly that you cannot answer that, and ask whether you can "
+    "help with something else or whether they can put it another way.",
 }
 
 
@@ -541,13 +547,16 @@ def _escalation(
     stores: Any,
     locale: str,
     on_escalated: Callable[[str, str], None] | None = None,
-) -> tuple[Escalation, EscalationParams]:
-    """The escalation (warm transfer where there is a path, else a message) and its tools."""
+) -> tuple[Escalation, EscalationParams, Callable[[dict[str, Any]], dict[str, Any]]]:
+    """The escalation (warm transfer where there is a path, else a message), its tools, and
+    what a tool answers the model about an escalation's outcome."""
     words = transfer_wording(locale)
     trigger = {"by": "policy"}
     handoff = _transfer_for(call, recorder, stores, locale, trigger)
 
     async def record(reason: str, summary: str) -> None:
+        # Which trigger started it (request, loop, sentiment, confidence, tool), for the record.
+        trigger["by"] = escalation.trigger or "policy"
         await recorder.mark_escalated(reason, summary)
         if on_escalated is not None:  # e.g. kept for a callback (issue 17)
             on_escalated(reason, summary)
@@ -580,14 +589,13 @@ def _escalation(
             reason: Why the call is escalated.
             summary: Two sentences for the agent: who calls and what they need.
         """
-        trigger["by"] = "tool"
-        try:
-            result = await escalation.escalate(reason, summary)
-        finally:
-            trigger["by"] = "policy"
+        return escalation_outcome(await escalation.escalate(reason, summary, trigger="tool"))
+
+    def escalation_outcome(result: dict[str, Any]) -> dict[str, Any]:
         status = str(result.get("status", ""))
         result["instructions"] = ESCALATION_INSTRUCTIONS.get(status, "")
-        result["say"] = words["unavailable"] if status == "unavailable" else words["handoff"]
+        if status != "noted":  # noted: cannot_help, not escalated (yet); the model answers
+            result["say"] = words["unavailable"] if status == "unavailable" else words["handoff"]
         return result
 
     async def take_message(message: str, callback_number: str = "") -> dict[str, Any]:
@@ -612,7 +620,7 @@ def _escalation(
     params = EscalationParams(handoff_line=words["handoff"], unavailable_line=words["unavailable"])
     if isinstance(handoff, SipHandoff):  # the bot keeps the call while the REFERs go
         params.transfer_timeout_s = handoff.max_duration_s
-    return escalation, params
+    return escalation, params, escalation_outcome
 
 
 async def bot(call: Call) -> Pipeline:
@@ -690,7 +698,7 @@ async def bot(call: Call) -> Pipeline:
         topic_of=topic_of,
         locale=tag,
     )
-    escalation, escalation_params = _escalation(
+    escalation, escalation_params, outcome = _escalation(
         call, llm, recorder, stores, tag, on_escalated=keeper.mark_escalated
     )
 
@@ -702,11 +710,22 @@ async def bot(call: Call) -> Pipeline:
             )
 
     escalation.add_listener(transfer_returned)
-    # The caller's requests for a person and the handoff line in the call's language.
+    # The triggers read the call's language (request patterns, contractions, sentiment
+    # lexicon: the locale data) and the handoff line is said in it.
     escalation_params = dataclasses.replace(
         escalation_params,
-        request_phrases=texts.phrases("escalation.request_phrases"),
+        locale=tag,
         handoff_line=texts.text("escalation.handoff"),
+        sentiment_threshold=settings.escalation_sentiment_threshold,
+    )
+    escalation_policy = EscalationPolicy(escalation, context, escalation_params)
+
+    async def cannot_help(reason: str = "") -> dict[str, Any]:
+        # Confidence failure: the second one in the call escalates (trigger "confidence").
+        return outcome(await escalation_policy.cannot_help(reason or "no reason given"))
+
+    llm.register_function(
+        "cannot_help", cannot_help, CANNOT_HELP_TOOL, cancel_on_interruption=False
     )
     if prior is not None:
         verification = CallerVerification(call.caller, prior)
@@ -763,7 +782,7 @@ async def bot(call: Call) -> Pipeline:
             stt,
             *compliance,
             SilenceArtifactFilter(window_s=settings.silence_artifact_window_s),
-            EscalationPolicy(escalation, context, escalation_params),
+            escalation_policy,
             StartOverDetector(keeper, start_over_phrases()),
             user,
             *opening,

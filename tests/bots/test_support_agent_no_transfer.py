@@ -80,5 +80,5 @@ def test_offline_call_escalation_takes_a_message_and_promises_no_transfer(
     assert any("Thank you, I've passed your message on." in s for s in said), said
     record = row.metadata["escalation"]  # type: ignore[attr-defined]
     assert record["outcome"] == "message_taken"
-    assert record["reason"] == "caller asked for a person" and record["trigger"] == "policy"
+    assert record["reason"] == "caller asked for a person" and record["trigger"] == "request"
     assert record["message"] == "please call me back"

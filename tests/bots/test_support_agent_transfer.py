@@ -173,5 +173,5 @@ async def test_nobody_free_the_caller_returns_to_the_same_conversation(
     record = row.metadata["escalation"]
     assert record["outcome"] == "message_taken"
     assert record["callback_number"] == "+1555777"
-    assert record["trigger"] == "policy"
+    assert record["trigger"] == "request"
     assert [a["result"] for a in record["attempts"]] == ["no_answer"]

@@ -242,6 +242,14 @@ class VoxpipeSettings(BaseSettings):
     stt_confidence_threshold: float = Field(
         0.65, ge=0, le=1, description="Final transcripts below this confidence are dropped."
     )
+    escalation_sentiment_threshold: float = Field(
+        -0.5,
+        ge=-1.0,
+        le=0.0,
+        description="VADER compound score (-1 very negative .. 0 neutral) at or below which a "
+        "caller's utterance counts as strongly negative; two such utterances in a call (or one "
+        "at -0.85 or below) escalate to a human.",
+    )
     silence_artifact_window_s: float = Field(
         0.5,
         ge=0,

@@ -90,10 +90,19 @@ async def test_same_question_three_times_escalates() -> None:
 async def test_strong_negative_sentiment_escalates_but_mild_does_not() -> None:
     log, _, _ = await run(["this is a bit annoying", "ok thanks"])
     assert log.transfers == []
+    # One strongly negative utterance is not enough; a second one in the call is.
     log, _, _ = await run(["this is ridiculous, absolutely useless service"])
+    assert log.transfers == []
+    log, _, _ = await run(
+        ["this is ridiculous, absolutely useless service", "where is my order", "I am so angry"]
+    )
     assert [r for r, _ in log.transfers] == ["caller is upset"]
-    log, _, _ = await run(["that was terrible", "where is my order", "the worst"])
+    # One very strong one is.
+    log, _, _ = await run(["I hate this, a complete waste of time, worst company ever!!"])
     assert [r for r, _ in log.transfers] == ["caller is upset"]
+    # Negated: not an upset caller.
+    log, _, _ = await run(["not terrible, not the worst", "not terrible, not the worst"])
+    assert log.transfers == []
 
 
 async def test_a_travel_agent_is_not_a_request_for_one() -> None:
@@ -233,7 +242,7 @@ async def test_after_the_llm_escalates_no_transcript_starts_a_reply_until_the_tr
     r = await run_frames(
         [policy, UserContextAggregator(context), llm, PlayedText()],
         [
-            *turn("let me speak to your supervisor"),
+            *turn("is your supervisor around today"),  # ambiguous: left to the model
             Sleep(2),
             *turn("so are you putting me through"),  # during the hand-over: no reply
             Sleep(40),  # the transfer timed out: failed

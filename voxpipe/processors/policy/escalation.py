@@ -1,9 +1,12 @@
 """Escalation to a human: an LLM tool, and a policy that escalates without being asked.
 
-``Escalation.escalate(reason, summary)`` is the one path: it records the escalation (session
-and transcript), hands the agent the reason and a summary *before* they join (warm
-transfer), then moves the caller. ``EscalationPolicy`` calls it on an explicit request for a
-person, on the same question asked three times, and on strong negative sentiment.
+``Escalation.escalate(reason, summary, trigger=...)`` is the one path: it records the
+escalation (session and transcript), hands the agent the reason and a summary *before* they
+join (warm transfer), then moves the caller. ``EscalationPolicy`` calls it on an explicit
+request for a person (trigger ``request``), on the same unresolved question asked three times
+(``loop``), on strong negative sentiment (``sentiment``) and on the model's second
+``cannot_help`` (``confidence``); the detectors are in ``triggers.py`` and ``sentiment.py``,
+their word lists in the locale data.
 
 An escalation is a small state machine (``EscalationState``): ``idle`` -> ``transferring`` ->
 ``transferred`` or ``failed`` (from which the caller may be escalated again). While it is
@@ -24,12 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import re
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from voxpipe.config.locale_texts import LocaleTexts
 from voxpipe.frames import (
     EscalationEndedFrame,
     EscalationStartedFrame,
@@ -40,6 +43,13 @@ from voxpipe.frames import (
 )
 from voxpipe.processors.aggregators.context import LLMContext
 from voxpipe.processors.base import FrameProcessor
+from voxpipe.processors.policy.sentiment import SentimentDetector
+from voxpipe.processors.policy.triggers import (
+    ConfidenceCounter,
+    RepeatDetector,
+    Request,
+    RequestDetector,
+)
 
 DOWNSTREAM = FrameDirection.DOWNSTREAM
 
@@ -96,6 +106,9 @@ class Escalation:
         self.state = EscalationState.IDLE
         self.reason: str | None = None
         self.summary: str | None = None
+        # What started it: "request", "loop", "sentiment", "confidence" (EscalationPolicy),
+        # "tool" (the model's escalate_to_human), or what the caller of escalate() says.
+        self.trigger = ""
         self.detail = ""  # why it ended, once it has
         self._listeners: list[Listener] = []
 
@@ -119,11 +132,13 @@ class Escalation:
         for listener in list(self._listeners):
             await listener(state, detail)
 
-    async def escalate(self, reason: str, summary: str = "") -> dict[str, Any]:
+    async def escalate(
+        self, reason: str, summary: str = "", *, trigger: str = "tool"
+    ) -> dict[str, Any]:
         """The ``escalate_to_human`` tool: returns what the model should know about the outcome."""
         if self.state in (EscalationState.TRANSFERRING, EscalationState.TRANSFERRED):
             return {"status": "already_transferring"}
-        self.reason, self.summary = reason, summary
+        self.reason, self.summary, self.trigger = reason, summary, trigger
         # First: from here on nothing the caller says starts a reply.
         await self._set(EscalationState.TRANSFERRING, reason)
         if self._record is not None:
@@ -153,64 +168,37 @@ class Escalation:
 
 @dataclass(slots=True)
 class EscalationParams:
-    """When the policy escalates on its own."""
+    """When the policy escalates on its own (the word lists are the locale's, see triggers)."""
 
-    request_phrases: tuple[str, ...] = (
-        "human",
-        "real person",
-        "a person",
-        "an agent",
-        "representative",
-        "operator",
-        "someone else",
-        "talk to somebody",
-        "speak to someone",
-    )
-    repeat_limit: int = 3  # the same question this many times
-    negative_words: tuple[str, ...] = (
-        "angry",
-        "furious",
-        "ridiculous",
-        "terrible",
-        "awful",
-        "useless",
-        "worst",
-        "hate",
-        "stupid",
-        "unacceptable",
-        "disgusting",
-        "pathetic",
-        "fed up",
-        "sick of",
-        "waste of time",
-    )
-    negative_threshold: int = 2  # negative words in one utterance that count as strong
-    negative_turns: int = 2  # ... or this many negative utterances in the call
+    locale: str = "en"  # whose request patterns, contractions and sentiment lexicon are used
+    repeat_limit: int = 3  # the same unresolved question this many times
+    repeat_similarity: float = 88.0  # rapidfuzz token_set_ratio: two questions are the same
+    # VADER compound score at or below which an utterance is strongly negative (-1..0) ...
+    sentiment_threshold: float = -0.5
+    sentiment_turns: int = 2  # ... this many of them in the call escalate,
+    sentiment_severe: float = -0.85  # ... or one at or below this.
+    confidence_limit: int = 2  # the model's cannot_help calls in a call that escalate
     handoff_line: str = "I'm connecting you to a colleague who can help. Please hold."
     # Said instead when no transfer is possible (no transfer path, or the move failed).
     unavailable_line: str = (
         "I'm sorry, I can't put you through to a colleague on this line. "
         "I can take a message or a callback number."
     )
-    extra_requests: tuple[str, ...] = field(default_factory=tuple)
     # A hand-over neither finished nor failed by then is failed, so the bot answers again.
     transfer_timeout_s: float | None = 60.0
 
 
-def _normalize(text: str) -> str:
-    words = re.findall(r"[a-z0-9']+", text.lower())
-    return " ".join(
-        w for w in words if w not in {"please", "um", "uh", "so", "ok", "okay", "again"}
-    )
-
-
 class EscalationPolicy(FrameProcessor):
     """After the filters, before the user aggregator: escalates on an explicit request for a
-    person, the same question asked ``repeat_limit`` times, or strong negative sentiment, and
-    tells the processors after it when any escalation starts and ends (see the module doc).
+    person, the same unresolved question asked ``repeat_limit`` times, strong negative
+    sentiment, or the model's ``cannot_help`` tool called ``confidence_limit`` times (see
+    ``cannot_help``), and tells the processors after it when any escalation starts and ends
+    (see the module doc). Each escalation records its trigger (``Escalation.trigger``).
 
     The triggering words still go on to the context (the user aggregator keeps them without
-    asking for a reply); the handoff line is spoken instead of an answer.
+    asking for a reply); the handoff line is spoken instead of an answer. A mention of a
+    person that is not clearly a request ("I need someone to look at this") is left to the
+    model, which can confirm and call ``escalate_to_human``.
     """
 
     def __init__(
@@ -225,37 +213,51 @@ class EscalationPolicy(FrameProcessor):
         self.escalation = escalation
         self.context = context
         self.params = params or EscalationParams()
-        phrases = self.params.request_phrases + self.params.extra_requests
-        self._request_rx = re.compile(
-            r"(?<!\w)(" + "|".join(re.escape(p) for p in phrases) + r")(?!\w)", re.I
+        p = self.params
+        texts = LocaleTexts.for_locale(p.locale)
+        self.requests = RequestDetector(texts)
+        self.repeats = RepeatDetector(texts, similarity=p.repeat_similarity)
+        self.sentiment = SentimentDetector(
+            p.locale, p.sentiment_threshold, p.sentiment_severe, p.sentiment_turns
         )
-        self._negative_rx = re.compile(
-            r"(?<!\w)(" + "|".join(re.escape(p) for p in self.params.negative_words) + r")(?!\w)",
-            re.I,
-        )
-        self._asked: dict[str, int] = {}
-        self._negative_utterances = 0
+        self.confidence = ConfidenceCounter(p.confidence_limit)
+        self.trigger = ""  # the trigger of the last evaluate() that returned a reason
         self._recent: deque[str] = deque(maxlen=3)  # the caller's last utterances, for the brief
         self._timeout: asyncio.Task[None] | None = None
         escalation.add_listener(self._changed)
 
     def evaluate(self, text: str) -> str | None:
-        """The reason to escalate on this utterance, or None."""
-        if self._request_rx.search(text):
-            return "caller asked for a person"
-        key = _normalize(text)
-        if len(key.split()) >= 3:
-            self._asked[key] = self._asked.get(key, 0) + 1
-            if self._asked[key] >= self.params.repeat_limit:
-                return f"same question asked {self._asked[key]} times"
-        negatives = len(self._negative_rx.findall(text))
-        if negatives:
-            self._negative_utterances += 1
-        if negatives >= self.params.negative_threshold or (
-            negatives and self._negative_utterances >= self.params.negative_turns
-        ):
-            return "caller is upset"
+        """The reason to escalate on this utterance, or None (``trigger`` says which fired)."""
+        found = self._evaluate(text)
+        if found is None:
+            return None
+        self.trigger, reason = found
+        return reason
+
+    def _evaluate(self, text: str) -> tuple[str, str] | None:
+        if self.requests.classify(text) is Request.REQUEST:
+            return "request", "caller asked for a person"
+        # Both counted on every utterance, so neither misses one the other escalated on.
+        times = self.repeats.observe(text)
+        upset = self.sentiment.observe(text)
+        if times >= self.params.repeat_limit:
+            self.repeats.forget(text)  # a failed transfer must not re-escalate on its 4th time
+            return "loop", f"same question asked {times} times"
+        if upset:
+            return "sentiment", "caller is upset"
         return None
+
+    async def cannot_help(self, reason: str) -> dict[str, Any]:
+        """The model's ``cannot_help`` tool: counted; the ``confidence_limit``-th escalates."""
+        if self.escalation.state not in (EscalationState.IDLE, EscalationState.FAILED):
+            return {"status": "already_transferring"}
+        if not self.confidence.failed(reason):
+            return {"status": "noted", "times": len(self.confidence.reasons)}
+        times = len(self.confidence.reasons)
+        summary = self._summary(f"(the assistant could not help: {reason})")
+        return await self.escalation.escalate(
+            f"assistant could not help {times} times: {reason}", summary, trigger="confidence"
+        )
 
     def _summary(self, latest: str) -> str:
         recent = [*self._recent, latest]
@@ -314,7 +316,7 @@ class EscalationPolicy(FrameProcessor):
                 summary = self._summary(frame.text)
                 # EscalationStartedFrame goes first (from the state change), then the words,
                 # which the user aggregator keeps without asking for a reply.
-                outcome = await self.escalation.escalate(reason, summary)
+                outcome = await self.escalation.escalate(reason, summary, trigger=self.trigger)
                 if outcome.get("status") == "unavailable":
                     # No person can take the call: one fixed line (take a message), and the
                     # words stay in the context without a second, LLM-made answer.
