@@ -114,47 +114,162 @@ def _add_serve(sub: Any) -> None:
     p.add_argument(
         "--sip", metavar="HOST:PORT", default=None, help="also take SIP calls here (SIP_LISTEN)"
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes on the one port (default WORKERS, else one per CPU core)",
+    )
 
 
-def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
+def _banner(args: argparse.Namespace, settings: Any, host: str, port: int, workers: int) -> None:
+    from voxpipe.server.access import WebRTCAccess
+    from voxpipe.server.carriers import UnsafeSettingsError, carrier_access
 
-    from voxpipe.server.app import create_app
-    from voxpipe.server.carriers import UnsafeSettingsError
-    from voxpipe.server.run import tune_gc, uvicorn_config
-
-    # The bind address is a setting so the app knows whether it is reachable from outside.
-    settings = _settings(public_url=args.public_url, host=args.host, sip_listen=args.sip)
-    record = args.record or settings.record_dir
-    host = args.host if args.host is not None else settings.host
-    # The app decides what is open (WebRTC, unsigned webhooks) from where it listens.
     try:
-        app = create_app(_bot_path(args.bot), settings, record_dir=record, host=host)
+        served = carrier_access(settings, host)
     except UnsafeSettingsError as exc:
         raise CommandError(str(exc)) from exc
-    level, fmt = _logging_choice(args)
-    config = uvicorn_config(app, settings, host=host, port=args.port, log_level=level.lower())
-    port = config.port
+    webrtc = WebRTCAccess.resolve(
+        settings.webrtc,
+        settings.webrtc_token.get_secret_value() if settings.webrtc_token else None,
+        host,
+    )
+    record = args.record or settings.record_dir
     base = settings.public_url or f"http://{host}:{port}"
-    served = app.state.voxpipe.carriers
     banner = (
-        f"voxpipe: serving {args.bot} on http://{host}:{port}",
+        f"voxpipe: serving {args.bot} on http://{host}:{port}"
+        + (f" with {workers} workers" if workers > 1 else ""),
         (
             f"  Twilio voice webhook: {base}/twilio/voice"
             if served.serves("twilio")
             else "  Twilio: not served (set TWILIO_AUTH_TOKEN)"
         )
-        + (f"; browser calls at {base}/" if app.state.voxpipe.webrtc_access.mode != "off" else "")
+        + (f"; browser calls at {base}/" if webrtc.mode != "off" else "")
         + (f"; recording calls to {record}" if record else ""),
     ) + ((f"  SIP: {settings.sip_listen} (udp, tcp)",) if settings.sip_listen else ())
+    _level, fmt = _logging_choice(args)
     if fmt == "json":  # every line on stderr is then a JSON object, the banner too
         for line in banner:
             logger.warning(line.strip())
     else:
         print("\n".join(banner), file=sys.stderr)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from voxpipe.server.workers import default_worker_count
+
+    # The bind address is a setting so the app knows whether it is reachable from outside.
+    settings = _settings(public_url=args.public_url, host=args.host, sip_listen=args.sip)
+    workers = args.workers if args.workers is not None else settings.workers
+    workers = workers or default_worker_count()
+    if workers < 1:
+        raise CommandError(f"--workers must be at least 1, not {workers}")
+    host = args.host if args.host is not None else settings.host
+    port = args.port if args.port is not None else settings.port
+    if workers == 1:
+        return _serve_one(args, settings, host)
+    return _serve_many(args, settings, host, port, workers)
+
+
+def _serve_one(args: argparse.Namespace, settings: Any, host: str) -> int:
+    from voxpipe.server.app import create_app
+    from voxpipe.server.carriers import UnsafeSettingsError
+    from voxpipe.server.run import DrainingServer, tune_gc, uvicorn_config
+
+    record = args.record or settings.record_dir
+    # The app decides what is open (WebRTC, unsigned webhooks) from where it listens.
+    try:
+        app = create_app(_bot_path(args.bot), settings, record_dir=record, host=host)
+    except UnsafeSettingsError as exc:
+        raise CommandError(str(exc)) from exc
+    level, _fmt = _logging_choice(args)
+    config = uvicorn_config(app, settings, host=host, port=args.port, log_level=level.lower())
+    _banner(args, settings, host, config.port, 1)
     tune_gc()
-    uvicorn.Server(config).run()
+    DrainingServer(config, drain=app.state.voxpipe.capacity.drain).run()
     return 0
+
+
+def _serve_many(args: argparse.Namespace, settings: Any, host: str, port: int, workers: int) -> int:
+    import os
+    import secrets
+
+    from voxpipe.server.workers import Supervisor, reuseport_socket
+
+    _banner(args, settings, host, port, workers)  # also refuses unsafe settings, once
+    reserved = None
+    if port == 0:
+        # Every worker must bind the same port: pick it here and hold it (bound, not listening).
+        reserved = reuseport_socket(host, 0, listen=False)
+        port = reserved.getsockname()[1]
+        print(f"voxpipe: listening on port {port}", file=sys.stderr)
+    if settings.stream_token_secret is None and settings.twilio_auth_token is None:
+        # A stream token issued by one worker must open a stream on any other.
+        os.environ["STREAM_TOKEN_SECRET"] = secrets.token_urlsafe(32)
+    if not settings.redis_url:
+        logger.warning(
+            "%d workers without REDIS_URL: each worker remembers used stream tokens on its own",
+            workers,
+        )
+    spec = {
+        "bot": _bot_path(args.bot),
+        "record": args.record or settings.record_dir,
+        "overrides": {"public_url": args.public_url, "host": args.host, "sip_listen": args.sip},
+        "log": _logging_choice(args),
+        "host": host,
+        "port": port,
+        "workers": workers,
+    }
+    supervisor = Supervisor(
+        workers, _serve_worker, (spec,), stop_timeout_s=settings.drain_timeout_s + 60.0
+    )
+    try:
+        return supervisor.run()
+    finally:
+        if reserved is not None:
+            reserved.close()
+
+
+def _serve_worker(spec: dict[str, Any], index: int, run_dir: str) -> None:
+    """One worker process of `voxpipe serve --workers N` (started by the supervisor)."""
+    import os
+    import signal
+    import threading
+
+    from voxpipe.logs import configure_logging
+    from voxpipe.server.app import create_app
+    from voxpipe.server.capacity import COUNT_ENV, INDEX_ENV, RUN_DIR_ENV
+    from voxpipe.server.run import DrainingServer, tune_gc, uvicorn_config
+    from voxpipe.server.workers import reuseport_socket, unix_socket
+
+    os.setpgrp()  # Ctrl-C reaches the supervisor only, which tells each worker once
+    os.environ[INDEX_ENV] = str(index)
+    os.environ[COUNT_ENV] = str(spec["workers"])
+    os.environ[RUN_DIR_ENV] = run_dir
+    configure_logging(*spec["log"])
+    settings = _settings(**spec["overrides"])
+    if index:  # one SIP user agent per server: worker 0's
+        settings = settings.model_copy(update={"sip_listen": None})
+    app = create_app(spec["bot"], settings, record_dir=spec["record"], host=spec["host"])
+    level = spec["log"][0].lower()
+    config = uvicorn_config(app, settings, host=spec["host"], port=spec["port"], log_level=level)
+    sockets = [
+        reuseport_socket(spec["host"], spec["port"]),
+        unix_socket(Path(run_dir) / f"worker-{index}.sock"),
+    ]
+    server = DrainingServer(config, drain=app.state.voxpipe.capacity.drain)
+    parent = os.getppid()
+
+    def orphaned() -> None:
+        # The supervisor was killed (SIGKILL, OOM): drain and stop rather than serve forever.
+        while os.getppid() == parent:
+            threading.Event().wait(1.0)
+        server.handle_exit(signal.SIGTERM, None)
+
+    threading.Thread(target=orphaned, daemon=True, name="orphan-watch").start()
+    tune_gc()
+    server.run(sockets=sockets)
 
 
 # ---------------------------------------------------------------------------- call
