@@ -269,7 +269,10 @@ def _serve_worker(spec: dict[str, Any], index: int, run_dir: str) -> None:
 
     threading.Thread(target=orphaned, daemon=True, name="orphan-watch").start()
     tune_gc()
-    server.run(sockets=sockets)
+    try:
+        server.run(sockets=sockets)
+    except KeyboardInterrupt:  # a second Ctrl-C, re-raised by uvicorn after its shutdown
+        pass
 
 
 # ---------------------------------------------------------------------------- call

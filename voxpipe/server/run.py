@@ -87,7 +87,7 @@ class DrainingServer(uvicorn.Server):
         if self._loop is None or self._drain_task is not None or self.should_exit:
             super().handle_exit(sig, frame)  # not started yet, or a second signal: stop now
             return
-        self._captured_signals.append(sig)  # re-raised after shutdown, as uvicorn does
+        # Not kept for uvicorn to re-raise after its shutdown: a drained server exits with 0.
         self._loop.call_soon_threadsafe(self._begin_drain)
 
     def _begin_drain(self) -> None:

@@ -15,6 +15,7 @@ workers keep dying right after they start (then it stops all and fails).
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import os
 import signal
@@ -36,12 +37,20 @@ EARLY_DEATH_S = 10.0
 EARLY_DEATHS_MAX = 3
 
 
-def default_worker_count() -> int:
-    """One worker per core this process may run on."""
+def default_worker_count(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """One worker per core this process may use: its CPU quota (a container's CPU limit, cgroup
+    v2) when it has one, else the cores it may run on."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = cgroup_cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 CPU limit here
+    return max(1, cores)
 
 
 def reuseport_socket(host: str, port: int, *, listen: bool = True) -> socket.socket:
