@@ -198,6 +198,7 @@ def _serve_many(args: argparse.Namespace, settings: Any, host: str, port: int, w
     from voxpipe.server.workers import Supervisor, reuseport_socket
 
     _banner(args, settings, host, port, workers)  # also refuses unsafe settings, once
+    _port_is_free(host, port)
     reserved = None
     if port == 0:
         # Every worker must bind the same port: pick it here and hold it (bound, not listening).
@@ -229,6 +230,21 @@ def _serve_many(args: argparse.Namespace, settings: Any, host: str, port: int, w
     finally:
         if reserved is not None:
             reserved.close()
+
+
+def _port_is_free(host: str, port: int) -> None:
+    """Refuse a port some server already listens on: SO_REUSEPORT would silently share it."""
+    import socket
+
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
 
 
 def _serve_worker(spec: dict[str, Any], index: int, run_dir: str) -> None:
