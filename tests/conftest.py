@@ -19,5 +19,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for obj in gc.get_objects():
-            if isinstance(obj, aiosqlite.Connection) and getattr(obj, "_running", False):
+            # type(), not isinstance(): isinstance() on a dead weakref.proxy raises.
+            if issubclass(type(obj), aiosqlite.Connection) and getattr(obj, "_running", False):
                 obj.stop()
