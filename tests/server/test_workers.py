@@ -138,11 +138,12 @@ async def test_calls_land_on_both_workers_and_metrics_add_up(
     assert active.value == 0
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
 async def test_sigterm_drains_then_ends_calls_cleanly_at_the_timeout(
-    tmp_path: Path, speech_mulaw: bytes
+    tmp_path: Path, speech_mulaw: bytes, workers: str
 ) -> None:
     record = tmp_path / "rec"
-    flags = ["--workers", "2", "--record", str(record)]
+    flags = ["--workers", workers, "--record", str(record)]
     async with serve_workers(tmp_path, flags, {"DRAIN_TIMEOUT_S": "3"}) as srv:
         async with httpx.AsyncClient(base_url=srv.url) as http:
             caller = await TwilioCaller.dial(
@@ -166,7 +167,7 @@ async def test_sigterm_drains_then_ends_calls_cleanly_at_the_timeout(
             assert health["active_calls"] == 1 and health["draining"] is True
             log = await call
         async with asyncio.timeout(30):
-            assert await srv.proc.wait() is not None
+            assert await srv.proc.wait() == 0  # drained, then a clean exit
     # Ended by the server at DRAIN_TIMEOUT_S (1001 going away), not cut by the shutdown.
     assert (log.close_code, log.close_reason) == (1001, "server draining"), log
     ended = [ln for ln in srv.lines if "call ended: twilio call CAdrain1" in ln]
@@ -174,3 +175,26 @@ async def test_sigterm_drains_then_ends_calls_cleanly_at_the_timeout(
     (recording,) = record.glob("CAdrain1*.jsonl")
     kinds = [json.loads(line).get("type", "") for line in recording.read_text().splitlines()]
     assert kinds and "EndFrame" in kinds and "CancelFrame" not in kinds, kinds[-5:]
+
+
+async def test_a_worker_that_dies_is_replaced(tmp_path: Path, speech_mulaw: bytes) -> None:
+    async with serve_workers(tmp_path, ["--workers", "2"]) as srv:
+        async with httpx.AsyncClient(base_url=srv.url) as http:
+            before = {w["worker"]: w["pid"] for w in (await http.get("/healthz")).json()["workers"]}
+            os.kill(before[1], signal.SIGKILL)  # a worker this test's server started
+            async with asyncio.timeout(60):
+                while True:
+                    with contextlib.suppress(httpx.TransportError, ValueError, KeyError):
+                        workers = (await http.get("/healthz")).json()["workers"]
+                        after = {w["worker"]: w.get("pid") for w in workers}
+                        if after.get(1) and after[1] != before[1]:
+                            break
+                    await asyncio.sleep(0.1)
+            assert after[0] == before[0]  # the other worker was left alone
+            # The new worker serves calls like the first.
+            logs = []
+            for _ in range(12):
+                caller = await TwilioCaller.dial(srv.url, audio=speech_mulaw[:4000], http=http)
+                logs.append(await caller.run(hangup_after=0.3, timeout=20))
+            assert {log.worker for log in logs} == {str(after[0]), str(after[1])}
+    assert any("worker 1" in ln and "restarting it" in ln for ln in srv.lines), srv.lines
