@@ -43,12 +43,26 @@ def _bench_calls(args: argparse.Namespace) -> dict[str, Any]:
     from voxpipe.bench.calls import run_calls_bench
 
     return run_calls_bench(
-        calls=args.calls,
+        calls=args.calls or 200,
         seconds=args.seconds,
         bot=args.bot,
         ramp_s=args.ramp,
         progress=None if args.json else _progress,
     )
+
+
+def _bench_leak(args: argparse.Namespace) -> dict[str, Any]:
+    from voxpipe.bench.leak import run_leak_bench
+
+    try:
+        return run_leak_bench(
+            calls=args.calls or 1000,
+            lanes=args.lanes,
+            bot=args.bot,
+            progress=None if args.json else _progress,
+        )
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
 
 
 def _bench_interruption(args: argparse.Namespace) -> dict[str, Any]:
@@ -75,6 +89,7 @@ BENCHES: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]]] =
     "calls": ("calls: simulated Twilio callers against an echo-bot server", _bench_calls),
     "interruption": ("interruption: onset VAD window to flush on the wire", _bench_interruption),
     "latency": ("latency: voice-to-voice on the provider fakes", _bench_latency),
+    "leak": ("leak: calls back to back in one worker, its RSS growth", _bench_leak),
 }
 
 
@@ -87,7 +102,13 @@ def _add_bench(sub: Any) -> None:
         "--sessions", type=int, default=100, help="idle sessions for the footprint bench"
     )
     p.add_argument("--no-pipecat", action="store_true", help="skip the Pipecat comparison")
-    p.add_argument("--calls", type=int, default=200, help="calls: concurrent simulated callers")
+    p.add_argument(
+        "--calls",
+        type=int,
+        default=None,
+        help="calls: concurrent simulated callers (200); leak: calls in all (1000)",
+    )
+    p.add_argument("--lanes", type=int, default=1, help="leak: calls at a time (1: sequential)")
     p.add_argument("--seconds", type=float, default=20.0, help="calls: length of each call")
     p.add_argument("--ramp", type=float, default=5.0, help="calls: seconds to start them all")
     p.add_argument("--bot", default=None, help="calls: bot file to serve (default bots/echo.py)")
