@@ -36,6 +36,7 @@ _CLEAN = (
     "MAX_CALLS",
     "MAX_CALLS_PER_WORKER",
     "DRAIN_TIMEOUT_S",
+    "METRICS_TOKEN",
 )
 
 
@@ -108,7 +109,8 @@ async def test_calls_land_on_both_workers_and_metrics_add_up(
     tmp_path: Path, speech_mulaw: bytes
 ) -> None:
     n = 16
-    async with serve_workers(tmp_path, ["--workers", "2"]) as srv:
+    env = {"METRICS_TOKEN": "scrape-me"}
+    async with serve_workers(tmp_path, ["--workers", "2"], env) as srv:
         async with httpx.AsyncClient(base_url=srv.url) as http:
             health = (await http.get("/healthz")).json()
             pids = {str(w["pid"]) for w in health["workers"]}
@@ -125,7 +127,10 @@ async def test_calls_land_on_both_workers_and_metrics_add_up(
             async with asyncio.timeout(30):
                 while (await http.get("/healthz")).json()["active_calls"]:
                     await asyncio.sleep(0.05)  # call ends are seen from outside only
-            text = (await http.get("/metrics")).text
+            assert (await http.get("/metrics")).status_code == 401
+            scrape = await http.get("/metrics", headers={"Authorization": "Bearer scrape-me"})
+            assert scrape.status_code == 200
+            text = scrape.text
     families = {f.name: f for f in text_string_to_metric_families(text)}
     started = {s.labels["carrier"]: s.value for s in families["voxpipe_calls_started"].samples}
     assert started == {"twilio": n}, started  # the sum over both workers
