@@ -216,9 +216,18 @@ def _serve_many(args: argparse.Namespace, settings: Any, host: str, port: int, w
     import os
     import secrets
 
+    from voxpipe.call import load_bot
+    from voxpipe.records.compliance import check_compliance
+    from voxpipe.server.carriers import UnsafeSettingsError
     from voxpipe.server.workers import Supervisor, reuseport_socket
 
-    _banner(args, settings, host, port, workers)  # also refuses unsafe settings, once
+    # What would stop every worker at start is refused here, once, with the usual message.
+    try:
+        check_compliance(settings, args.record or settings.record_dir)
+    except UnsafeSettingsError as exc:
+        raise CommandError(str(exc)) from exc
+    load_bot(_bot_path(args.bot))  # BotLoadError: a bad bot file
+    _banner(args, settings, host, port, workers)  # also refuses unsafe carrier settings
     _port_is_free(host, port)
     reserved = None
     if port == 0:
