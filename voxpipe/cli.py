@@ -47,6 +47,7 @@ def _bench_calls(args: argparse.Namespace) -> dict[str, Any]:
         seconds=args.seconds,
         bot=args.bot,
         ramp_s=args.ramp,
+        workers=args.workers,
         progress=None if args.json else _progress,
     )
 
@@ -109,6 +110,9 @@ def _add_bench(sub: Any) -> None:
         help="calls: concurrent simulated callers (200); leak: calls in all (1000)",
     )
     p.add_argument("--lanes", type=int, default=1, help="leak: calls at a time (1: sequential)")
+    p.add_argument(
+        "--workers", type=int, default=1, help="calls: serve with `voxpipe serve --workers N`"
+    )
     p.add_argument("--seconds", type=float, default=20.0, help="calls: length of each call")
     p.add_argument("--ramp", type=float, default=5.0, help="calls: seconds to start them all")
     p.add_argument("--bot", default=None, help="calls: bot file to serve (default bots/echo.py)")
