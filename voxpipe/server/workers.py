@@ -14,6 +14,7 @@ workers keep dying right after they start (then it stops all and fails).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import multiprocessing
@@ -137,7 +138,8 @@ class Supervisor:
                 signal.signal(sig, handler)
             for path in self.run_dir.glob("*"):
                 path.unlink(missing_ok=True)
-            self.run_dir.rmdir()
+            with contextlib.suppress(OSError):  # a worker that could not be killed
+                self.run_dir.rmdir()
 
     def _watch(self) -> int:
         while not self.stopping:
