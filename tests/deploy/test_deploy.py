@@ -103,11 +103,8 @@ def test_probes_drain_and_grace_period_agree_with_the_server() -> None:
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     # The data the server writes goes to mounted volumes.
     mounts = {m["mountPath"] for m in c["volumeMounts"]}
-    assert {
-        "/tmp",
-        str(Path(env["SQLITE_PATH"]).parent),
-        str(Path(env["SPOOL_DIR"]).parent),
-    } <= mounts
+    written = ("SQLITE_PATH", "SPOOL_DIR", "RECORDINGS_URL")
+    assert {"/tmp", *(str(Path(env[k]).parent) for k in written)} <= mounts
 
 
 def test_every_env_var_is_a_setting_and_the_args_parse() -> None:
