@@ -43,12 +43,27 @@ def _bench_calls(args: argparse.Namespace) -> dict[str, Any]:
     from voxpipe.bench.calls import run_calls_bench
 
     return run_calls_bench(
-        calls=args.calls,
+        calls=args.calls or 200,
         seconds=args.seconds,
         bot=args.bot,
         ramp_s=args.ramp,
+        workers=args.workers,
         progress=None if args.json else _progress,
     )
+
+
+def _bench_leak(args: argparse.Namespace) -> dict[str, Any]:
+    from voxpipe.bench.leak import run_leak_bench
+
+    try:
+        return run_leak_bench(
+            calls=args.calls or 1000,
+            lanes=args.lanes,
+            bot=args.bot,
+            progress=None if args.json else _progress,
+        )
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
 
 
 def _bench_interruption(args: argparse.Namespace) -> dict[str, Any]:
@@ -75,6 +90,7 @@ BENCHES: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]]] =
     "calls": ("calls: simulated Twilio callers against an echo-bot server", _bench_calls),
     "interruption": ("interruption: onset VAD window to flush on the wire", _bench_interruption),
     "latency": ("latency: voice-to-voice on the provider fakes", _bench_latency),
+    "leak": ("leak: calls back to back in one worker, its RSS growth", _bench_leak),
 }
 
 
@@ -87,7 +103,16 @@ def _add_bench(sub: Any) -> None:
         "--sessions", type=int, default=100, help="idle sessions for the footprint bench"
     )
     p.add_argument("--no-pipecat", action="store_true", help="skip the Pipecat comparison")
-    p.add_argument("--calls", type=int, default=200, help="calls: concurrent simulated callers")
+    p.add_argument(
+        "--calls",
+        type=int,
+        default=None,
+        help="calls: concurrent simulated callers (200); leak: calls in all (1000)",
+    )
+    p.add_argument("--lanes", type=int, default=1, help="leak: calls at a time (1: sequential)")
+    p.add_argument(
+        "--workers", type=int, default=1, help="calls: serve with `voxpipe serve --workers N`"
+    )
     p.add_argument("--seconds", type=float, default=20.0, help="calls: length of each call")
     p.add_argument("--ramp", type=float, default=5.0, help="calls: seconds to start them all")
     p.add_argument("--bot", default=None, help="calls: bot file to serve (default bots/echo.py)")
@@ -114,47 +139,192 @@ def _add_serve(sub: Any) -> None:
     p.add_argument(
         "--sip", metavar="HOST:PORT", default=None, help="also take SIP calls here (SIP_LISTEN)"
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes on the one port (default WORKERS, else one per CPU core)",
+    )
 
 
-def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
+def _banner(args: argparse.Namespace, settings: Any, host: str, port: int, workers: int) -> None:
+    from voxpipe.server.access import WebRTCAccess
+    from voxpipe.server.carriers import UnsafeSettingsError, carrier_access
 
-    from voxpipe.server.app import create_app
-    from voxpipe.server.carriers import UnsafeSettingsError
-    from voxpipe.server.run import tune_gc, uvicorn_config
-
-    # The bind address is a setting so the app knows whether it is reachable from outside.
-    settings = _settings(public_url=args.public_url, host=args.host, sip_listen=args.sip)
-    record = args.record or settings.record_dir
-    host = args.host if args.host is not None else settings.host
-    # The app decides what is open (WebRTC, unsigned webhooks) from where it listens.
     try:
-        app = create_app(_bot_path(args.bot), settings, record_dir=record, host=host)
+        served = carrier_access(settings, host)
     except UnsafeSettingsError as exc:
         raise CommandError(str(exc)) from exc
-    level, fmt = _logging_choice(args)
-    config = uvicorn_config(app, settings, host=host, port=args.port, log_level=level.lower())
-    port = config.port
+    webrtc = WebRTCAccess.resolve(
+        settings.webrtc,
+        settings.webrtc_token.get_secret_value() if settings.webrtc_token else None,
+        host,
+    )
+    record = args.record or settings.record_dir
     base = settings.public_url or f"http://{host}:{port}"
-    served = app.state.voxpipe.carriers
     banner = (
-        f"voxpipe: serving {args.bot} on http://{host}:{port}",
+        f"voxpipe: serving {args.bot} on http://{host}:{port}"
+        + (f" with {workers} workers" if workers > 1 else ""),
         (
             f"  Twilio voice webhook: {base}/twilio/voice"
             if served.serves("twilio")
             else "  Twilio: not served (set TWILIO_AUTH_TOKEN)"
         )
-        + (f"; browser calls at {base}/" if app.state.voxpipe.webrtc_access.mode != "off" else "")
+        + (f"; browser calls at {base}/" if webrtc.mode != "off" else "")
         + (f"; recording calls to {record}" if record else ""),
     ) + ((f"  SIP: {settings.sip_listen} (udp, tcp)",) if settings.sip_listen else ())
+    _level, fmt = _logging_choice(args)
     if fmt == "json":  # every line on stderr is then a JSON object, the banner too
         for line in banner:
             logger.warning(line.strip())
     else:
         print("\n".join(banner), file=sys.stderr)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from voxpipe.server.workers import default_worker_count
+
+    # The bind address is a setting so the app knows whether it is reachable from outside.
+    settings = _settings(public_url=args.public_url, host=args.host, sip_listen=args.sip)
+    workers = args.workers if args.workers is not None else settings.workers
+    workers = workers or default_worker_count()
+    if workers < 1:
+        raise CommandError(f"--workers must be at least 1, not {workers}")
+    host = args.host if args.host is not None else settings.host
+    port = args.port if args.port is not None else settings.port
+    if workers == 1:
+        return _serve_one(args, settings, host)
+    return _serve_many(args, settings, host, port, workers)
+
+
+def _serve_one(args: argparse.Namespace, settings: Any, host: str) -> int:
+    from voxpipe.server.app import create_app
+    from voxpipe.server.carriers import UnsafeSettingsError
+    from voxpipe.server.run import DrainingServer, tune_gc, uvicorn_config
+
+    record = args.record or settings.record_dir
+    # The app decides what is open (WebRTC, unsigned webhooks) from where it listens.
+    try:
+        app = create_app(_bot_path(args.bot), settings, record_dir=record, host=host)
+    except UnsafeSettingsError as exc:
+        raise CommandError(str(exc)) from exc
+    level, _fmt = _logging_choice(args)
+    config = uvicorn_config(app, settings, host=host, port=args.port, log_level=level.lower())
+    _banner(args, settings, host, config.port, 1)
     tune_gc()
-    uvicorn.Server(config).run()
+    DrainingServer(config, drain=app.state.voxpipe.capacity.drain).run()
     return 0
+
+
+def _serve_many(args: argparse.Namespace, settings: Any, host: str, port: int, workers: int) -> int:
+    import os
+    import secrets
+
+    from voxpipe.call import load_bot
+    from voxpipe.records.compliance import check_compliance
+    from voxpipe.server.carriers import UnsafeSettingsError, carrier_access
+    from voxpipe.server.workers import Supervisor, reuseport_socket
+
+    # What would stop every worker at start is refused here, once, with the usual message
+    # (the carriers first: a refusal is the one line printed, before any warning).
+    try:
+        carrier_access(settings, host)
+        check_compliance(settings, args.record or settings.record_dir)
+    except UnsafeSettingsError as exc:
+        raise CommandError(str(exc)) from exc
+    load_bot(_bot_path(args.bot))  # BotLoadError: a bad bot file
+    _banner(args, settings, host, port, workers)  # also refuses unsafe carrier settings
+    _port_is_free(host, port)
+    reserved = None
+    if port == 0:
+        # Every worker must bind the same port: pick it here and hold it (bound, not listening).
+        reserved = reuseport_socket(host, 0, listen=False)
+        port = reserved.getsockname()[1]
+        print(f"voxpipe: listening on port {port}", file=sys.stderr)
+    if settings.stream_token_secret is None and settings.twilio_auth_token is None:
+        # A stream token issued by one worker must open a stream on any other.
+        os.environ["STREAM_TOKEN_SECRET"] = secrets.token_urlsafe(32)
+    if not settings.redis_url:
+        logger.warning(
+            "%d workers without REDIS_URL: each worker remembers used stream tokens on its own",
+            workers,
+        )
+    spec = {
+        "bot": _bot_path(args.bot),
+        "record": args.record or settings.record_dir,
+        "overrides": {"public_url": args.public_url, "host": args.host, "sip_listen": args.sip},
+        "log": _logging_choice(args),
+        "host": host,
+        "port": port,
+        "workers": workers,
+    }
+    supervisor = Supervisor(
+        workers, _serve_worker, (spec,), stop_timeout_s=settings.drain_timeout_s + 60.0
+    )
+    try:
+        return supervisor.run()
+    finally:
+        if reserved is not None:
+            reserved.close()
+
+
+def _port_is_free(host: str, port: int) -> None:
+    """Refuse a port some server already listens on: SO_REUSEPORT would silently share it."""
+    import socket
+
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+
+
+def _serve_worker(spec: dict[str, Any], index: int, run_dir: str) -> None:
+    """One worker process of `voxpipe serve --workers N` (started by the supervisor)."""
+    import os
+    import signal
+    import threading
+
+    from voxpipe.logs import configure_logging
+    from voxpipe.server.app import create_app
+    from voxpipe.server.capacity import COUNT_ENV, INDEX_ENV, RUN_DIR_ENV
+    from voxpipe.server.run import DrainingServer, tune_gc, uvicorn_config
+    from voxpipe.server.workers import reuseport_socket, unix_socket
+
+    os.setpgrp()  # Ctrl-C reaches the supervisor only, which tells each worker once
+    os.environ[INDEX_ENV] = str(index)
+    os.environ[COUNT_ENV] = str(spec["workers"])
+    os.environ[RUN_DIR_ENV] = run_dir
+    configure_logging(*spec["log"])
+    settings = _settings(**spec["overrides"])
+    if index:  # one SIP user agent per server: worker 0's
+        settings = settings.model_copy(update={"sip_listen": None})
+    app = create_app(spec["bot"], settings, record_dir=spec["record"], host=spec["host"])
+    level = spec["log"][0].lower()
+    config = uvicorn_config(app, settings, host=spec["host"], port=spec["port"], log_level=level)
+    sockets = [
+        reuseport_socket(spec["host"], spec["port"]),
+        unix_socket(Path(run_dir) / f"worker-{index}.sock"),
+    ]
+    server = DrainingServer(config, drain=app.state.voxpipe.capacity.drain)
+    parent = os.getppid()
+
+    def orphaned() -> None:
+        # The supervisor was killed (SIGKILL, OOM): drain and stop rather than serve forever.
+        while os.getppid() == parent:
+            threading.Event().wait(1.0)
+        server.handle_exit(signal.SIGTERM, None)
+
+    threading.Thread(target=orphaned, daemon=True, name="orphan-watch").start()
+    tune_gc()
+    try:
+        server.run(sockets=sockets)
+    except KeyboardInterrupt:  # a second Ctrl-C, re-raised by uvicorn after its shutdown
+        pass
 
 
 # ---------------------------------------------------------------------------- call

@@ -27,3 +27,16 @@ def test_bench_calls_json(
     assert result["echo_s_per_call"] > 1.0
     assert 0 < result["server_cpu_pct"] < 200
     assert result["p99_late_ms"] >= 0 and isinstance(result["rss_mb_per_call"], float)
+
+
+def test_bench_calls_on_two_workers(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("voxpipe.pipelines.logs.configure_logging", lambda level: None)
+    argv = ["bench", "calls", "--calls", "8", "--seconds", "4", "--ramp", "0.5"]
+    rc = cli.main([*argv, "--workers", "2", "--json"])
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["workers"] == 2 and result["failed_calls"] == 0
+    assert sum(result["calls_per_worker"]) == 8  # every call says which worker took it
+    assert 0 < result["server_cpu_pct"] < 200  # both workers' CPU, not the supervisor's

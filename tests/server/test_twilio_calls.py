@@ -84,7 +84,13 @@ async def test_echo_call_gets_its_audio_back(
         async with httpx.AsyncClient() as c:
             health = (await c.get(f"{srv.url}/healthz")).json()
             metrics = (await c.get(f"{srv.url}/metrics")).text
-    assert health == {"status": "ok", "active_calls": 0, "bot": str(app.state.voxpipe.bot_name)}
+    assert {k: health[k] for k in ("status", "active_calls", "bot")} == {
+        "status": "ok",
+        "active_calls": 0,
+        "bot": str(app.state.voxpipe.bot_name),
+    }
+    (worker,) = health["workers"]  # one worker: this process
+    assert worker["pid"] == health["pid"] and worker["active_calls"] == 0
     assert 'voxpipe_calls_started_total{carrier="twilio"} 1.0' in metrics
     assert 'voxpipe_calls_ended_total{carrier="twilio",how="caller-hung-up"} 1.0' in metrics
     assert "voxpipe_active_calls 0.0" in metrics

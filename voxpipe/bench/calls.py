@@ -23,6 +23,7 @@ import random
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,10 +160,63 @@ def _start_server(bot: str) -> tuple[subprocess.Popen[str], int]:
     return proc, port
 
 
+def _start_workers(bot: str, workers: int) -> tuple[subprocess.Popen[str], int]:
+    """`voxpipe serve BOT --workers N` on a free loopback port, once every worker answers."""
+    import socket
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    env = {
+        **os.environ,
+        "ALLOW_UNSIGNED_WEBHOOKS": "1",  # the simulated callers dial unsigned, on loopback
+        "MAX_CALLS": "0",  # no call cap: the bench finds out what the workers carry
+        "MAX_CALLS_PER_WORKER": "0",
+        "LOG_LEVEL": "ERROR",
+        "HOST": "127.0.0.1",
+    }
+    cmd = [sys.executable, "-m", "voxpipe.cli", "serve", bot, "--workers", str(workers)]
+    proc = subprocess.Popen(
+        [*cmd, "--port", str(port)], cwd=str(ROOT), env=env, stderr=subprocess.DEVNULL, text=True
+    )
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"voxpipe serve --workers {workers} exited with {proc.returncode}")
+        try:
+            health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json()
+            if len(health["workers"]) == workers and all(w.get("pid") for w in health["workers"]):
+                return proc, port
+        except (httpx.HTTPError, ValueError, KeyError):
+            pass
+        time.sleep(0.2)  # the workers' start is seen from outside only
+    proc.kill()
+    raise RuntimeError(f"voxpipe serve --workers {workers} did not start in 90 s")
+
+
+def _server_processes(pid: int, workers: int) -> list[Any]:
+    """The processes that serve calls: the server, or the supervisor's worker processes."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    return [proc] if workers == 1 else list(proc.children())
+
+
+def _cpu_s(procs: list[Any]) -> float:
+    return float(sum(t.user + t.system for t in (p.cpu_times() for p in procs)))
+
+
+def _rss(procs: list[Any]) -> int:
+    return sum(int(p.memory_info().rss) for p in procs)
+
+
 async def _bench(
     port: int,
     server_pid: int,
     *,
+    workers: int = 1,
     calls: int,
     seconds: float,
     ramp_s: float,
@@ -178,9 +232,9 @@ async def _bench(
     if voice != "recording" and progress:
         progress(f"  {SPEECH} not found: the callers speak a synthetic voice (reported)")
     rng = random.Random(1234)
-    server = psutil.Process(server_pid)
+    server = _server_processes(server_pid, workers)
     me = psutil.Process()
-    rss_idle = server.memory_info().rss
+    rss_idle = _rss(server)
     loop = asyncio.get_running_loop()
     all_settled = asyncio.Event()  # every call connected or failed
     outcomes = [CallOutcome() for _ in range(calls)]
@@ -237,31 +291,37 @@ async def _bench(
         pass
     await asyncio.sleep(min(2.0, seconds / 4))  # let the calls settle into speaking
     window = max(1.0, seconds / 2)
-    cpu0, mine0, w0 = server.cpu_times(), me.cpu_times(), time.perf_counter()
-    rss_peak = server.memory_info().rss
+    cpu0, mine0, w0 = _cpu_s(server), me.cpu_times(), time.perf_counter()
+    rss_peak = _rss(server)
     if progress:
         progress(f"  {live} of {calls} calls up; measuring for {window:.0f} s")
     steps = max(1, int(window))
     live_samples = [live]
     for _ in range(steps):
         await asyncio.sleep(window / steps)
-        rss_peak = max(rss_peak, server.memory_info().rss)
+        rss_peak = max(rss_peak, _rss(server))
         live_samples.append(live)
-    cpu1, mine1, w1 = server.cpu_times(), me.cpu_times(), time.perf_counter()
+    cpu1, mine1, w1 = _cpu_s(server), me.cpu_times(), time.perf_counter()
     await asyncio.gather(*runs)
     await http.aclose()
     elapsed = w1 - w0
-    return summarize_calls(
-        outcomes,
-        seconds=seconds,
-        server_cpu_pct=(cpu1.user + cpu1.system - cpu0.user - cpu0.system) / elapsed * 100,
-        client_cpu_pct=(mine1.user + mine1.system - mine0.user - mine0.system) / elapsed * 100,
-        live_calls=sum(live_samples) / len(live_samples),
-        rss_peak=rss_peak,
-        rss_idle=rss_idle,
-        voice=voice,
-        wall_s=time.perf_counter() - t0,
-    )
+    calls_by_worker = Counter(o.log.worker for o in outcomes if o.log is not None and o.log.worker)
+    return {
+        **summarize_calls(
+            outcomes,
+            seconds=seconds,
+            server_cpu_pct=(cpu1 - cpu0) / elapsed * 100,
+            client_cpu_pct=(mine1.user + mine1.system - mine0.user - mine0.system) / elapsed * 100,
+            live_calls=sum(live_samples) / len(live_samples),
+            rss_peak=rss_peak,
+            rss_idle=rss_idle,
+            voice=voice,
+            wall_s=time.perf_counter() - t0,
+        ),
+        "workers": workers,
+        # How the kernel spread the calls: calls per worker pid (x-voxpipe-worker).
+        "calls_per_worker": sorted(calls_by_worker.values(), reverse=True),
+    }
 
 
 def run_calls_bench(
@@ -270,17 +330,30 @@ def run_calls_bench(
     seconds: float = 20.0,
     bot: str | None = None,
     ramp_s: float = 5.0,
+    workers: int = 1,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Run the benchmark (server in a subprocess on loopback) and return its numbers."""
-    if calls < 1 or seconds <= 0:
-        raise ValueError("bench calls needs --calls >= 1 and --seconds > 0")
-    proc, port = _start_server(str(bot or DEFAULT_BOT))
+    """Run the benchmark (server in a subprocess on loopback) and return its numbers.
+
+    ``workers`` > 1 serves with `voxpipe serve --workers N`: CPU and memory are the workers'.
+    """
+    if calls < 1 or seconds <= 0 or workers < 1:
+        raise ValueError("bench calls needs --calls >= 1, --seconds > 0 and --workers >= 1")
+    bot_file = str(bot or DEFAULT_BOT)
+    proc, port = _start_server(bot_file) if workers == 1 else _start_workers(bot_file, workers)
     try:
         if progress:
             progress(f"bench calls: server pid {proc.pid} on port {port}; dialling {calls} calls")
         return asyncio.run(
-            _bench(port, proc.pid, calls=calls, seconds=seconds, ramp_s=ramp_s, progress=progress)
+            _bench(
+                port,
+                proc.pid,
+                workers=workers,
+                calls=calls,
+                seconds=seconds,
+                ramp_s=ramp_s,
+                progress=progress,
+            )
         )
     finally:
         proc.terminate()

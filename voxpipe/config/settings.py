@@ -501,6 +501,39 @@ class VoxpipeSettings(BaseSettings):
         description="Concurrent calls (media streams and WebRTC offers) one worker accepts; "
         "beyond it voice webhooks answer busy and streams/offers get 503. 0 = no limit.",
     )
+    # --- workers, capacity and draining (issue 15) ---------------------------------------------
+    workers: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="Worker processes `voxpipe serve` runs on one port (SO_REUSEPORT), each "
+        "with its own event loop and batched VAD; 0 = one per CPU core. `--workers` wins.",
+    )
+    max_calls_per_worker: int = Field(
+        0,
+        ge=0,
+        description="Concurrent calls one worker process takes (its capacity); 0 = MAX_CALLS "
+        "alone. When both are set the smaller wins. Beyond it a voice webhook is sent to a "
+        "server with room (WORKER_URL, REDIS_URL) or answered with a polite busy message.",
+    )
+    drain_timeout_s: float = Field(
+        120.0,
+        ge=0,
+        description="On SIGTERM a worker takes no new call and lets live calls finish for up "
+        "to this long, then ends them cleanly (transcripts written). Set the pod's "
+        "terminationGracePeriodSeconds above it.",
+    )
+    worker_url: str | None = Field(
+        None,
+        description="Base URL (https://...) at which the carrier reaches this server directly; "
+        "registered in Redis with the load of each worker so that a full server sends new "
+        "calls' streams to one with room. Unset: this server is no overflow target.",
+    )
+    worker_heartbeat_s: float = Field(
+        2.0,
+        gt=0,
+        description="How often each worker publishes its load to the Redis worker registry.",
+    )
     max_calls_per_carrier: str | None = Field(
         None,
         description="Per-carrier concurrent call limits within MAX_CALLS, e.g. "
@@ -688,6 +721,7 @@ class VoxpipeSettings(BaseSettings):
         "metrics_token",
         "turn_secret",
         "max_calls_per_carrier",
+        "worker_url",
         "call_end_webhook_url",
         "records_jwks_url",
         "records_jwt_audience",

@@ -4,8 +4,9 @@ Endpoints: ``POST /twilio/voice`` (TwiML), ``WS /twilio/stream``; ``POST /telnyx
 ``WS /telnyx/stream/{token}``; ``GET|POST /vonage/answer`` (NCCO), ``WS /vonage/stream/{token}``
 (each carrier's only when it is served, see ``voxpipe.server.carriers``);
 ``GET /`` (browser page), ``GET /webrtc/config``, ``POST /webrtc/offer`` (WebRTC, unless
-``WEBRTC=off``); ``/api/...`` (the records API, ``voxpipe.records.api``); ``GET /healthz``;
-``GET /metrics`` (Prometheus text; ``METRICS_TOKEN``).
+``WEBRTC=off``); ``/api/...`` (the records API, ``voxpipe.records.api``); ``GET /healthz``
+(liveness and every worker's load), ``GET /readyz`` (503 while draining or full);
+``GET /metrics`` (Prometheus text, all workers merged; ``METRICS_TOKEN``).
 Every request passes ``EdgeMiddleware`` first (body cap, JSON depth, call limits).
 """
 
@@ -30,11 +31,13 @@ from voxpipe.records.compliance import check_compliance
 from voxpipe.records.runtime import start_background as start_records_background
 from voxpipe.server.access import WebRTCAccess, metrics_refusal
 from voxpipe.server.bind import is_loopback
+from voxpipe.server.capacity import Capacity, WorkerIdentity, effective_capacity
 from voxpipe.server.carriers import UnsafeSettingsError, carrier_access
-from voxpipe.server.limits import CallLimiter, EdgeMiddleware, parse_carrier_limits
+from voxpipe.server.limits import CallLimiter, EdgeMiddleware, busy_twiml, parse_carrier_limits
 from voxpipe.server.media import media_stream
 from voxpipe.server.metrics import CONTENT_TYPE, ServerMetrics
 from voxpipe.server.sessions import SessionRegistry
+from voxpipe.server.siblings import LOCAL_HEADER, ask_siblings, merge_metrics
 from voxpipe.server.state import MetricsSink, ServerState
 from voxpipe.server.tokens import StreamTokens
 from voxpipe.server.turn import warn_about_configured_turn
@@ -127,7 +130,8 @@ def create_app(
         bind_host,
     )
     call_limiter = CallLimiter(
-        settings.max_calls, parse_carrier_limits(settings.max_calls_per_carrier)
+        effective_capacity(settings.max_calls, settings.max_calls_per_worker),
+        parse_carrier_limits(settings.max_calls_per_carrier),
     )
     metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
     if metrics_token is None and not is_loopback(bind_host):
@@ -137,6 +141,21 @@ def create_app(
     silence = silence_timeout_s or settings.ws_ping_interval_s + settings.ws_ping_timeout_s
     registry = SessionRegistry(silence_timeout_s=silence)
     metrics = ServerMetrics(active_calls=lambda: len(registry))
+    identity = WorkerIdentity.from_env()
+    capacity = Capacity(call_limiter, registry, identity, drain_timeout_s=settings.drain_timeout_s)
+    worker_registry = None
+    if settings.redis_url:
+        from voxpipe.server.worker_registry import WorkerRegistry
+
+        worker_registry = WorkerRegistry.from_url(
+            settings.redis_url,
+            socket_timeout_s=settings.redis_socket_timeout_s,
+            prefix=settings.redis_key_prefix,
+            url=settings.worker_url,
+            heartbeat_s=settings.worker_heartbeat_s,
+            load=capacity.load,
+        )
+        capacity.on_drain = worker_registry.publish
     state = ServerState(
         settings=settings,
         bot=bot_fn,
@@ -159,6 +178,8 @@ def create_app(
         webrtc_access=webrtc_access,
         call_limiter=call_limiter,
         carriers=carriers,
+        capacity=capacity,
+        worker_registry=worker_registry,
     )
 
     @contextlib.asynccontextmanager
@@ -178,9 +199,13 @@ def create_app(
             orphans = make_sweeper(settings, stores.sessions, stores.transcripts)
             orphans.start()
         sip = await _start_sip(state, app)  # direct SIP (issue 16): SIP_LISTEN / --sip
+        if worker_registry is not None:
+            worker_registry.start()
         try:
             yield
         finally:
+            if worker_registry is not None:
+                await worker_registry.stop()
             await registry.close_all()
             if sip is not None:
                 await sip.stop()
@@ -198,11 +223,16 @@ def create_app(
     def refused(carrier: str, reason: str) -> None:
         metrics.calls_refused[carrier, reason] += 1
 
+    from voxpipe.config.locale_texts import LocaleTexts
+
+    busy_text = LocaleTexts.for_locale(settings.default_locale).text("server.busy")
     app.add_middleware(
         EdgeMiddleware,
         limiter=call_limiter,
         max_body_bytes=settings.max_body_bytes,
         on_refused=refused,
+        busy_answer=busy_twiml(busy_text, settings.default_locale),
+        overflow=_overflow(worker_registry),
     )
 
     # --- routes: carriers (issue 18) --- only carriers served (see voxpipe.server.carriers)
@@ -248,18 +278,71 @@ def create_app(
 
         app.include_router(desk_router(settings.desk_token.get_secret_value()))
 
+    def whole_server(request: Request) -> bool:
+        # A sibling asking for this worker's own view sends LOCAL_HEADER.
+        return identity.count > 1 and LOCAL_HEADER not in request.headers
+
     @app.get("/healthz", include_in_schema=False)
     async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "active_calls": len(registry), "bot": bot_name})
+        # Liveness: 200 while the process serves, draining included (calls are finishing).
+        workers = [capacity.load()]
+        if whole_server(request):
+            for index, answer in sorted((await ask_siblings(identity, "/healthz")).items()):
+                try:
+                    workers.extend(answer.json()["workers"])
+                except Exception:  # an exception from the request, or a bad answer
+                    workers.append({"worker": index, "up": False})
+        total = sum(int(w.get("active_calls", 0)) for w in workers)
+        return JSONResponse(
+            {
+                "status": "ok",
+                "active_calls": total,
+                "bot": bot_name,
+                "pid": capacity.load()["pid"],
+                "draining": capacity.draining,
+                "workers": workers,
+            }
+        )
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> Response:
+        ready, why = capacity.ready()
+        if not ready and why == "full" and whole_server(request):
+            # Full here, but the kernel may hand the next call to a sibling with room.
+            answers = await ask_siblings(identity, "/readyz")
+            if any(getattr(a, "status_code", 0) == 200 for a in answers.values()):
+                ready, why = True, "ready (another worker has room)"
+        return JSONResponse({"ready": ready, "state": why}, status_code=200 if ready else 503)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_route(request: Request) -> Response:
         refused = metrics_refusal(request, metrics_token)
         if refused is not None:
             return refused
-        return Response(metrics.render(), media_type=CONTENT_TYPE)
+        own = metrics.render()
+        if not whole_server(request):
+            return Response(own, media_type=CONTENT_TYPE)
+        auth = {"authorization": request.headers["authorization"]} if metrics_token else {}
+        texts = [own.decode()]
+        for index, answer in sorted((await ask_siblings(identity, "/metrics", auth)).items()):
+            if getattr(answer, "status_code", 0) == 200:
+                texts.append(answer.text)
+            else:
+                logger.warning("/metrics: worker %d did not answer: %s", index, answer)
+        return Response(merge_metrics(texts), media_type=CONTENT_TYPE)
 
     return app
+
+
+def _overflow(worker_registry: Any) -> Any:
+    """The middleware's lookup of a server with room (None without a worker registry)."""
+    if worker_registry is None:
+        return None
+
+    async def find(carrier: str) -> str | None:
+        return await worker_registry.find_room()  # type: ignore[no-any-return]
+
+    return find
 
 
 async def _start_sip(state: ServerState, app: Any) -> Any:

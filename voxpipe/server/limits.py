@@ -45,14 +45,30 @@ _CARRIER_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
-# Voice webhooks: a busy answer in the carrier's language instead of a call (None: HTTP 503).
+# Voice webhooks: a busy answer in the carrier's language instead of a call (False: HTTP 503).
 _BUSY_TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response><Reject reason="busy"/></Response>'
-WEBHOOK_ROUTES: dict[str, tuple[str, bytes | None]] = {
-    "/twilio/voice": ("twilio", _BUSY_TWIML),
-    "/telnyx/voice": ("telnyx", _BUSY_TWIML),  # TeXML has Twilio's <Reject>
+WEBHOOK_ROUTES: dict[str, tuple[str, bool]] = {
+    "/twilio/voice": ("twilio", True),
+    "/telnyx/voice": ("telnyx", True),  # TeXML has Twilio's <Say> and <Hangup>
     # An NCCO cannot refuse a call; a 503 sends Vonage to the fallback answer URL if one is set.
-    "/vonage/answer": ("vonage", None),
+    "/vonage/answer": ("vonage", False),
 }
+# The scope key under which the overflow lookup leaves the stream base URL of a server with room.
+OVERFLOW_SCOPE_KEY = "voxpipe.overflow_stream_base"
+
+
+def busy_twiml(message: str | None, language: str = "en-US") -> bytes:
+    """The busy answer: ``message`` spoken, then a hang-up (no message: a busy signal)."""
+    if not message:
+        return _BUSY_TWIML
+    from xml.sax.saxutils import escape, quoteattr
+
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?><Response>'
+        f"<Say language={quoteattr(language)}>{escape(message)}</Say><Hangup/></Response>"
+    ).encode()
+
+
 # Media stream paths (with or without a /{token} tail) by carrier.
 STREAM_ROUTES: dict[str, str] = {
     "/twilio/stream": "twilio",
@@ -101,6 +117,8 @@ class CallLimiter:
         self.per_carrier = dict(per_carrier or {})
         self.active: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()
+        # Set on SIGTERM (issue 15): a draining worker takes no new call.
+        self.draining = False
 
     @property
     def total(self) -> int:
@@ -108,6 +126,8 @@ class CallLimiter:
 
     def has_room(self, carrier: str) -> bool:
         """Whether one more ``carrier`` call would be accepted now."""
+        if self.draining:
+            return False
         if self.max_calls and self.total >= self.max_calls:
             return False
         cap = self.per_carrier.get(carrier)
@@ -126,11 +146,18 @@ class CallLimiter:
         if self.active[carrier] <= 0:
             del self.active[carrier]
 
+    @property
+    def full(self) -> bool:
+        """Whether the worker holds as many calls as it takes (MAX_CALLS / MAX_CALLS_PER_WORKER)."""
+        return bool(self.max_calls) and self.total >= self.max_calls
+
     def describe(self, carrier: str) -> str:
+        if self.draining:
+            return "this worker is draining (shutting down)"
         cap = self.per_carrier.get(carrier)
         if cap is not None and self.active[carrier] >= cap:
             return f"{carrier} calls at their limit ({cap}, MAX_CALLS_PER_CARRIER)"
-        return f"calls at this worker's limit ({self.max_calls}, MAX_CALLS)"
+        return f"calls at this worker's limit ({self.max_calls}, MAX_CALLS_PER_WORKER/MAX_CALLS)"
 
 
 def json_depth_exceeds(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
@@ -175,11 +202,16 @@ class EdgeMiddleware:
         limiter: CallLimiter,
         max_body_bytes: int,
         on_refused: Callable[[str, str], None] | None = None,
+        busy_answer: bytes = _BUSY_TWIML,
+        overflow: Callable[[str], Awaitable[str | None]] | None = None,
     ) -> None:
         self.app = app
         self.limiter = limiter
         self.max_body_bytes = max_body_bytes
         self._on_refused = on_refused  # (carrier, reason) -> metrics
+        self._busy = busy_answer  # TwiML/TeXML for a full worker
+        # carrier -> stream base URL of another server with room (the worker registry), or None
+        self._overflow = overflow
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -209,18 +241,27 @@ class EdgeMiddleware:
             return
         webhook = _route(path, WEBHOOK_ROUTES)
         if webhook is not None:
-            carrier, busy = webhook
+            carrier, speaks = webhook
             if not self.limiter.has_room(carrier):
-                self.limiter.refused[carrier] += 1
                 why = self.limiter.describe(carrier)
-                logger.warning("%s voice webhook answered busy: %s", carrier, why)
-                if self._on_refused is not None:
-                    self._on_refused(carrier, "busy")
-                if busy is not None:
-                    await _respond(send, 200, busy, "application/xml")
+                target = await self._overflow(carrier) if self._overflow is not None else None
+                if target is not None:
+                    # Another server has room: the webhook's answer streams the call there.
+                    logger.info("%s voice webhook: %s; streaming to %s", carrier, why, target)
+                    if self._on_refused is not None:
+                        self._on_refused(carrier, "overflow")
+                    scope[OVERFLOW_SCOPE_KEY] = target
                 else:
-                    await _respond(send, 503, f"busy: {why}", headers=[(b"retry-after", b"5")])
-                return
+                    self.limiter.refused[carrier] += 1
+                    logger.warning("%s voice webhook answered busy: %s", carrier, why)
+                    if self._on_refused is not None:
+                        self._on_refused(carrier, "busy")
+                    if speaks:
+                        await _respond(send, 200, self._busy, "application/xml")
+                    else:
+                        retry = [(b"retry-after", b"5")]
+                        await _respond(send, 503, f"busy: {why}", headers=retry)
+                    return
         replayed = False
 
         async def replay() -> Message:

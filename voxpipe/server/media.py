@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import secrets
 from pathlib import Path
@@ -23,6 +24,7 @@ from voxpipe.logs import call_ended, call_started
 from voxpipe.pipelines.task import PipelineTask
 from voxpipe.processors.turn.params import transport_turn_kwargs
 from voxpipe.server.call_start import StreamRefused, authenticate_start
+from voxpipe.server.capacity import DRAIN_REASON
 from voxpipe.server.metrics import FrameCounter
 from voxpipe.server.security_events import client_address
 from voxpipe.server.sessions import CallSession
@@ -56,13 +58,15 @@ SERIALIZERS: dict[str, type[Any]] = {
     "vonage": VonageSerializer,
 }
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+WORKER_HEADER = b"x-voxpipe-worker"
 
 
 async def media_stream(websocket: WebSocket, carrier: str, path_token: str | None = None) -> None:
     """Serve one carrier media stream from accept to close."""
     st: ServerState = websocket.app.state.voxpipe
     serializer: Serializer = SERIALIZERS[carrier]()
-    await websocket.accept()
+    # Which worker process took the stream (issue 15): callers and load tests see the spread.
+    await websocket.accept(headers=[(WORKER_HEADER, str(os.getpid()).encode())])
     receiver = WireReceiver(
         websocket, serializer, carrier=carrier, limits=st.limits, stats=st.metrics_sink
     )
@@ -223,6 +227,8 @@ async def _run_call(
 def _receive_outcome(receiving: asyncio.Task[str], ended_by: str) -> tuple[str, int, str]:
     """(how the call ended, close code, close reason) from a finished receive loop."""
     if receiving.cancelled():
+        if ended_by == DRAIN_REASON:
+            return "drained", CLOSE_GOING_AWAY, "server draining"
         return "silent", CLOSE_GOING_AWAY, (ended_by or "ended by the server")[:120]
     exc = receiving.exception()
     if isinstance(exc, WireRefused):

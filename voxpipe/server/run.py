@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 import uvicorn
 
 from voxpipe.config.settings import VoxpipeSettings
 
-__all__ = ["RunningServer", "running_server", "tune_gc", "uvicorn_config"]
+__all__ = ["DrainingServer", "RunningServer", "running_server", "tune_gc", "uvicorn_config"]
+
+logger = logging.getLogger(__name__)
 
 # Largest websocket message uvicorn accepts; beyond it the peer gets close 1009 (message too big).
 WS_MAX_SIZE = 256 * 1024
@@ -59,6 +63,44 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 50, 100)
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn that drains live calls on SIGTERM/SIGINT before it stops (issue 15).
+
+    The first signal runs ``drain`` (no new calls, live ones finish up to DRAIN_TIMEOUT_S,
+    then are ended cleanly) while the server keeps answering /healthz, /readyz (unready) and
+    the live calls' sockets; then uvicorn shuts down as usual. A second signal stops at once.
+    """
+
+    def __init__(self, config: uvicorn.Config, drain: Callable[[], Awaitable[Any]]) -> None:
+        super().__init__(config)
+        self._drain = drain
+        self._drain_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def startup(self, sockets: Any = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._loop is None or self._drain_task is not None or self.should_exit:
+            super().handle_exit(sig, frame)  # not started yet, or a second signal: stop now
+            return
+        # Not kept for uvicorn to re-raise after its shutdown: a drained server exits with 0.
+        self._loop.call_soon_threadsafe(self._begin_drain)
+
+    def _begin_drain(self) -> None:
+        if self._drain_task is None and self._loop is not None:
+            self._drain_task = self._loop.create_task(self._drain_then_exit(), name="drain")
+
+    async def _drain_then_exit(self) -> None:
+        try:
+            await self._drain()
+        except Exception:
+            logger.exception("draining failed: stopping now")
+        finally:
+            self.should_exit = True
 
 
 @dataclass(slots=True)

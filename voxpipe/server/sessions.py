@@ -40,6 +40,7 @@ class SessionRegistry:
         self._sessions: dict[str, CallSession] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self.swept = 0
+        self._changed: asyncio.Event | None = None  # set whenever a call ends (drain waits on it)
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -71,6 +72,23 @@ class SessionRegistry:
         if self._sessions.get(session.call_id) is session:
             del self._sessions[session.call_id]
         session.ended.set()
+        if self._changed is not None:
+            self._changed.set()
+
+    async def wait_empty(self, timeout_s: float) -> bool:
+        """Wait until no call is live, at most ``timeout_s``; True when none is."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self._sessions:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            self._changed = self._changed or asyncio.Event()
+            self._changed.clear()
+            waiter = loop.create_task(self._changed.wait())
+            await asyncio.wait({waiter}, timeout=remaining)
+            waiter.cancel()
+        return True
 
     def _ensure_sweeper(self) -> None:
         if self._sweeper is None or self._sweeper.done():

@@ -14,6 +14,7 @@ from typing import Any
 from voxpipe.call import Bot
 from voxpipe.config.settings import VoxpipeSettings
 from voxpipe.server.access import WebRTCAccess
+from voxpipe.server.capacity import Capacity
 from voxpipe.server.carriers import CarrierAccess
 from voxpipe.server.limits import CallLimiter
 from voxpipe.server.metrics import ServerMetrics
@@ -70,3 +71,6 @@ class ServerState:
     bind_host: str = "127.0.0.1"  # the address the server listens on (HOST / --host)
     webrtc_access: WebRTCAccess | None = None
     call_limiter: CallLimiter = field(default_factory=CallLimiter)
+    # --- workers, capacity, drain (issue 15) ---
+    capacity: Capacity | None = None
+    worker_registry: Any = None  # WorkerRegistry when REDIS_URL is set

@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from voxpipe.server.language_menu import language_menu
+from voxpipe.server.limits import OVERFLOW_SCOPE_KEY
 from voxpipe.server.security_events import client_address, security_event
 from voxpipe.server.signature import (
     BODY_HASH_PARAM,
@@ -86,8 +87,12 @@ def public_base(request: Request, public_url: str | None) -> str:
 
 
 def websocket_base(request: Request, public_url: str | None) -> str:
-    """The ``wss://host`` (``ws://`` for plain http) media streams connect to."""
-    base = public_base(request, public_url)
+    """The ``wss://host`` (``ws://`` for plain http) media streams connect to.
+
+    A full worker's webhook streams the call to a server with room (``OVERFLOW_SCOPE_KEY``).
+    """
+    base = request.scope.get(OVERFLOW_SCOPE_KEY) or public_base(request, public_url)
+    base = base.rstrip("/")
     if base.startswith("https://"):
         return "wss://" + base[len("https://") :]
     if base.startswith("http://"):

@@ -86,6 +86,7 @@ class CallerLog:
     close_code: int | None = None
     close_reason: str = ""
     closed_by_server: bool = False
+    worker: str = ""  # the pid of the server worker that took the stream (x-voxpipe-worker)
 
     @property
     def media_seconds(self) -> float:
@@ -237,6 +238,9 @@ class TwilioCaller:
                 self.url, compression=None, max_size=2**20, open_timeout=open_timeout
             )
         ws = self._ws
+        response = getattr(ws, "response", None)
+        if response is not None:
+            self.log.worker = response.headers.get("x-voxpipe-worker", "")
         receiver: asyncio.Task[None] | None = None
         try:
             await self._send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
