@@ -321,6 +321,8 @@ SENSITIVE = [re.compile(p, re.IGNORECASE) for p in CONTINUITY["sensitive_pattern
 PRIOR_NOTES = PriorNotes(
     unverified=CONTINUITY["prior_notes"]["unverified"],
     verified=CONTINUITY["prior_notes"]["verified"],
+    message_taken=CONTINUITY["prior_notes"]["message_taken"],
+    message_text=CONTINUITY["prior_notes"]["message_text"],
 )
 VERIFY_ATTEMPTS = 3
 
@@ -547,6 +549,7 @@ def _escalation(
     stores: Any,
     locale: str,
     on_escalated: Callable[[str, str], None] | None = None,
+    on_message: Callable[[str, str], None] | None = None,
 ) -> tuple[Escalation, EscalationParams, Callable[[dict[str, Any]], dict[str, Any]]]:
     """The escalation (warm transfer where there is a path, else a message), its tools, and
     what a tool answers the model about an escalation's outcome."""
@@ -611,6 +614,8 @@ def _escalation(
         result = await take_message_for(
             recorder, stores.sessions, call.call_id, message, callback_number or call.caller
         )
+        if on_message is not None:  # a callback is told its message was taken (issue 17)
+            on_message(message, callback_number or call.caller)
         result["say"] = words["message_taken"]
         return result
 
@@ -631,7 +636,11 @@ async def bot(call: Call) -> Pipeline:
     resuming = call.custom_parameters.get(RESUME_PARAM) == "transfer"
     # A caller whose earlier call ended calls back: that conversation carries on (issue 17).
     continuity = CallerContinuity.for_call(settings, stores.continuity, call.caller, call.call_id)
-    earlier: ResumableConversation | None = None if resuming else await continuity.begin()
+    earlier: ResumableConversation | None = await continuity.begin()
+    if resuming:
+        # The same call back from a transfer nobody took: the session store restores it (and
+        # this call keeps the caller's lease, so the message it takes reaches a callback).
+        earlier = None
     # Chosen by the server from the locale table (the database, refreshed in the background).
     locale = _callback_locale(call, stores, earlier.locale if earlier else None) or call.locale_row
     tag = locale.locale if locale else call.locale
@@ -688,8 +697,6 @@ async def bot(call: Call) -> Pipeline:
             "bot": "support_agent",
         },
     )
-    if resumed is not None:
-        resume_conversation(resumed, context, recorder)
     keeper = ContinuityKeeper(
         context,
         continuity,
@@ -698,8 +705,17 @@ async def bot(call: Call) -> Pipeline:
         topic_of=topic_of,
         locale=tag,
     )
+    if resumed is not None:
+        # After the keeper: the resumed turns are part of what a callback continues from.
+        resume_conversation(resumed, context, recorder)
     escalation, escalation_params, outcome = _escalation(
-        call, llm, recorder, stores, tag, on_escalated=keeper.mark_escalated
+        call,
+        llm,
+        recorder,
+        stores,
+        tag,
+        on_escalated=keeper.mark_escalated,
+        on_message=keeper.mark_message_taken,
     )
 
     async def transfer_returned(state: EscalationState, detail: str) -> None:

@@ -82,3 +82,39 @@ def test_offline_call_escalation_takes_a_message_and_promises_no_transfer(
     assert record["outcome"] == "message_taken"
     assert record["reason"] == "caller asked for a person" and record["trigger"] == "request"
     assert record["message"] == "please call me back"
+
+
+def test_telnyx_vonage_and_webrtc_calls_stay_unavailable_even_with_a_transfer_configured() -> None:
+    """Issue 11 point 3: no Telnyx / Vonage transfer path ships yet, so with TRANSFER_TO and
+    every Twilio key set those calls still get no transfer (the tool answers "unavailable" and
+    the bot takes a message); a Twilio call with the same settings gets one."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location("support_agent_for_carrier_tests", BOT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    settings = VoxpipeSettings(  # type: ignore[call-arg]
+        _env_file=None,
+        transfer_to="+15550001111",
+        twilio_account_sid="AC" + "0" * 32,
+        twilio_auth_token="t",
+        public_url="https://voice.example.com",
+    )
+
+    def path_for(carrier: str) -> object:
+        call = SimpleNamespace(
+            carrier=carrier,
+            custom_parameters={},
+            settings=settings,
+            call_id="C1",
+            called="+15550009999",
+            control=None,  # no SIP dialog to REFER in (a SIP call has one: test_sip_transfer)
+        )
+        stores = SimpleNamespace(sessions=None, transcripts=None)
+        return module._transfer_for(call, None, stores, "en-US", {"by": "tool"})
+
+    for carrier in ("telnyx", "vonage", "webrtc", "sip"):
+        assert path_for(carrier) is None, carrier
+    assert path_for("twilio") is not None

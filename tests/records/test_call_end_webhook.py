@@ -123,7 +123,7 @@ async def test_signed_retried_until_2xx_and_delivered_once(tmp_path: Path, recei
     data = json.loads(rec.requests[-1][1])["data"]
     assert data["call_id"] == "CA7" and data["turns"] == 2 and data["duration_s"] == 95.5
     assert data["caller"] == RecordSealer(cipher).caller_hash("+447700900123")
-    assert data["escalation"] == {
+    assert {k: data["escalation"][k] for k in ("escalated", "reason", "summary")} == {
         "escalated": True,
         "reason": "billing dispute",
         "summary": "wants a refund",
@@ -194,3 +194,79 @@ async def test_an_unreachable_receiver_backs_off_and_keeps_the_message(tmp_path:
     assert await bad.deliver_due(now) == 0 and bad.pending() == 1
     await sender.close()
     await bad.close()
+
+
+async def test_the_escalation_record_reaches_the_webhook_from_the_database(
+    tmp_path: Path, receiver: Any, db_settings: dict[str, Any]
+) -> None:
+    """Issue 11 point 4: reason, summary, trigger, outcome, connected number and timings are
+    stored with the transcript row and sent in the call-end data (SQLite and real Postgres)."""
+    from voxpipe.telephony.twilio_transfer import EscalationRecord
+
+    rec = await receiver([])
+    s = make_settings(
+        tmp_path,
+        records_kek=new_key(),
+        call_end_webhook_url=rec.url,
+        call_end_webhook_secret=SECRET,
+        **db_settings,
+    )
+    record = EscalationRecord(reason="billing dispute", summary="wants a refund", trigger="tool")
+    record.on_hold_at = record.started_at + 1.0
+    record.attempts = [
+        {"to": "+15550001111", "call_sid": "CA1", "result": "declined", "seconds": 4.2},
+        {"to": "+15550002222", "call_sid": "CA2", "result": "connected", "seconds": 6.0},
+    ]
+    record.outcome, record.connected_to = "connected", "+15550002222"
+    record.ended_at = record.on_hold_at + 12.5
+    connected = finished_call("CA11")
+    connected.metadata["escalation"] = record.to_dict()
+    taken = finished_call("CA12")
+    taken.metadata["escalation"] = {
+        "reason": "caller asked for a person",
+        "summary": "",
+        "trigger": "policy",
+        "outcome": "message_taken",
+        "message": "please call me about the invoice",
+        "callback_number": "+447700900999",
+        "started_at": 1_700_000_010.0,
+        "message_at": 1_700_000_050.0,
+    }
+    plain = finished_call("CA13")
+    plain.escalated, plain.escalation_reason, plain.metadata = False, None, {}
+    stores = await shared_stores(s)
+    try:
+        for t in (connected, taken, plain):
+            assert await stores.transcripts.write(t)
+        # Stored with the transcript row: read back from the database.
+        row = await stores.transcripts.read("CA11", reader="test")
+        assert row is not None and row.metadata["escalation"]["connected_to"] == "+15550002222"
+        expected_hash = stores.transcripts.webhook.sealer.caller_hash(  # type: ignore[attr-defined]
+            "+447700900999"
+        )
+        async with asyncio.timeout(10):
+            while len(rec.requests) < 3:
+                await rec.accepted.wait()
+                rec.accepted.clear()
+    finally:
+        await close_shared_stores()
+    sent = {}
+    for headers, body in rec.requests:
+        data = Webhook(SECRET).verify(body, headers)["data"]
+        sent[data["call_id"]] = data["escalation"]
+    esc = sent["CA11"]
+    assert (esc["reason"], esc["summary"], esc["trigger"]) == (
+        "billing dispute",
+        "wants a refund",
+        "tool",
+    )
+    assert (esc["outcome"], esc["connected_to"]) == ("connected", "+15550002222")
+    assert [a["result"] for a in esc["attempts"]] == ["declined", "connected"]
+    assert esc["hold_s"] == 12.5 and esc["started_at"] == record.started_at
+    assert esc["ended_at"] == record.ended_at
+    msg = sent["CA12"]
+    assert (msg["outcome"], msg["message"]) == ("message_taken", "please call me about the invoice")
+    # The callback number is never sent in clear: the caller format (HMAC by default) applies.
+    assert msg["callback_number"] and "+447700900999" not in json.dumps(msg)
+    assert msg["callback_number"] == expected_hash
+    assert sent["CA13"] is None

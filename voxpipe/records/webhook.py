@@ -28,6 +28,20 @@ import httpx
 
 from voxpipe.records.fields import RecordSealer, mask_number
 
+# The escalation record's keys in the call's metadata (``voxpipe.telephony.handoff``).
+ESCALATION_KEY = "escalation"
+_RECORD_FIELDS = (
+    "trigger",
+    "outcome",
+    "connected_to",
+    "started_at",
+    "on_hold_at",
+    "ended_at",
+    "hold_s",
+    "message",
+    "message_at",
+)
+
 if TYPE_CHECKING:
     from voxpipe.config.settings import VoxpipeSettings
     from voxpipe.state.crypto import TranscriptCipher
@@ -168,17 +182,39 @@ class CallEndWebhook:
                 "duration_s": round(t.duration_s, 3),
                 "turns": len(t.turns),
                 "summary": meta.get("summary") or meta.get("escalation_summary"),
-                "escalation": {
-                    "escalated": t.escalated,
-                    "reason": t.escalation_reason,
-                    "summary": meta.get("escalation_summary"),
-                }
-                if t.escalated
-                else None,
+                "escalation": self._escalation(t, meta),
                 "outcome": outcome,
                 "consent": meta.get("consent"),
             },
         }
+
+    def _number(self, number: str | None) -> str | None:
+        """A phone number as this receiver may see it (CALL_END_WEBHOOK caller format)."""
+        if not number:
+            return None
+        return (
+            self.sealer.caller_hash(number) if self.caller_mode == "hmac" else mask_number(number)
+        )
+
+    def _escalation(self, t: Transcript, meta: dict[str, Any]) -> dict[str, Any] | None:
+        """The escalation record (issue 11): why, what the agent was told, the trigger, the
+        outcome (connected to which number, declined, no answer, caller hung up, message
+        taken), each number tried and the timings; None when the call did not escalate."""
+        record = meta.get(ESCALATION_KEY)
+        record = dict(record) if isinstance(record, dict) else {}
+        if not t.escalated and not record:
+            return None
+        out: dict[str, Any] = {
+            "escalated": t.escalated,
+            "reason": t.escalation_reason or record.get("reason"),
+            "summary": meta.get("escalation_summary") or record.get("summary") or None,
+        }
+        for name in _RECORD_FIELDS:
+            out[name] = record.get(name)
+        out["attempts"] = [dict(a) for a in record.get("attempts") or [] if isinstance(a, dict)]
+        # The callback number is the caller's number (or another they gave): same format.
+        out["callback_number"] = self._number(record.get("callback_number"))
+        return out
 
     def _path(self, msg_id: str) -> Path:
         return self.dir / f"{msg_id}.json"

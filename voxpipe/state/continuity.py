@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FORMAT_VERSION",
+    "MESSAGE_NOTE",
     "CallerContinuity",
     "ContinuityFormatError",
     "ContinuityStore",
@@ -58,6 +59,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+MESSAGE_NOTE = "message_taken"  # the note a message / callback number taken is carried under
 _KEY_CONTEXT = b"voxpipe callback continuity caller key v1"
 # Used when TRANSCRIPT_KEY is unset: never a plain (reversible) hash of a phone number.
 _PROCESS_SECRET = os.urandom(32)

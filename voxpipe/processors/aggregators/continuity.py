@@ -38,9 +38,14 @@ from voxpipe.processors.aggregators.context import (
 from voxpipe.processors.aggregators.resume import ResumableContext
 from voxpipe.processors.base import FrameProcessor
 from voxpipe.processors.policy.cards import redact_card_numbers
-from voxpipe.state.continuity import CallerContinuity, PriorMessage, ResumableConversation
+from voxpipe.state.continuity import (
+    MESSAGE_NOTE,
+    CallerContinuity,
+    PriorMessage,
+    ResumableConversation,
+)
 
-__all__ = ["ContinuityKeeper", "StartOverDetector", "trim_to_turns"]
+__all__ = ["MESSAGE_NOTE", "ContinuityKeeper", "StartOverDetector", "trim_to_turns"]
 
 TopicOf = Callable[[Sequence[dict[str, Any]]], str | None]
 
@@ -89,6 +94,19 @@ class ContinuityKeeper(FrameProcessor):
         """Carry an open escalation to a callback."""
         self.escalation = {"escalated": True, "reason": reason, "summary": _scrub(summary)}
         self._dirty.set()
+
+    def mark_message_taken(self, message: str, callback_number: str = "") -> None:
+        """Carry a message / callback number taken (the transfer fallback) to a callback, so
+        the bot can say it has the message and someone will call back."""
+        self.set_note(
+            MESSAGE_NOTE,
+            {
+                "message": _scrub(message.strip())[:2000],
+                # Only the last digits: enough to confirm "the number ending 0123".
+                "callback_ending": "".join(c for c in callback_number if c.isdigit())[-4:],
+                "at": time.time(),
+            },
+        )
 
     def set_note(self, name: str, value: Any) -> None:
         """Carry a bot's open item (JSON-ready) to a callback."""

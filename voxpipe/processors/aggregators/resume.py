@@ -22,7 +22,7 @@ from typing import Any
 
 from voxpipe.processors.aggregators.context import LLMContext, Summarizer
 from voxpipe.processors.llm.window import cap_messages
-from voxpipe.state.continuity import PriorMessage, ResumableConversation
+from voxpipe.state.continuity import MESSAGE_NOTE, PriorMessage, ResumableConversation
 
 __all__ = [
     "WITHHELD_TEXT",
@@ -57,6 +57,13 @@ class PriorNotes:
     unknown_topic: str = "an earlier request"
     summary: str = " Summary of the earlier call: {summary}"
     escalation: str = " In that call a transfer to a human was requested ({reason})."
+    # A message / callback number taken in the earlier call ({ending}: the callback number's
+    # last digits). The message itself is a detail: only sent once the caller is verified.
+    message_taken: str = (
+        " In that call the caller left a message for a colleague (callback number ending "
+        "{ending}): tell them we have their message and someone will call them back."
+    )
+    message_text: str = " Their message: {message}"
 
 
 class PriorConversation:
@@ -116,6 +123,13 @@ class PriorConversation:
         if conv.escalation and conv.escalation.get("escalated", True):
             reason = str(conv.escalation.get("reason") or "no reason given")
             escalation = self.notes.escalation.format(reason=reason)
+        taken = conv.notes.get(MESSAGE_NOTE)
+        if isinstance(taken, dict):
+            escalation += self.notes.message_taken.format(
+                ending=str(taken.get("callback_ending") or "?")
+            )
+            if self.verified and taken.get("message"):
+                escalation += self.notes.message_text.format(message=str(taken["message"]))
         values = {
             "topic": conv.topic or self.notes.unknown_topic,
             "count": len(conv.messages),
