@@ -45,7 +45,12 @@ USER_AGENT = "voxpipe"
 def parse_hostport(text: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[v6]:PORT`` too) → (host, port); ValueError on anything else."""
     host, sep, port = text.strip().rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if (
+        not sep
+        or not host
+        or not (port.isascii() and port.isdigit())
+        or not 0 <= int(port) <= 65535
+    ):
         raise ValueError(f"SIP listen address must be HOST:PORT, got {text!r}")
     return host.strip("[]"), int(port)
 
@@ -199,7 +204,7 @@ def _malformed(request: SipRequest) -> str:
         return "bad Via"
     cseq = (request.headers.get_first("cseq") or "").split()
     if cseq:  # a missing CSeq is answered by aiosipua's own required-header check
-        if len(cseq) != 2 or not cseq[0].isdigit() or int(cseq[0]) >= 2**31:
+        if len(cseq) != 2 or not (cseq[0].isascii() and cseq[0].isdigit()) or int(cseq[0]) >= 2**31:
             return "bad CSeq"
         if cseq[1].upper() != request.method.upper():
             return "CSeq method does not match"
