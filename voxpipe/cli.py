@@ -39,6 +39,12 @@ def _bench_vad(args: argparse.Namespace) -> dict[str, Any]:
     return run_vad_bench()
 
 
+def _bench_turn(args: argparse.Namespace) -> dict[str, Any]:
+    from voxpipe.bench.turn import run_turn_bench
+
+    return run_turn_bench()
+
+
 def _bench_calls(args: argparse.Namespace) -> dict[str, Any]:
     from voxpipe.bench.calls import run_calls_bench
 
@@ -79,9 +85,34 @@ def _bench_latency(args: argparse.Namespace) -> dict[str, Any]:
         loop_factory(args.loop)
     except ValueError as exc:  # --loop uvloop without uvloop installed
         raise CommandError(str(exc)) from exc
-    # As `voxpipe serve` runs a call: on uvloop when installed, the GC tuned.
-    result = run_latency(turns=args.turns, loop=args.loop, tune_gc=True)
+    latencies = _provider_latency(args.provider_latency)
+    # As `voxpipe serve` runs a call: on uvloop when installed, the GC tuned, its settings.
+    result = run_latency(
+        turns=args.turns, loop=args.loop, tune_gc=True, settings=_settings(), **latencies
+    )
     return {k: v for k, v in result.items() if not isinstance(v, list)}
+
+
+_PROVIDER_KEYS = {"stt": "stt_latency", "llm": "llm_first_token", "tts": "tts_first_audio"}
+
+
+def _provider_latency(value: str) -> dict[str, float]:
+    """``stt=150,llm=200,tts=150`` (ms) -> run_latency_bench keyword arguments (seconds)."""
+    out: dict[str, float] = {}
+    for part in (p.strip() for p in value.split(",") if p.strip()):
+        name, sep, ms = part.partition("=")
+        key = _PROVIDER_KEYS.get(name.strip().lower())
+        try:
+            seconds = float(ms) / 1000.0 if sep else -1.0
+        except ValueError:
+            seconds = -1.0
+        if key is None or seconds < 0:
+            raise CommandError(
+                f"--provider-latency: bad item {part!r}; expected stt=MS,llm=MS,tts=MS "
+                "(milliseconds, e.g. stt=150,llm=200,tts=150)"
+            )
+        out[key] = seconds
+    return out
 
 
 BENCHES: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]]] = {
@@ -90,6 +121,7 @@ BENCHES: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]]] =
     "calls": ("calls: simulated Twilio callers against an echo-bot server", _bench_calls),
     "interruption": ("interruption: onset VAD window to flush on the wire", _bench_interruption),
     "latency": ("latency: voice-to-voice on the provider fakes", _bench_latency),
+    "turn": ("turn: Smart Turn cost per decision, one at a time and batched", _bench_turn),
     "leak": ("leak: calls back to back in one worker, its RSS growth", _bench_leak),
 }
 
@@ -118,6 +150,12 @@ def _add_bench(sub: Any) -> None:
     p.add_argument("--bot", default=None, help="calls: bot file to serve (default bots/echo.py)")
     p.add_argument("--n", type=int, default=100, help="interruption: barge-ins to measure")
     p.add_argument("--turns", type=int, default=20, help="latency: caller turns to measure")
+    p.add_argument(
+        "--provider-latency",
+        default="stt=150,llm=200,tts=150",
+        help="latency: provider stand-in latencies in ms (STT final, LLM first token, TTS "
+        "first audio)",
+    )
     p.add_argument(
         "--loop",
         choices=("auto", "asyncio", "uvloop"),

@@ -160,3 +160,23 @@ def test_the_batcher_runs_decisions_in_its_thread() -> None:
     probs = asyncio.run(main())
     assert len(probs) == 4 and all(0.0 <= p <= 1.0 for p in probs)
     assert (batcher.batches, batcher.decisions) == (2, 4)
+
+
+def test_bench_turn_reports_cost_per_decision() -> None:
+    from voxpipe.bench.turn import run_turn_bench
+
+    r = run_turn_bench(batch=2, decisions=2, repeats=1)
+    assert r["single_ms"] > 0 and r["batched_ms"] > 0 and r["features_ms"] > 0
+    assert r["batched_speedup_target"] == 3.0 and r["async_batches"] >= 1
+
+
+def test_provider_latency_option() -> None:
+    from voxpipe.cli import CommandError, _provider_latency
+
+    assert _provider_latency("stt=150,llm=200,tts=150") == {
+        "stt_latency": 0.15,
+        "llm_first_token": 0.2,
+        "tts_first_audio": 0.15,
+    }
+    with pytest.raises(CommandError, match="provider-latency"):
+        _provider_latency("stt=fast")

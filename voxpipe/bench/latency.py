@@ -25,11 +25,13 @@ installed (``loop``) and with the garbage collector tuned by ``tune_gc`` (``gc``
 
 Measured per turn with ``time.perf_counter``, from the caller's end of speech (the moment the
 wire chunk holding the end of the VAD's last speech window was pushed in) to the first bot
-audio chunk reaching the wire. The engine's part is that total minus the fakes' configured
-latencies and the VAD's stop time (silence the VAD must hear before the turn ends). The
-bench runs the VAD with ``stop_secs`` 0.32 s (default 0.8 s): a whole number of Silero's
-32 ms windows at 8 kHz and of the 20 ms wire chunks, so the VAD's stop is exactly that much
-wire time after the end of speech. Per-stage stamps (the fakes stamp what they receive and
+audio chunk reaching the wire. The call is built as ``voxpipe serve`` builds one: the
+settings it reads (or ``settings=``), a ``Call`` that gives the transport the served turn
+detection (``turn_taking``: by default Smart Turn after 0.2 s of VAD silence), and a
+batched VAD. ``turn_wait`` is end of speech to turn decided (the VAD's stop plus the model's
+verdict, or its wait when it judged the turn incomplete). The engine's part is the total
+minus the LLM and TTS latencies and the later of (turn wait + STT latency) and the STT's final
+transcript. Per-stage stamps (the fakes stamp what they receive and
 send) break the engine's part down, to show where time goes. The fakes run in the same event
 loop as the call: what they take beyond their settings (timer wake-up, a busy loop) counts in
 the engine figure, and ``engine_excl_fake_overrun_*`` takes it out.
@@ -70,7 +72,9 @@ from voxpipe.processors.aggregators import (
     UserContextAggregator,
 )
 from voxpipe.processors.base import FrameProcessor
-from voxpipe.processors.vad.analyzer import VADAnalyzer, VADEvent, VADParams
+from voxpipe.processors.turn.params import transport_turn_kwargs
+from voxpipe.processors.vad.analyzer import VADAnalyzer, VADEvent
+from voxpipe.processors.vad.batched import BatchedVAD
 from voxpipe.testing import timing
 from voxpipe.transports.input import BaseInputTransport
 from voxpipe.transports.memory import MemoryTransport, silence
@@ -353,7 +357,7 @@ async def run_latency_bench(
     stt_latency: float = 0.15,
     llm_first_token: float = 0.2,
     tts_first_audio: float = 0.15,
-    vad_stop_secs: float = 0.32,
+    settings: Any = None,
     ms_per_char: float = 60.0,
     reply: str = REPLY,
     speech_wav: str | Path | None = None,
@@ -377,6 +381,14 @@ async def run_latency_bench(
     """
     if turns < 1:
         raise ValueError(f"turns must be at least 1, got {turns}")
+    from voxpipe.config.settings import get_settings
+    from voxpipe.processors.turn.params import turn_taking
+
+    # The served defaults: the settings `voxpipe serve` reads (environment, .env) unless given,
+    # turned into the call's turn detection by the same function every served call uses.
+    settings = settings if settings is not None else get_settings()
+    vad_params, turn_cfg = turn_taking(settings)
+    vad_stop_secs = vad_params.stop_secs
     path = Path(speech_wav) if speech_wav is not None else _DATA / "speech_16k.wav"
     if not path.is_file() or not path.with_suffix(".json").is_file():
         raise FileNotFoundError(
@@ -386,16 +398,20 @@ async def run_latency_bench(
     wall0 = time.perf_counter()
     configured_ms = 1000.0 * (stt_latency + llm_first_token + tts_first_audio)
     vad_stop_ms = 1000.0 * vad_stop_secs
+    # The longest a turn can take to be decided: the VAD's stop, or Smart Turn's limit.
+    decide_secs = max(vad_stop_secs, turn_cfg.max_wait_secs if turn_cfg.mode == "smart" else 0)
     # The reply plays out well before the caller's next turn (chars the fake speaks: the
     # sentences and the space sent after each), so the caller never talks over the bot.
     reply_secs = (len(reply) + 2) * ms_per_char / 1000.0
-    gap = vad_stop_secs + configured_ms / 1000.0 + reply_secs + 0.3
+    gap = decide_secs + configured_ms / 1000.0 + reply_secs + 0.3
     gap = math.ceil(gap / CHUNK_SECS) * CHUNK_SECS
     n = warmup_turns + turns
     audio, timeline = _timeline(_utterances(path, pad=0.1), n, lead=0.6, gap=gap)
 
     stamps = _Stamps()
-    cfg = _Config(stt_latency, llm_first_token, tts_first_audio, vad_stop_secs, ms_per_char, reply)
+    cfg = _Config(
+        stt_latency, llm_first_token, tts_first_audio, vad_stop_secs, ms_per_char, reply, settings
+    )
     call = await _call(cfg, audio, timeline, stamps, tune_gc=tune_gc)
     inp = call.input
     measured = _measure(inp, timeline, call.wire_perf, stamps, gap)[warmup_turns:]
@@ -406,13 +422,23 @@ async def run_latency_bench(
             "pipeline errors)"
         )
     v2v = [m["wire"] for m in ok]
-    engine = [t - configured_ms - vad_stop_ms for t in v2v]
+    # Silence -> turn decided (the VAD's stop, plus Smart Turn's verdict or its wait), measured.
+    turn_wait = [m.get("vad_stop", vad_stop_ms) for m in ok]
+    # The reply's chain (LLM, TTS) starts when the turn is decided and the STT's final is in:
+    # after a decision the STT answers Finalize (final_sent ~ decision + STT latency); a turn
+    # Smart Turn held may have its final already (its own endpointing fired first), and then
+    # the STT is not in the chain at all. Without the fake's stamp: decision + STT latency.
+    stt_ms, reply_ms = 1000.0 * stt_latency, 1000.0 * (llm_first_token + tts_first_audio)
+    engine = [
+        m["wire"] - reply_ms - max(w, m["final_sent"] if "final_sent" in m else w + stt_ms)
+        for m, w in zip(ok, turn_wait, strict=True)
+    ]
     # What the fakes took beyond their settings (their own timers and work): not the
     # engine's, though the definition above counts it.
     overrun = [_fake_overrun(m, stt_latency, llm_first_token, tts_first_audio) for m in ok]
     engine_net = [e - o for e, o in zip(engine, overrun, strict=True) if o is not None]
     stage_p50 = {s: _r(_pct([m[s] for m in ok if s in m], 50)) for s in STAGES}
-    segments = _segments(ok, stt_latency, llm_first_token, tts_first_audio, vad_stop_ms)
+    segments = _segments(ok, stt_latency, llm_first_token, tts_first_audio)
     fakes = {
         name: {"configured": round(1000 * configured, 3), **_spread(values)}
         for name, configured, values in (
@@ -440,9 +466,23 @@ async def run_latency_bench(
         "tts_first_audio_ms": round(1000 * tts_first_audio, 3),
         "configured_latency_ms": round(configured_ms, 3),
         "vad_stop_ms": round(vad_stop_ms, 3),
+        "turn_detection": turn_cfg.mode,
+        "turn_wait_p50_ms": _r(_pct(turn_wait, 50)),
+        "turn_wait_p95_ms": _r(_pct(turn_wait, 95)),
+        "turn_wait_max_ms": _r(max(turn_wait)),
+        # Preemptive replies (issue 13, point 3) are not built yet: nothing to discard.
+        "preemptive_discarded": 0,
+        "smart_turn_decisions": inp.turn_gate.decisions if inp.turn_gate is not None else 0,
+        "smart_turn_incomplete": inp.turn_gate.incomplete if inp.turn_gate is not None else 0,
         "vad_note": (
-            f"VAD stop_secs {vad_stop_secs:g} s for this bench (default 0.8 s); Deepgram "
-            f"endpointing {cfg.endpointing_ms} ms, so Finalize on the VAD stop ends each turn"
+            f"served turn detection: {turn_cfg.mode}, VAD stop {vad_stop_secs:g} s"
+            + (
+                f", then Smart Turn (incomplete waits up to {turn_cfg.max_wait_secs:g} s)"
+                if turn_cfg.mode == "smart"
+                else ""
+            )
+            + f"; Deepgram endpointing {cfg.endpointing_ms} ms; engine = v2v - providers - "
+            "turn wait (the model's inference counts in the turn wait)"
         ),
         "fake_latency_ms": fakes,
         "caller_chunk_late_ms": _spread(call.chunk_late_ms),
@@ -469,6 +509,7 @@ class _Config:
     vad_stop_secs: float
     ms_per_char: float
     reply: str
+    settings: Any
 
     @property
     def endpointing_ms(self) -> int:
@@ -525,10 +566,16 @@ async def _call(
             api_key=API_KEY, ms_per_char=cfg.ms_per_char, first_audio_latency=cfg.tts_first_audio
         ) as el,
     ):
+        settings = cfg.settings
+        # As voxpipe serve builds a call: the served turn-taking (the one function every
+        # call uses) and the worker's batched VAD.
         params = TransportParams(
-            audio_in=PHONE, audio_out=PHONE, vad_params=VADParams(stop_secs=cfg.vad_stop_secs)
+            audio_in=PHONE,
+            audio_out=PHONE,
+            allow_interruptions=settings.allow_interruptions,
+            **transport_turn_kwargs(settings),
         )
-        transport = _BenchTransport(params)
+        transport = _BenchTransport(params, batched_vad=BatchedVAD())
         inp = transport.input()
         assert isinstance(inp, _TimedInput)
         stt = DeepgramSTTService(
@@ -618,19 +665,24 @@ def _measure(
 
 def _fake_overrun(m: dict[str, float], stt: float, llm: float, tts: float) -> float | None:
     """ms the fakes took beyond their configured latencies in one turn."""
-    spans = (
+    spans: tuple[tuple[str, str, float], ...] = (
         ("finalize_received", "final_sent", stt),
         ("llm_received", "first_token_sent", llm),
         ("tts_text_received", "tts_audio_sent", tts),
     )
     if not all(a in m and b in m for a, b, _ in spans):
         return None
+    if m["final_sent"] < m["finalize_received"]:
+        # The STT's own endpointing answered before the turn was decided (a turn Smart Turn
+        # held): the STT was not in the chain, only the LLM and TTS fakes' overrun counts.
+        spans = spans[1:]
     return sum(m[b] - m[a] - 1000 * configured for a, b, configured in spans)
 
 
 def _span(measured: list[dict[str, float]], a: str, b: str) -> list[float]:
-    """ms from stage ``a`` to stage ``b`` in each turn that has both."""
-    return [m[b] - m[a] for m in measured if a in m and b in m]
+    """ms from stage ``a`` to stage ``b`` in each turn that has both, in that order (a turn
+    Smart Turn held can have its STT final, by the STT's own endpointing, before Finalize)."""
+    return [m[b] - m[a] for m in measured if a in m and b in m and m[b] >= m[a]]
 
 
 def _segments(
@@ -638,11 +690,9 @@ def _segments(
     stt: float,
     llm: float,
     tts: float,
-    vad_stop_ms: float,
 ) -> dict[str, list[float]]:
-    """Time between consecutive stages minus what the fakes (or the VAD) were set to take."""
+    """Time between consecutive stages (after the turn was decided) minus what the fakes took."""
     spans = [
-        ("vad", None, "vad_stop", vad_stop_ms),
         ("stt_send_finalize", "vad_stop", "finalize_received", 0.0),
         ("stt_fake", "finalize_received", "final_sent", 1000 * stt),
         ("stt_receive", "final_sent", "transcript", 0.0),
