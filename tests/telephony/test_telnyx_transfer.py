@@ -5,6 +5,7 @@ Ed25519-signed webhooks to a local receiver, which checks the signature and feed
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -181,7 +182,10 @@ async def test_nobody_answers_the_caller_goes_back_to_the_bot(setup: Any) -> Non
         "playback_stop",
         "streaming_start",
     ]
-    assert caller.actions[-1][1]["stream_url"] == "wss://bot.example/telnyx/stream?t=resume-token"
+    resume = caller.actions[-1][1]
+    assert resume["stream_url"] == "wss://bot.example/telnyx/stream?t=resume-token"
+    # The new stream's start carries the resume marker the bot reads as a custom parameter.
+    assert json.loads(base64.b64decode(resume["client_state"])) == {"voxpipe_resume": "transfer"}
     assert [a["result"] for a in transfer.record.attempts] == ["no_answer", "busy"]
     assert [d.hangup_cause for d in fake.dialled] == ["timeout", "user_busy"]
     assert transfer.record.outcome == "no_answer"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from voxpipe.telephony.telnyx_calls import TelnyxCallControl, TelnyxError
+from voxpipe.telephony.transfers import RESUME_PARAM
 from voxpipe.telephony.twilio_transfer import EscalationRecord, TransferState, TransferWording
 
 __all__ = [
@@ -129,6 +131,9 @@ class TelnyxTransferPlan:
     resume_stream_url: str  # the bot's media websocket for a caller nobody took
     ring_timeout_s: int = 20
     gather_timeout_ms: int = 8000
+    # Sent with streaming_start as base64 JSON: the stream's ``start`` carries it back and the
+    # Telnyx transport makes it the call's custom parameters (the bot's resume marker).
+    resume_parameters: tuple[tuple[str, str], ...] = ((RESUME_PARAM, "transfer"),)
 
 
 class TelnyxTransfer:
@@ -278,6 +283,9 @@ class TelnyxTransfer:
                 stream_track="inbound_track",
                 stream_bidirectional_mode="rtp",
                 stream_bidirectional_codec="PCMU",
+                client_state=base64.b64encode(
+                    json.dumps(dict(self.plan.resume_parameters)).encode()
+                ).decode(),
             )
         except TelnyxError as exc:
             self.log.info("telnyx transfer: the caller could not be returned to the bot: %s", exc)
