@@ -38,6 +38,8 @@ from voxpipe.frames import (
     EscalationStartedFrame,
     Frame,
     FrameDirection,
+    FunctionCallInProgressFrame,
+    FunctionCallResultFrame,
     TranscriptionFrame,
     TTSSpeakFrame,
 )
@@ -186,6 +188,10 @@ class EscalationParams:
     )
     # A hand-over neither finished nor failed by then is failed, so the bot answers again.
     transfer_timeout_s: float | None = 60.0
+    # The bot's escalation tool: an escalation the policy starts is recorded as a call of it
+    # (in the context and the frame stream), so the model, a transcript reader and a scenario
+    # (`tool: escalate_to_human`) see the same action whoever started it.
+    tool_name: str = "escalate_to_human"
 
 
 class EscalationPolicy(FrameProcessor):
@@ -223,6 +229,7 @@ class EscalationPolicy(FrameProcessor):
         self.confidence = ConfidenceCounter(p.confidence_limit)
         self.trigger = ""  # the trigger of the last evaluate() that returned a reason
         self._recent: deque[str] = deque(maxlen=3)  # the caller's last utterances, for the brief
+        self._policy_calls = 0
         self._timeout: asyncio.Task[None] | None = None
         escalation.add_listener(self._changed)
 
@@ -293,6 +300,16 @@ class EscalationPolicy(FrameProcessor):
             self._timeout.cancel()
         self._timeout = None
 
+    async def _record_tool_call(self, reason: str, summary: str, outcome: dict[str, Any]) -> None:
+        """The policy's escalation, as a call of the bot's escalation tool and its result
+        (the assistant aggregator adds both to the context; nothing asks the model to reply)."""
+        self._policy_calls += 1
+        call_id = f"policy-escalation-{self._policy_calls}"
+        args = {"reason": reason, "summary": summary}
+        name = self.params.tool_name
+        await self.push_frame(FunctionCallInProgressFrame(call_id, name, args))
+        await self.push_frame(FunctionCallResultFrame(call_id, name, args, dict(outcome)))
+
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         if isinstance(frame, EscalationEndedFrame) and direction is DOWNSTREAM:
             # Pushed by the transfer work from before this processor: one state, one frame.
@@ -321,9 +338,11 @@ class EscalationPolicy(FrameProcessor):
                     # No person can take the call: one fixed line (take a message), and the
                     # words stay in the context without a second, LLM-made answer.
                     self.context.add_user_message(frame.text)
+                    await self._record_tool_call(reason, summary, outcome)
                     await self.push_frame(TTSSpeakFrame(self.params.unavailable_line))
                     return
                 await self.push_frame(frame, direction)
+                await self._record_tool_call(reason, summary, outcome)
                 if outcome.get("status") == "transferring":
                     await self.push_frame(TTSSpeakFrame(self.params.handoff_line))
                 return
