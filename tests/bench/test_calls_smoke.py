@@ -33,7 +33,9 @@ def test_bench_calls_on_two_workers(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("voxpipe.pipelines.logs.configure_logging", lambda level: None)
-    argv = ["bench", "calls", "--calls", "8", "--seconds", "4", "--ramp", "0.5"]
+    # 6 s calls: room for the served turn-taking's longest wait (Smart Turn holds a turn it
+    # judges incomplete up to 2 s) before the caller hangs up and listens for its echo.
+    argv = ["bench", "calls", "--calls", "8", "--seconds", "6", "--ramp", "0.5"]
     rc = cli.main([*argv, "--workers", "2", "--json"])
     assert rc == 0
     result = json.loads(capsys.readouterr().out)

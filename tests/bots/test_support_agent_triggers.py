@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from tests.bots.caller_audio import make_caller_wav
 from voxpipe.call import Call, build_task, load_bot
 from voxpipe.config.locales import load_seed_rows
 from voxpipe.config.settings import VoxpipeSettings
@@ -22,7 +21,7 @@ from voxpipe.processors.aggregators.transcript import TranscriptRecorder
 from voxpipe.processors.policy.escalation import EscalationPolicy
 from voxpipe.state.shared import close_shared_stores
 from voxpipe.state.sqlite_store import SqliteTranscriptStore
-from voxpipe.testing import run_frames
+from voxpipe.testing import caller_wav, run_frames
 from voxpipe.testing.bot_runs import run_wav_call
 from voxpipe.testing.fakes import FakeDeepgram, FakeElevenLabs, FakeOpenAI, FakeReply
 from voxpipe.testing.helpers import wait_until
@@ -127,9 +126,7 @@ async def test_false_positives_do_not_escalate_and_the_threshold_setting_applies
 def test_offline_call_asking_the_same_question_three_times_escalates_as_a_loop(
     tmp_path: Path,
 ) -> None:
-    wav = make_caller_wav(
-        tmp_path / "caller.wav", ["where is my order", "where is my order", "where is my order"]
-    )
+    wav = caller_wav(["where is my order"] * 3, tmp_path / "caller.wav")
     db = tmp_path / "calls.sqlite3"
     settings = VoxpipeSettings(  # type: ignore[call-arg]
         _env_file=None, sqlite_path=str(db), spool_dir=str(tmp_path / "spool")

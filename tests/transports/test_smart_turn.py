@@ -180,3 +180,15 @@ def test_provider_latency_option() -> None:
     }
     with pytest.raises(CommandError, match="provider-latency"):
         _provider_latency("stt=fast")
+
+
+def test_the_gate_keeps_the_last_8_s_in_order_across_the_ring() -> None:
+    rate = 16000  # no resampling: the samples come back exactly
+    gate = TurnGate(SMART, rate)
+    signal = (np.arange(10 * rate) % 30000).astype("<i2")
+    for i in range(0, len(signal), 320):  # 20 ms frames, wrapping the 8 s ring
+        gate.feed(signal[i : i + 320].tobytes())
+    clip = gate.utterance(2.0)  # plus the 0.3 s before the onset
+    want = signal[-round(2.3 * rate) :].astype(np.float32) / 32768.0
+    assert np.array_equal(clip, want)
+    assert len(gate.utterance(30.0)) == 8 * rate  # never more than the model's window

@@ -15,9 +15,9 @@ from prometheus_client import generate_latest
 from sipclient import SipClient
 from test_sip_calls import serve
 
-from tests.bots.caller_audio import make_caller_wav
 from voxpipe.audio import read_wav
 from voxpipe.state.sqlite_store import SqliteTranscriptStore
+from voxpipe.testing import caller_wav
 from voxpipe.transports.sip.control import brief_header_value
 
 pytestmark = [
@@ -81,7 +81,7 @@ async def _ended(srv: Any, how: str) -> None:
 
 
 def _caller(tmp_path: Path, lines: list[str], gap_s: float) -> None:
-    wav = make_caller_wav(tmp_path / "caller.wav", lines, lead_s=4.0, gap_s=gap_s, rate=8000)
+    wav = caller_wav(lines, tmp_path / "caller.wav", lead_s=4.0, pause_s=gap_s, sample_rate=8000)
     write_alaw_pcap(tmp_path / "caller.pcap", read_wav(wav).pcm)
 
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 
 import numpy as np
 
-from voxpipe.audio.resample import StreamingResampler
-from voxpipe.processors.turn.features import SAMPLE_RATE, WINDOW_SAMPLES
+from voxpipe.audio.resample import resample_pcm16
+from voxpipe.processors.turn.features import SAMPLE_RATE, WINDOW_SAMPLES, WINDOW_SECONDS
 from voxpipe.processors.turn.model import BatchedSmartTurn
 from voxpipe.processors.turn.params import TurnParams
 
@@ -26,17 +27,18 @@ logger = logging.getLogger(__name__)
 # Audio kept before the VAD's onset: it reports speech ``start_secs`` after it began.
 _PRE_ROLL_S = 0.3
 
-_batchers: dict[int, BatchedSmartTurn] = {}
+# One batcher per event loop (a worker's); gone with its loop.
+_batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, BatchedSmartTurn] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def shared_smart_turn() -> BatchedSmartTurn:
     """The running event loop's batcher (one per worker loop, created on first use)."""
     loop = asyncio.get_running_loop()
-    key = id(loop)
-    found = _batchers.get(key)
-    if found is None or found.loop is not loop:
-        found = _batchers[key] = BatchedSmartTurn()
-        found.loop = loop
+    found = _batchers.get(loop)
+    if found is None:
+        found = _batchers[loop] = BatchedSmartTurn()
     return found
 
 
@@ -49,11 +51,11 @@ class TurnGate:
         self.params = params
         self.sample_rate = sample_rate
         self._batcher = batcher
-        self._resampler = (
-            StreamingResampler(sample_rate, SAMPLE_RATE) if sample_rate != SAMPLE_RATE else None
-        )
-        self._ring = np.zeros(WINDOW_SAMPLES, dtype=np.float32)
-        self._filled = 0  # valid samples at the end of the ring
+        # The last 8 s of caller audio at the input rate, as a ring written in place: a frame
+        # costs one copy of itself; the resampling to 16 kHz happens once per decision.
+        self._ring = np.zeros(WINDOW_SECONDS * sample_rate, dtype="<i2")
+        self._pos = 0  # where the next sample goes
+        self._filled = 0  # valid samples in the ring
         self._failed = False
         # For reports and tests: decisions asked, judged incomplete, their wall-clock cost.
         self.decisions = 0
@@ -63,23 +65,29 @@ class TurnGate:
 
     def feed(self, pcm16: bytes) -> None:
         """One frame of the caller's PCM16 audio at the transport's input rate."""
-        if self._resampler is not None:
-            pcm16 = self._resampler.process(pcm16)
-        x = np.frombuffer(pcm16, dtype="<i2").astype(np.float32) * (1.0 / 32768.0)
+        x = np.frombuffer(pcm16, dtype="<i2")
+        size = len(self._ring)
+        if len(x) >= size:
+            x = x[-size:]
         n = len(x)
-        if n == 0:
-            return
-        if n >= WINDOW_SAMPLES:
-            self._ring[:] = x[-WINDOW_SAMPLES:]
-        else:
-            self._ring[:-n] = self._ring[n:]
-            self._ring[-n:] = x
-        self._filled = min(WINDOW_SAMPLES, self._filled + n)
+        first = min(n, size - self._pos)
+        self._ring[self._pos : self._pos + first] = x[:first]
+        self._ring[: n - first] = x[first:]
+        self._pos = (self._pos + n) % size
+        self._filled = min(size, self._filled + n)
 
     def utterance(self, speech_secs: float) -> np.ndarray:
-        """The last ``speech_secs`` (plus a little before the onset) of audio, at most 8 s."""
-        n = min(self._filled, round((speech_secs + _PRE_ROLL_S) * SAMPLE_RATE), WINDOW_SAMPLES)
-        return self._ring[WINDOW_SAMPLES - n :].copy()
+        """The last ``speech_secs`` (plus a little before the onset) of audio, at most 8 s,
+        as float32 at 16 kHz."""
+        n = min(self._filled, round((speech_secs + _PRE_ROLL_S) * self.sample_rate))
+        if n <= 0:
+            return np.zeros(0, dtype=np.float32)
+        idx = (self._pos - n + np.arange(n)) % len(self._ring)
+        pcm = self._ring[idx].tobytes()
+        if self.sample_rate != SAMPLE_RATE:
+            pcm = resample_pcm16(pcm, self.sample_rate, SAMPLE_RATE)
+        out: np.ndarray = np.frombuffer(pcm, dtype="<i2").astype(np.float32) * (1.0 / 32768.0)
+        return out[-WINDOW_SAMPLES:]
 
     async def complete(self, speech_secs: float, *, inline: bool = False) -> bool:
         """Whether the turn is over, judged on the audio since the caller began speaking.

@@ -93,7 +93,7 @@ class BatchedSmartTurn:
         self._pending: list[tuple[np.ndarray, asyncio.Future[float]]] = []
         self._scheduled = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="smart-turn")
-        self.loop: asyncio.AbstractEventLoop | None = None
+        self._running: set[asyncio.Task[None]] = set()  # the loop only keeps weak references
         self.batches = 0
         self.decisions = 0
 
@@ -126,14 +126,20 @@ class BatchedSmartTurn:
         pending = [(c, f) for c, f in pending if not f.done()]
         for i in range(0, len(pending), self.max_batch):
             part = pending[i : i + self.max_batch]
-            asyncio.get_running_loop().create_task(self._run(part), name="smart-turn-batch")
+            task = asyncio.get_running_loop().create_task(self._run(part), name="smart-turn-batch")
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    def _infer(self, clips: list[np.ndarray]) -> list[float]:
+        return self.model.complete_probability(clips)
 
     async def _run(self, part: list[tuple[np.ndarray, asyncio.Future[float]]]) -> None:
         try:
-            model = self.model
             loop = asyncio.get_running_loop()
             clips = [c for c, _ in part]
-            probs = await loop.run_in_executor(self._executor, model.complete_probability, clips)
+            # In the inference thread, the model's first load too (half a second of ONNX
+            # session set-up would stall every call's audio on the loop).
+            probs = await loop.run_in_executor(self._executor, self._infer, clips)
         except Exception as exc:  # every waiter learns why, none hangs
             logger.exception("Smart Turn inference failed for %d decisions", len(part))
             for _, fut in part:
