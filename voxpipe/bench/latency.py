@@ -525,6 +525,7 @@ class _CallResult:
     llm_requests: int  # streaming chat requests the fake OpenAI answered
     chunk_late_ms: list[float]  # how late the caller pushed each chunk
     loop: str  # the event loop the call ran on
+    transport: MemoryTransport | None = None  # the call's transport (its sink: the wire)
 
 
 async def _feed(transport: MemoryTransport, audio: bytes, late_ms: list[float]) -> None:
@@ -540,9 +541,19 @@ async def _feed(transport: MemoryTransport, audio: bytes, late_ms: list[float]) 
 
 
 async def _call(
-    cfg: _Config, audio: bytes, timeline: list[_Turn], stamps: _Stamps, *, tune_gc: bool
+    cfg: _Config,
+    audio: bytes,
+    timeline: list[_Turn],
+    stamps: _Stamps,
+    *,
+    tune_gc: bool,
+    transport_class: type[_BenchTransport] | None = None,
+    replies: Callable[[dict[str, Any]], str] | None = None,
 ) -> _CallResult:
-    """Run the whole call: fakes up, pipeline built, the caller's audio fed, the call ended."""
+    """Run the whole call: fakes up, pipeline built, the caller's audio fed, the call ended.
+
+    ``transport_class`` (a ``_BenchTransport`` subclass) and ``replies`` (the fake LLM's
+    answer to each request body) let other benches run the same call (`bench turns`)."""
     from voxpipe.processors.llm.openai import OpenAILLMService
     from voxpipe.processors.stt.deepgram import DeepgramSTTService
     from voxpipe.processors.tts.elevenlabs import ElevenLabsTTSService
@@ -558,7 +569,7 @@ async def _call(
         TimedDeepgram(api_key=API_KEY, utterances=utterances, latency=cfg.stt_latency) as dg,
         FakeOpenAI(
             api_key=API_KEY,
-            replies=_reply_source(cfg.reply),
+            replies=replies if replies is not None else _reply_source(cfg.reply),
             first_token_delay=cfg.llm_first_token,
             chunk_delay=0.0,
         ) as oai,
@@ -575,7 +586,7 @@ async def _call(
             allow_interruptions=settings.allow_interruptions,
             **transport_turn_kwargs(settings),
         )
-        transport = _BenchTransport(params, batched_vad=BatchedVAD())
+        transport = (transport_class or _BenchTransport)(params, batched_vad=BatchedVAD())
         inp = transport.input()
         assert isinstance(inp, _TimedInput)
         stt = DeepgramSTTService(
@@ -632,7 +643,7 @@ async def _call(
         llm_requests = sum(1 for r in oai.requests if r.json.get("stream"))
         _stamp_llm(stamps, oai.requests)
     wire_perf = [e.perf for e in transport.memory_sink.audio_events]
-    return _CallResult(inp, wire_perf, llm_requests, late_ms, _loop_name(loop))
+    return _CallResult(inp, wire_perf, llm_requests, late_ms, _loop_name(loop), transport)
 
 
 def _measure(

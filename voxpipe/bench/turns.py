@@ -1,0 +1,375 @@
+"""`voxpipe bench turns`: does the served call take turns right? Judged by what the caller hears.
+
+One phone call on the provider fakes, built exactly as ``voxpipe bench latency`` builds it
+(the same code: the served settings turned into the call's turn detection by
+``turn_taking``, Smart Turn after a short VAD stop by default, a batched VAD, real sockets to
+``FakeDeepgram`` / ``FakeOpenAI`` / ``FakeElevenLabs`` at ``--provider-latency``). The caller
+plays a script spoken by espeak-ng (``turns_script``): complete questions, sentences with a
+mid-sentence pause of 0.5, 0.7 or 1.0 s, backchannels ("uh-huh", "okay") over the bot's long
+answers, and real barge-ins (a full sentence over the bot).
+
+Every verdict comes from the audio the far end played (``MemorySink``'s playout model: audio
+plays in real time after what is buffered, a clear drops the rest), placed in the replies it
+came from (``turns_wire``):
+
+* ``cut_off_pct`` (the 0.7 s row; every pause length in ``cut_off_by_pause``): paused
+  sentences during which the caller heard bot audio, from their first word until the
+  earliest a reply to the whole sentence could be decided (its end plus the VAD's stop);
+* ``backchannel_resumed_pct``: backchannels after which the reply being played went on, or
+  stopped and came back within 0.5 s before / 0.05 s after where it stopped, and played to
+  its end (``backchannel_outcomes`` counts kept / resumed / stopped / restarted / skipped);
+* ``barge_in_missed``: barge-ins after which the reply was still (or again) heard once the
+  caller's sentence was over: failures, counted, never retried;
+* ``barge_in_p99_ms``: from the interruption decision (the end of the VAD window that
+  decided it, or the moment another processor's request reached the input transport) to
+  the flush on the wire, wall time; 0 where the bot's audio was already stopped (paused) on
+  the wire when the decision came; a miss counts as infinitely late (p99 null).
+
+A case the script could not set up (no reply playing when the caller spoke over it, no answer
+to a question) is a failure too, in ``failures``; ``ok`` is false when anything failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import math
+import re
+import time
+from typing import Any
+
+import numpy as np
+
+from voxpipe.bench.interruption import order_statistic
+from voxpipe.bench.latency import (
+    GC_DEFAULT,
+    GC_TUNED,
+    SUMMARY,
+    _BenchTransport,
+    _call,
+    _Config,
+    _Stamps,
+    _TimedInput,
+    _Turn,
+    loop_factory,
+)
+from voxpipe.bench.turns_script import CHUNK_SECS, KINDS, Case, Script, Timing, build_script
+from voxpipe.bench.turns_wire import Heard, ReplyBook, Verdict, follow_reply, place
+from voxpipe.frames import Frame, FrameDirection, InterruptionRequestFrame
+
+__all__ = ["TARGETS", "run_turns", "run_turns_bench"]
+
+SHORT_REPLY_SECS = 1.5
+LONG_REPLY_SECS = 6.0
+TARGETS = {
+    "cut_off_pct": "<= 5 on 0.7 s pauses",
+    "backchannel_resumed_pct": ">= 95",
+    "barge_in_missed": "= 0",
+    "barge_in_p99_ms": "<= 5 after the deciding window",
+}
+
+
+class _TurnsInput(_TimedInput):
+    """The latency bench's input, also keeping each chunk's call-clock time and every
+    interruption decision (perf_counter) however it was reached."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.chunk_clock: list[float] = []
+        self.window_done = 0.0
+        self.decisions: list[float] = []
+
+    async def push_wire_audio(self, audio: bytes) -> None:
+        if self.started and not self.closed:
+            self.chunk_clock.append(self.clock.now())
+        await super().push_wire_audio(audio)
+
+    async def _analyze(self, vad: Any, pcm: bytes) -> Any:
+        events = await super()._analyze(vad, pcm)
+        self.window_done = time.perf_counter()
+        return events
+
+    async def request_interruption(self, reason: str = "") -> None:
+        # Asked from the VAD's window processing: the decision is that window's end.
+        self.decisions.append(self.window_done)
+        await super().request_interruption(reason)
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if isinstance(frame, InterruptionRequestFrame) and direction is FrameDirection.UPSTREAM:
+            self.decisions.append(time.perf_counter())  # decided further down the pipeline
+        await super().process_frame(frame, direction)
+
+
+class _TurnsTransport(_BenchTransport):
+    input_class = _TurnsInput
+
+
+def _words(text: str) -> str:
+    return " ".join(re.findall(r"[a-z']+", text.lower()))
+
+
+class _Replies:
+    """The fake LLM's answers: a long one to the script's long questions, else a short one,
+    each a new text of the ``ReplyBook``."""
+
+    def __init__(self, book: ReplyBook, long_questions: tuple[str, ...]) -> None:
+        self.book = book
+        self.long = [_words(q) for q in long_questions]
+        self.requests = 0
+
+    def __call__(self, body: dict[str, Any]) -> str:
+        if not body.get("stream"):
+            return SUMMARY  # the context's summary of older turns (off the reply path)
+        self.requests += 1
+        users = [m for m in body.get("messages", []) if m.get("role") == "user"]
+        content = users[-1].get("content", "") if users else ""
+        said = _words(content if isinstance(content, str) else str(content))
+        long = any(q and q in said for q in self.long)
+        return self.book.new(LONG_REPLY_SECS if long else SHORT_REPLY_SECS)
+
+
+class _Clock:
+    """Caller audio time (seconds of the script) to the call clock and to perf_counter."""
+
+    def __init__(self, inp: _TurnsInput) -> None:
+        self.clock = inp.chunk_clock
+        self.perf = inp.chunk_perf
+
+    def _at(self, values: list[float], s: float) -> float:
+        if not values:
+            return math.nan
+        i = min(max(int(s / CHUNK_SECS), 0), len(values) - 1)
+        return values[i] + (s - i * CHUNK_SECS)
+
+    def call(self, s: float) -> float:
+        return self._at(self.clock, s)
+
+    def wall(self, s: float) -> float:
+        return self._at(self.perf, s)
+
+
+def _overlaps(heard: list[Heard], a: float, b: float) -> bool:
+    return any(h.start < b and h.end > a for h in heard)
+
+
+def _first_after(heard: list[Heard], a: float, b: float) -> float | None:
+    return next((h.start for h in heard if a <= h.start < b), None)
+
+
+def analyse(
+    script: Script,
+    heard: list[Heard],
+    clock: _Clock,
+    book: ReplyBook,
+    *,
+    vad_stop_secs: float,
+    decisions: list[float],
+    clears: list[float],
+) -> dict[str, Any]:
+    """The report's metrics from the cases, what was heard, and the decision / clear times."""
+    failures: dict[str, list[int]] = {}
+    cut_rows: dict[str, list[bool]] = {}
+    answer_ms: list[float] = []
+    outcomes: dict[str, int] = {}
+    resumed = 0
+    backchannels = 0
+    missed: list[int] = []
+    latencies: list[float] = []
+    stop_ms: list[float] = []
+    counts = dict.fromkeys(KINDS, 0)
+    decisions = sorted(decisions)
+    clears = sorted(clears)
+
+    def fail(what: str, case: Case) -> None:
+        failures.setdefault(what, []).append(case.number)
+
+    for case in script.cases:
+        counts[case.kind] += 1
+        start, end, until = clock.call(case.start), clock.call(case.end), clock.call(case.until)
+        if case.kind in ("complete", "pause"):
+            row = "none" if case.pause is None else f"{case.pause:g}"
+            cut_rows.setdefault(row, []).append(_overlaps(heard, start, end + vad_stop_secs))
+            first = _first_after(heard, end, until)
+            if first is None:
+                fail("no_answer", case)
+            else:
+                answer_ms.append(1000.0 * (first - end))
+            continue
+        assert case.over is not None and case.over_end is not None
+        onset, over_end = clock.call(case.over), clock.call(case.over_end)
+        verdict = follow_reply(heard, onset, book, until=until)
+        if case.kind == "backchannel":
+            backchannels += 1
+            outcomes[verdict.outcome] = outcomes.get(verdict.outcome, 0) + 1
+            if verdict.outcome == "no_reply":
+                fail("backchannel_bot_not_speaking", case)
+            elif verdict.outcome in ("kept", "resumed"):
+                resumed += 1
+            continue
+        if verdict.outcome == "no_reply":
+            fail("barge_in_bot_not_speaking", case)
+            latencies.append(math.inf)
+            continue
+        if not _stopped(verdict, over_end):
+            missed.append(case.number)
+            latencies.append(math.inf)
+            continue
+        assert verdict.stopped_at is not None
+        stop_ms.append(1000.0 * (verdict.stopped_at - onset))
+        latencies.append(_flush_latency(decisions, clears, clock, case))
+    for number in missed:
+        failures.setdefault("barge_in_missed", []).append(number)
+
+    def pct(flags: list[bool]) -> float:
+        return round(100.0 * sum(flags) / len(flags), 1) if flags else math.nan
+
+    by_pause = {
+        row: {"n": len(flags), "cut_off": sum(flags), "pct": pct(flags)}
+        for row, flags in sorted(cut_rows.items())
+    }
+    target_row = cut_rows.get("0.7", [])
+    measured = [x for x in latencies if math.isfinite(x)]
+    return {
+        "cut_off_pct": pct(target_row),
+        "cut_off_by_pause": by_pause,
+        "backchannel_resumed_pct": (
+            round(100.0 * resumed / backchannels, 1) if backchannels else math.nan
+        ),
+        "backchannel_outcomes": outcomes,
+        "barge_in_missed": len(missed),
+        "barge_in_p50_ms": _r(order_statistic(latencies, 50)),
+        "barge_in_p99_ms": _r(order_statistic(latencies, 99)),
+        "barge_in_max_ms": _r(order_statistic(latencies, 100)),
+        "barge_in_measured_p50_ms": _r(order_statistic(measured, 50)),
+        "barge_in_stop_p50_ms": _r(order_statistic(stop_ms, 50)),
+        "answer_p50_ms": _r(order_statistic(answer_ms, 50)),
+        "answer_p95_ms": _r(order_statistic(answer_ms, 95)),
+        "cases": counts,
+        "failures": {k: len(v) for k, v in failures.items()},
+        "failed_cases": failures,
+        "ok": not failures and not any(cut_rows.get("none", [])),
+    }
+
+
+def _stopped(verdict: Verdict, over_end: float) -> bool:
+    """The reply stopped while the caller was still saying their sentence, for good."""
+    return (
+        verdict.outcome == "stopped"
+        and verdict.stopped_at is not None
+        and verdict.stopped_at <= over_end
+    )
+
+
+def _flush_latency(decisions: list[float], clears: list[float], clock: _Clock, case: Case) -> float:
+    """ms from the case's interruption decision to the next clear on the wire (0 when the
+    wire was cleared between the caller's onset and the decision: the bot was paused)."""
+    assert case.over is not None and case.over_end is not None
+    onset, limit = clock.wall(case.over), clock.wall(case.over_end) + 1.0
+    i = bisect.bisect_left(decisions, onset)
+    if i == len(decisions) or decisions[i] > limit:
+        return math.inf  # the bot stopped with no interruption decided: not measurable
+    decided = decisions[i]
+    j = bisect.bisect_left(clears, onset)
+    if j == len(clears) or clears[j] > limit:
+        return math.inf
+    return max(0.0, 1000.0 * (clears[j] - decided))
+
+
+def _r(x: float | None) -> float | None:
+    return round(x, 3) if x is not None and math.isfinite(x) else None
+
+
+async def run_turns_bench(
+    rounds: int = 3,
+    *,
+    settings: Any = None,
+    stt_latency: float = 0.15,
+    llm_first_token: float = 0.2,
+    tts_first_audio: float = 0.15,
+    ms_per_char: float = 60.0,
+    kinds: tuple[str, ...] = KINDS,
+    pauses: tuple[float, ...] = (0.5, 0.7, 0.7, 1.0),
+    tune_gc: bool = False,
+) -> dict[str, Any]:
+    """Run the script's ``rounds`` on one served call on the fakes; report turn-taking quality.
+
+    Per round: a complete question, a paused sentence per entry of ``pauses``, a backchannel
+    and a barge-in (``kinds`` picks which). About 75 s of call per round at the defaults.
+    Keys: see the module's docstring; also ``cases`` (counts per kind), ``failures`` and
+    ``failed_cases`` (case numbers), ``answer_p50_ms`` (end of a question to the answer
+    heard), ``barge_in_stop_p50_ms`` (barge-in onset to the bot's audio stopping),
+    ``turn_detection``, ``vad_stop_ms``, the provider latencies, ``llm_requests``.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    from voxpipe.config.settings import get_settings
+    from voxpipe.processors.turn.params import turn_taking
+
+    wall0 = time.perf_counter()
+    settings = settings if settings is not None else get_settings()
+    vad_params, turn_cfg = turn_taking(settings)
+    vad_stop = vad_params.stop_secs
+    decide = max(vad_stop, turn_cfg.max_wait_secs if turn_cfg.mode == "smart" else 0.0)
+    providers = stt_latency + llm_first_token + tts_first_audio
+    timing = Timing(decide, providers, SHORT_REPLY_SECS + 0.2, LONG_REPLY_SECS + 0.2)
+    script = build_script(rounds, timing, pauses=pauses, kinds=kinds)
+    book = ReplyBook(ms_per_char)
+    replies = _Replies(book, script.long_questions)
+    timeline = [_Turn(text, s, e) for case in script.cases for text, s, e in case.parts]
+    cfg = _Config(
+        stt_latency, llm_first_token, tts_first_audio, vad_stop, ms_per_char, "", settings
+    )
+    call = await _call(
+        cfg,
+        script.audio,
+        timeline,
+        _Stamps(),
+        tune_gc=tune_gc,
+        transport_class=_TurnsTransport,
+        replies=replies,
+    )
+    assert call.transport is not None
+    inp = call.input
+    assert isinstance(inp, _TurnsInput)
+    sink = call.transport.memory_sink
+    heard = place([(p.start, p.audio) for p in sink.played()], book)
+    report = analyse(
+        script,
+        heard,
+        _Clock(inp),
+        book,
+        vad_stop_secs=vad_stop,
+        decisions=inp.decisions,
+        clears=[e.perf for e in sink.clears],
+    )
+    unknown = sum(h.end - h.start for h in heard if h.reply < 0)
+    report.update(
+        {
+            "turn_detection": turn_cfg.mode,
+            "vad_stop_ms": round(1000 * vad_stop, 3),
+            "stt_latency_ms": round(1000 * stt_latency, 3),
+            "llm_first_token_ms": round(1000 * llm_first_token, 3),
+            "tts_first_audio_ms": round(1000 * tts_first_audio, 3),
+            "rounds": rounds,
+            "targets": TARGETS,
+            "llm_requests": call.llm_requests,
+            "interruption_decisions": len(inp.decisions),
+            "wire_clears": len(sink.clears),
+            "heard_unplaced_secs": round(unknown, 3),
+            "call_seconds": round(script.seconds, 2),
+            "caller_chunk_late_p95_ms": round(float(np.percentile(call.chunk_late_ms, 95)), 3),
+            "loop": call.loop,
+            "gc": GC_TUNED if tune_gc else GC_DEFAULT,
+            "wall_seconds": round(time.perf_counter() - wall0, 2),
+        }
+    )
+    return report
+
+
+def run_turns(
+    rounds: int = 3, *, loop: str = "auto", tune_gc: bool = True, **kwargs: Any
+) -> dict[str, Any]:
+    """Run ``run_turns_bench`` as ``voxpipe serve`` runs a call (uvloop when installed, the
+    server's GC settings) and return its report."""
+    with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
+        return runner.run(run_turns_bench(rounds, tune_gc=tune_gc, **kwargs))
