@@ -93,6 +93,16 @@ def _bench_latency(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in result.items() if not isinstance(v, list)}
 
 
+def _bench_turns(args: argparse.Namespace) -> dict[str, Any]:
+    from voxpipe.bench.turns import run_turns
+
+    latencies = _provider_latency(args.provider_latency)
+    result = run_turns(
+        rounds=args.rounds, loop=args.loop, tune_gc=True, settings=_settings(), **latencies
+    )
+    return {k: v for k, v in result.items() if k != "failed_cases" or args.json}
+
+
 _PROVIDER_KEYS = {"stt": "stt_latency", "llm": "llm_first_token", "tts": "tts_first_audio"}
 
 
@@ -123,6 +133,7 @@ BENCHES: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]]] =
     "latency": ("latency: voice-to-voice on the provider fakes", _bench_latency),
     "turn": ("turn: Smart Turn cost per decision, one at a time and batched", _bench_turn),
     "leak": ("leak: calls back to back in one worker, its RSS growth", _bench_leak),
+    "turns": ("turns: cut-offs in pauses, backchannels, barge-ins, by what is heard", _bench_turns),
 }
 
 
@@ -151,16 +162,19 @@ def _add_bench(sub: Any) -> None:
     p.add_argument("--n", type=int, default=100, help="interruption: barge-ins to measure")
     p.add_argument("--turns", type=int, default=20, help="latency: caller turns to measure")
     p.add_argument(
+        "--rounds", type=int, default=3, help="turns: rounds of the caller script (~75 s each)"
+    )
+    p.add_argument(
         "--provider-latency",
         default="stt=150,llm=200,tts=150",
-        help="latency: provider stand-in latencies in ms (STT final, LLM first token, TTS "
-        "first audio)",
+        help="latency, turns: provider stand-in latencies in ms (STT final, LLM first token, "
+        "TTS first audio)",
     )
     p.add_argument(
         "--loop",
         choices=("auto", "asyncio", "uvloop"),
         default="auto",
-        help="latency: event loop for the call (auto: uvloop when installed, as voxpipe serve)",
+        help="latency, turns: event loop for the call (auto: uvloop when installed, as serve)",
     )
 
 

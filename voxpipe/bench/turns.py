@@ -189,10 +189,10 @@ def analyse(
         if case.kind in ("complete", "pause"):
             row = "none" if case.pause is None else f"{case.pause:g}"
             cut_rows.setdefault(row, []).append(_overlaps(heard, start, end + vad_stop_secs))
+            if _first_after(heard, start, until) is None:
+                fail("no_answer", case)  # the bot said nothing at all, early or late
             first = _first_after(heard, end, until)
-            if first is None:
-                fail("no_answer", case)
-            else:
+            if first is not None:
                 answer_ms.append(1000.0 * (first - end))
             continue
         assert case.over is not None and case.over_end is not None
@@ -220,8 +220,8 @@ def analyse(
     for number in missed:
         failures.setdefault("barge_in_missed", []).append(number)
 
-    def pct(flags: list[bool]) -> float:
-        return round(100.0 * sum(flags) / len(flags), 1) if flags else math.nan
+    def pct(flags: list[bool]) -> float | None:
+        return round(100.0 * sum(flags) / len(flags), 1) if flags else None
 
     by_pause = {
         row: {"n": len(flags), "cut_off": sum(flags), "pct": pct(flags)}
@@ -233,7 +233,7 @@ def analyse(
         "cut_off_pct": pct(target_row),
         "cut_off_by_pause": by_pause,
         "backchannel_resumed_pct": (
-            round(100.0 * resumed / backchannels, 1) if backchannels else math.nan
+            round(100.0 * resumed / backchannels, 1) if backchannels else None
         ),
         "backchannel_outcomes": outcomes,
         "barge_in_missed": len(missed),
@@ -248,6 +248,19 @@ def analyse(
         "failures": {k: len(v) for k, v in failures.items()},
         "failed_cases": failures,
         "ok": not failures and not any(cut_rows.get("none", [])),
+    }
+
+
+def targets_met(report: dict[str, Any]) -> dict[str, bool | None]:
+    """Each of the issue's targets: met, not met, or None where the run had no such case."""
+    cut, resumed = report["cut_off_pct"], report["backchannel_resumed_pct"]
+    p99 = report["barge_in_p99_ms"]
+    barge_ins = report["cases"].get("barge_in", 0)
+    return {
+        "cut_off_pct": None if cut is None else cut <= 5.0,
+        "backchannel_resumed_pct": None if resumed is None else resumed >= 95.0,
+        "barge_in_missed": None if not barge_ins else report["barge_in_missed"] == 0,
+        "barge_in_p99_ms": None if not barge_ins else p99 is not None and p99 <= 5.0,
     }
 
 
@@ -352,6 +365,7 @@ async def run_turns_bench(
             "tts_first_audio_ms": round(1000 * tts_first_audio, 3),
             "rounds": rounds,
             "targets": TARGETS,
+            "targets_met": targets_met(report),
             "llm_requests": call.llm_requests,
             "interruption_decisions": len(inp.decisions),
             "wire_clears": len(sink.clears),

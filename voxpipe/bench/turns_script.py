@@ -158,7 +158,10 @@ def build_script(
             raise ValueError(f"unknown case kind {kind!r}: choose from {', '.join(KINDS)}")
     lines = load_lines()
     questions = [str(q) for q in lines["questions"]]
-    paused = [(str(a), str(b)) for a, b in lines["paused"]]  # type: ignore[misc]
+    paused: list[tuple[str, str]] = []
+    for pair in lines["paused"]:
+        assert isinstance(pair, list) and len(pair) == 2, pair
+        paused.append((str(pair[0]), str(pair[1])))
     long_q = [str(q) for q in lines["long_questions"]]
     backchannels = [str(b) for b in lines["backchannels"]]
     barge_ins = [str(b) for b in lines["barge_ins"]]
