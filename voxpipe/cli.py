@@ -100,7 +100,7 @@ def _bench_turns(args: argparse.Namespace) -> dict[str, Any]:
     result = run_turns(
         rounds=args.rounds, loop=args.loop, tune_gc=True, settings=_settings(), **latencies
     )
-    return {k: v for k, v in result.items() if k != "failed_cases" or args.json}
+    return {k: v for k, v in result.items() if k not in ("failed_cases", "case_log") or args.json}
 
 
 _PROVIDER_KEYS = {"stt": "stt_latency", "llm": "llm_first_token", "tts": "tts_first_audio"}

@@ -138,6 +138,8 @@ def test_analyse_counts_cut_offs_per_pause_backchannels_and_barge_ins():
     assert report["cut_off_pct"] == 50.0
     assert report["backchannel_resumed_pct"] == 0.0
     assert report["backchannel_outcomes"] == {"stopped": 1}
+    assert report["backchannel_answered"] == 1  # reply 4 came after it
+    assert report["barge_in_answered"] == 0
     assert report["barge_in_missed"] == 1 and report["barge_in_p99_ms"] is None
     assert report["failed_cases"] == {"no_answer": [5], "barge_in_missed": [4]}
     assert report["cases"] == {"complete": 1, "pause": 3, "backchannel": 1, "barge_in": 1}

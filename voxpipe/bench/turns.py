@@ -18,6 +18,8 @@ came from (``turns_wire``):
 * ``backchannel_resumed_pct``: backchannels after which the reply being played went on, or
   stopped and came back within 0.5 s before / 0.05 s after where it stopped, and played to
   its end (``backchannel_outcomes`` counts kept / resumed / stopped / restarted / skipped);
+  ``backchannel_answered`` counts those after which a new reply came (the bot took the
+  backchannel for a turn and answered it);
 * ``barge_in_missed``: barge-ins after which the reply was still (or again) heard once the
   caller's sentence was over: failures, counted, never retried;
 * ``barge_in_p99_ms``: from the interruption decision (the end of the VAD window that
@@ -180,6 +182,9 @@ def analyse(
     decisions = sorted(decisions)
     clears = sorted(clears)
 
+    log: list[str] = []
+    answered = {"backchannel": 0, "barge_in": 0}
+
     def fail(what: str, case: Case) -> None:
         failures.setdefault(what, []).append(case.number)
 
@@ -188,16 +193,35 @@ def analyse(
         start, end, until = clock.call(case.start), clock.call(case.end), clock.call(case.until)
         if case.kind in ("complete", "pause"):
             row = "none" if case.pause is None else f"{case.pause:g}"
-            cut_rows.setdefault(row, []).append(_overlaps(heard, start, end + vad_stop_secs))
-            if _first_after(heard, start, until) is None:
+            cut = _overlaps(heard, start, end + vad_stop_secs)
+            cut_rows.setdefault(row, []).append(cut)
+            spoke = _first_after(heard, start, until)
+            if spoke is None:
                 fail("no_answer", case)  # the bot said nothing at all, early or late
             first = _first_after(heard, end, until)
             if first is not None:
                 answer_ms.append(1000.0 * (first - end))
+            where = "none" if spoke is None else f"{1000 * (spoke - end):+.0f} ms from its end"
+            if cut and case.pause_start is not None and spoke is not None:
+                where += f", {1000 * (spoke - clock.call(case.pause_start)):.0f} ms into the pause"
+            log.append(f"#{case.number} {case.kind} {row}: bot heard {where}; cut off: {cut}")
             continue
         assert case.over is not None and case.over_end is not None
         onset, over_end = clock.call(case.over), clock.call(case.over_end)
         verdict = follow_reply(heard, onset, book, until=until)
+        log.append(
+            f"#{case.number} {case.kind} {case.over_text!r}: {verdict.outcome}"
+            + (
+                f" {1000 * (verdict.stopped_at - onset):.0f} ms after the onset"
+                if verdict.stopped_at is not None
+                else ""
+            )
+            + f", longest silence {1000 * verdict.silent_secs:.0f} ms, repeated "
+            f"{1000 * verdict.repeated_secs:.0f} ms, skipped {1000 * verdict.skipped_secs:.0f} ms"
+        )
+        # A new reply after the speech over the bot: it took the speech for a turn.
+        if any(h.reply not in (-1, verdict.reply) and onset < h.start < until for h in heard):
+            answered[case.kind] += 1
         if case.kind == "backchannel":
             backchannels += 1
             outcomes[verdict.outcome] = outcomes.get(verdict.outcome, 0) + 1
@@ -236,6 +260,8 @@ def analyse(
             round(100.0 * resumed / backchannels, 1) if backchannels else None
         ),
         "backchannel_outcomes": outcomes,
+        "backchannel_answered": answered["backchannel"],
+        "barge_in_answered": answered["barge_in"],
         "barge_in_missed": len(missed),
         "barge_in_p50_ms": _r(order_statistic(latencies, 50)),
         "barge_in_p99_ms": _r(order_statistic(latencies, 99)),
@@ -247,6 +273,7 @@ def analyse(
         "cases": counts,
         "failures": {k: len(v) for k, v in failures.items()},
         "failed_cases": failures,
+        "case_log": log,
         "ok": not failures and not any(cut_rows.get("none", [])),
     }
 
@@ -368,6 +395,8 @@ async def run_turns_bench(
             "targets_met": targets_met(report),
             "llm_requests": call.llm_requests,
             "interruption_decisions": len(inp.decisions),
+            "smart_turn_decisions": inp.turn_gate.decisions if inp.turn_gate is not None else 0,
+            "smart_turn_incomplete": inp.turn_gate.incomplete if inp.turn_gate is not None else 0,
             "wire_clears": len(sink.clears),
             "heard_unplaced_secs": round(unknown, 3),
             "call_seconds": round(script.seconds, 2),
