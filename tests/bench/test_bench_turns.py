@@ -196,3 +196,26 @@ async def test_tiny_bench_sees_cut_offs_when_the_vad_stop_is_forced_short():
     assert 300 <= report["barge_in_stop_p50_ms"] < 1500  # VAD start + the guard's 0.4 s
     assert report["heard_unplaced_secs"] < 0.1  # every byte the caller heard was a reply's
     assert report["failures"] == {} and report["turn_detection"] == "vad"
+
+
+def test_without_a_request_the_sweep_stands_for_the_decision_and_none_at_all_is_unbounded():
+    book = _book(6.0)
+    cases = [Case(0, "barge_in", 1.0, 2.0, 15.0, over=4.0, over_end=6.0)]
+    played = _chunks(book.audio[0][: _secs(1.6)], 3.0)
+
+    def p99(**times: list[float]) -> float | None:
+        report = analyse(
+            Script(b"", cases, ()),
+            place(played, book),
+            _clock(15.0),  # type: ignore[arg-type]
+            book,
+            vad_stop_secs=0.2,
+            clears=[4.602],
+            **times,
+        )
+        assert report["barge_in_missed"] == 0
+        return report["barge_in_p99_ms"]
+
+    assert p99(decisions=[], sweeps=[4.6]) == pytest.approx(2.0, abs=1e-6)
+    assert p99(decisions=[4.599], sweeps=[4.6]) == pytest.approx(3.0, abs=1e-6)
+    assert p99(decisions=[], sweeps=[]) is None  # stopped, but nothing decided: not measured

@@ -38,6 +38,7 @@ import bisect
 import math
 import re
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -57,7 +58,7 @@ from voxpipe.bench.latency import (
 )
 from voxpipe.bench.turns_script import CHUNK_SECS, KINDS, Case, Script, Timing, build_script
 from voxpipe.bench.turns_wire import Heard, ReplyBook, Verdict, follow_reply, place
-from voxpipe.frames import Frame, FrameDirection, InterruptionRequestFrame
+from voxpipe.frames import Frame, FrameDirection, InterruptionFrame, InterruptionRequestFrame
 
 __all__ = ["TARGETS", "run_turns", "run_turns_bench"]
 
@@ -80,6 +81,7 @@ class _TurnsInput(_TimedInput):
         self.chunk_clock: list[float] = []
         self.window_done = 0.0
         self.decisions: list[float] = []
+        self.sweeps: list[float] = []
 
     async def push_wire_audio(self, audio: bytes) -> None:
         if self.started and not self.closed:
@@ -100,6 +102,13 @@ class _TurnsInput(_TimedInput):
         if isinstance(frame, InterruptionRequestFrame) and direction is FrameDirection.UPSTREAM:
             self.decisions.append(time.perf_counter())  # decided further down the pipeline
         await super().process_frame(frame, direction)
+
+    async def _lifecycle(self, frame: Frame) -> None:
+        # A sweep that reached the pipeline without a request passing here (a task-level
+        # interruption): its arrival stands for the decision.
+        if type(frame) is InterruptionFrame:
+            self.sweeps.append(time.perf_counter())
+        await super()._lifecycle(frame)
 
 
 class _TurnsTransport(_BenchTransport):
@@ -165,8 +174,9 @@ def analyse(
     book: ReplyBook,
     *,
     vad_stop_secs: float,
-    decisions: list[float],
-    clears: list[float],
+    decisions: Sequence[float],
+    clears: Sequence[float],
+    sweeps: Sequence[float] = (),
 ) -> dict[str, Any]:
     """The report's metrics from the cases, what was heard, and the decision / clear times."""
     failures: dict[str, list[int]] = {}
@@ -179,8 +189,7 @@ def analyse(
     latencies: list[float] = []
     stop_ms: list[float] = []
     counts = dict.fromkeys(KINDS, 0)
-    decisions = sorted(decisions)
-    clears = sorted(clears)
+    decided, swept, cleared = sorted(decisions), sorted(sweeps), sorted(clears)
 
     log: list[str] = []
     answered = {"backchannel": 0, "barge_in": 0}
@@ -240,7 +249,7 @@ def analyse(
             continue
         assert verdict.stopped_at is not None
         stop_ms.append(1000.0 * (verdict.stopped_at - onset))
-        latencies.append(_flush_latency(decisions, clears, clock, case))
+        latencies.append(_flush_latency(decided, swept, cleared, clock, case))
     for number in missed:
         failures.setdefault("barge_in_missed", []).append(number)
 
@@ -300,15 +309,23 @@ def _stopped(verdict: Verdict, over_end: float) -> bool:
     )
 
 
-def _flush_latency(decisions: list[float], clears: list[float], clock: _Clock, case: Case) -> float:
+def _first_within(values: list[float], a: float, b: float) -> float | None:
+    i = bisect.bisect_left(values, a)
+    return values[i] if i < len(values) and values[i] <= b else None
+
+
+def _flush_latency(
+    decisions: list[float], sweeps: list[float], clears: list[float], clock: _Clock, case: Case
+) -> float:
     """ms from the case's interruption decision to the next clear on the wire (0 when the
     wire was cleared between the caller's onset and the decision: the bot was paused)."""
     assert case.over is not None and case.over_end is not None
     onset, limit = clock.wall(case.over), clock.wall(case.over_end) + 1.0
-    i = bisect.bisect_left(decisions, onset)
-    if i == len(decisions) or decisions[i] > limit:
+    decided = _first_within(decisions, onset, limit)
+    if decided is None:
+        decided = _first_within(sweeps, onset, limit)
+    if decided is None:
         return math.inf  # the bot stopped with no interruption decided: not measurable
-    decided = decisions[i]
     j = bisect.bisect_left(clears, onset)
     if j == len(clears) or clears[j] > limit:
         return math.inf
@@ -380,6 +397,7 @@ async def run_turns_bench(
         book,
         vad_stop_secs=vad_stop,
         decisions=inp.decisions,
+        sweeps=inp.sweeps,
         clears=[e.perf for e in sink.clears],
     )
     unknown = sum(h.end - h.start for h in heard if h.reply < 0)
