@@ -214,6 +214,7 @@ def test_without_a_request_the_sweep_stands_for_the_decision_and_none_at_all_is_
             **times,
         )
         assert report["barge_in_missed"] == 0
+        assert report["ok"] is (report["barge_in_p99_ms"] is not None)
         return report["barge_in_p99_ms"]
 
     assert p99(decisions=[], sweeps=[4.6]) == pytest.approx(2.0, abs=1e-6)

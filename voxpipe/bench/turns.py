@@ -250,6 +250,8 @@ def analyse(
         assert verdict.stopped_at is not None
         stop_ms.append(1000.0 * (verdict.stopped_at - onset))
         latencies.append(_flush_latency(decided, swept, cleared, clock, case))
+        if not math.isfinite(latencies[-1]):
+            fail("barge_in_unmeasured", case)  # stopped, but no decision or clear was seen
     for number in missed:
         failures.setdefault("barge_in_missed", []).append(number)
 
