@@ -94,9 +94,17 @@ def _bench_latency(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _bench_turns(args: argparse.Namespace) -> dict[str, Any]:
+    from voxpipe.bench.latency import loop_factory
     from voxpipe.bench.turns import run_turns
 
+    if args.rounds < 1:
+        raise CommandError(f"--rounds must be at least 1, got {args.rounds}")
+    try:
+        loop_factory(args.loop)
+    except ValueError as exc:  # --loop uvloop without uvloop installed
+        raise CommandError(str(exc)) from exc
     latencies = _provider_latency(args.provider_latency)
+    # As `voxpipe serve` runs a call: on uvloop when installed, the GC tuned, its settings.
     result = run_turns(
         rounds=args.rounds, loop=args.loop, tune_gc=True, settings=_settings(), **latencies
     )

@@ -220,3 +220,31 @@ def test_without_a_request_the_sweep_stands_for_the_decision_and_none_at_all_is_
     assert p99(decisions=[], sweeps=[4.6]) == pytest.approx(2.0, abs=1e-6)
     assert p99(decisions=[4.599], sweeps=[4.6]) == pytest.approx(3.0, abs=1e-6)
     assert p99(decisions=[], sweeps=[]) is None  # stopped, but nothing decided: not measured
+
+
+def test_cli_runs_the_served_call_with_the_options_and_refuses_bad_ones(monkeypatch, capsys):
+    import json
+
+    from voxpipe import cli
+    from voxpipe.bench import turns
+
+    seen: dict[str, object] = {}
+
+    def fake_run(**kwargs: object) -> dict[str, object]:
+        seen.update(kwargs)
+        return {"cut_off_pct": 0.0, "ok": True, "case_log": ["#0"], "failed_cases": {}}
+
+    monkeypatch.setattr(turns, "run_turns", fake_run)
+    argv = ["bench", "turns", "--rounds", "2", "--provider-latency", "stt=100,llm=50,tts=20"]
+    assert cli.main([*argv, "--json", "--loop", "asyncio"]) == 0
+    assert json.loads(capsys.readouterr().out)["case_log"] == ["#0"]
+    assert seen["rounds"] == 2 and seen["tune_gc"] is True and seen["loop"] == "asyncio"
+    assert (seen["stt_latency"], seen["llm_first_token"], seen["tts_first_audio"]) == (
+        0.1,
+        0.05,
+        0.02,
+    )
+    assert cli.main(argv[:4]) == 0
+    assert "case_log" not in capsys.readouterr().out  # the table leaves the per-case lists out
+    assert cli.main(["bench", "turns", "--rounds", "0"]) == 2
+    assert "--rounds" in capsys.readouterr().err
