@@ -248,3 +248,13 @@ def test_cli_runs_the_served_call_with_the_options_and_refuses_bad_ones(monkeypa
     assert "case_log" not in capsys.readouterr().out  # the table leaves the per-case lists out
     assert cli.main(["bench", "turns", "--rounds", "0"]) == 2
     assert "--rounds" in capsys.readouterr().err
+
+
+def test_a_stall_before_the_stop_does_not_count_as_the_stop():
+    book = _book(6.0)
+    audio = book.audio[0]
+    # Heard 0..2 s, a 0.1 s stall on the wire, then 2..3 s, then flushed for good.
+    played = _chunks(audio[: _secs(2.0)], 0.0) + _chunks(audio[_secs(2.0) : _secs(3.0)], 2.1)
+    verdict = follow_reply(place(played, book), 1.5, book, until=30.0)
+    assert verdict.outcome == "stopped" and verdict.stopped_at == pytest.approx(3.1)
+    assert verdict.silent_secs == pytest.approx(0.1)

@@ -184,7 +184,9 @@ class Verdict:
 
     reply: int  # -1: no reply was playing at the onset
     outcome: str  # "no_reply" | "kept" | "resumed" | "stopped" | "restarted" | "skipped"
-    stopped_at: float | None = None  # call clock: the reply's audio stopped after the onset
+    # Call clock: where the reply's audio went silent after the onset (its last audio heard,
+    # when it stopped for good).
+    stopped_at: float | None = None
     silent_secs: float = 0.0  # longest silence within the reply after the onset
     repeated_secs: float = 0.0  # audio heard again after the stop
     skipped_secs: float = 0.0  # audio never heard, jumped over
@@ -242,7 +244,7 @@ def follow_reply(
         verdict.outcome = "skipped"
     elif pos < end - tail_secs * rate:
         verdict.outcome = "stopped"
-        verdict.stopped_at = verdict.stopped_at if verdict.stopped_at is not None else t
+        verdict.stopped_at = t  # for good: the last of it the caller heard
     elif verdict.stopped_at is not None:
         verdict.outcome = "resumed"
     return verdict
