@@ -258,3 +258,26 @@ def test_a_stall_before_the_stop_does_not_count_as_the_stop():
     verdict = follow_reply(place(played, book), 1.5, book, until=30.0)
     assert verdict.outcome == "stopped" and verdict.stopped_at == pytest.approx(3.1)
     assert verdict.silent_secs == pytest.approx(0.1)
+
+
+def test_an_answer_still_playing_when_the_next_case_starts_is_a_script_failure_not_a_cut_off():
+    book = _book(6.0, 1.5)
+    cases = [
+        Case(0, "complete", 1.0, 3.0, 8.0),
+        Case(1, "pause", 8.0, 11.0, 16.0, pause=0.7, pause_start=9.0),
+    ]
+    # Case 0's answer runs from 4 s to 10 s, over case 1's paused sentence; case 1 answered
+    # after its end.
+    played = _chunks(book.audio[0], 4.0) + _chunks(book.audio[1], 12.0)
+    report = analyse(
+        Script(b"", cases, ()),
+        place(played, book),
+        _clock(16.0),  # type: ignore[arg-type]
+        book,
+        vad_stop_secs=0.2,
+        decisions=[],
+        clears=[],
+    )
+    assert report["cut_off_by_pause"]["0.7"] == {"n": 1, "cut_off": 0, "pct": 0.0}
+    assert report["failed_cases"] == {"bot_talking_at_start": [1]}
+    assert report["ok"] is False

@@ -13,7 +13,7 @@ plays in real time after what is buffered, a clear drops the rest), placed in th
 came from (``turns_wire``):
 
 * ``cut_off_pct`` (the 0.7 s row; every pause length in ``cut_off_by_pause``): paused
-  sentences during which the caller heard bot audio, from their first word until the
+  sentences during which the caller heard a reply begin, from their first word until the
   earliest a reply to the whole sentence could be decided (its end plus the VAD's stop);
 * ``backchannel_resumed_pct``: backchannels after which the reply being played went on, or
   stopped and came back within 0.5 s before / 0.05 s after where it stopped, and played to
@@ -120,13 +120,15 @@ def _words(text: str) -> str:
 
 
 class _Replies:
-    """The fake LLM's answers: a long one to the script's long questions, else a short one,
-    each a new text of the ``ReplyBook``."""
+    """The fake LLM's answers: a long one when the last thing the caller said was one of the
+    script's long questions, else a short one; each a new text of the ``ReplyBook``."""
 
-    def __init__(self, book: ReplyBook, long_questions: tuple[str, ...]) -> None:
+    def __init__(self, book: ReplyBook, script: Script) -> None:
         self.book = book
-        self.long = [_words(q) for q in long_questions]
+        self.lines = {_words(t): False for c in script.cases for t, _, _ in c.parts}
+        self.lines.update({_words(q): True for q in script.long_questions})
         self.requests = 0
+        self.long_replies = 0
 
     def __call__(self, body: dict[str, Any]) -> str:
         if not body.get("stream"):
@@ -135,7 +137,10 @@ class _Replies:
         users = [m for m in body.get("messages", []) if m.get("role") == "user"]
         content = users[-1].get("content", "") if users else ""
         said = _words(content if isinstance(content, str) else str(content))
-        long = any(q and q in said for q in self.long)
+        # The message may hold earlier lines too (a turn that got no answer): the last counts.
+        last = max(self.lines, key=lambda line: (said.rfind(line), len(line)))
+        long = said.rfind(last) >= 0 and self.lines[last]
+        self.long_replies += long
         return self.book.new(LONG_REPLY_SECS if long else SHORT_REPLY_SECS)
 
 
@@ -157,10 +162,6 @@ class _Clock:
 
     def wall(self, s: float) -> float:
         return self._at(self.perf, s)
-
-
-def _overlaps(heard: list[Heard], a: float, b: float) -> bool:
-    return any(h.start < b and h.end > a for h in heard)
 
 
 def _first_after(heard: list[Heard], a: float, b: float) -> float | None:
@@ -200,9 +201,15 @@ def analyse(
     for case in script.cases:
         counts[case.kind] += 1
         start, end, until = clock.call(case.start), clock.call(case.end), clock.call(case.until)
+        if any(h.start < start < h.end for h in heard):
+            # The previous case's answer was still playing: the script left too little room.
+            fail("bot_talking_at_start", case)
         if case.kind in ("complete", "pause"):
             row = "none" if case.pause is None else f"{case.pause:g}"
-            cut = _overlaps(heard, start, end + vad_stop_secs)
+            before = {h.reply for h in heard if h.start < start}
+            cut = any(
+                start <= h.start < end + vad_stop_secs and h.reply not in before for h in heard
+            )
             cut_rows.setdefault(row, []).append(cut)
             spoke = _first_after(heard, start, until)
             if spoke is None:
@@ -373,7 +380,7 @@ async def run_turns_bench(
     timing = Timing(decide, providers, SHORT_REPLY_SECS + 0.2, LONG_REPLY_SECS + 0.2)
     script = build_script(rounds, timing, pauses=pauses, kinds=kinds)
     book = ReplyBook(ms_per_char)
-    replies = _Replies(book, script.long_questions)
+    replies = _Replies(book, script)
     timeline = [_Turn(text, s, e) for case in script.cases for text, s, e in case.parts]
     cfg = _Config(
         stt_latency, llm_first_token, tts_first_audio, vad_stop, ms_per_char, "", settings
@@ -414,6 +421,7 @@ async def run_turns_bench(
             "targets": TARGETS,
             "targets_met": targets_met(report),
             "llm_requests": call.llm_requests,
+            "long_replies": replies.long_replies,
             "interruption_decisions": len(inp.decisions),
             "smart_turn_decisions": inp.turn_gate.decisions if inp.turn_gate is not None else 0,
             "smart_turn_incomplete": inp.turn_gate.incomplete if inp.turn_gate is not None else 0,
