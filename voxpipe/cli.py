@@ -170,7 +170,7 @@ def _add_bench(sub: Any) -> None:
     p.add_argument("--n", type=int, default=100, help="interruption: barge-ins to measure")
     p.add_argument("--turns", type=int, default=20, help="latency: caller turns to measure")
     p.add_argument(
-        "--rounds", type=int, default=3, help="turns: rounds of the caller script (~75 s each)"
+        "--rounds", type=int, default=3, help="turns: rounds of the caller script (~80 s each)"
     )
     p.add_argument(
         "--provider-latency",

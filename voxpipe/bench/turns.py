@@ -360,7 +360,7 @@ async def run_turns_bench(
     """Run the script's ``rounds`` on one served call on the fakes; report turn-taking quality.
 
     Per round: a complete question, a paused sentence per entry of ``pauses``, a backchannel
-    and a barge-in (``kinds`` picks which). About 75 s of call per round at the defaults.
+    and a barge-in (``kinds`` picks which). About 80 s of call per round at the defaults.
     Keys: see the module's docstring; also ``cases`` (counts per kind), ``failures`` and
     ``failed_cases`` (case numbers), ``answer_p50_ms`` (end of a question to the answer
     heard), ``barge_in_stop_p50_ms`` (barge-in onset to the bot's audio stopping),

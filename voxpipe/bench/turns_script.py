@@ -65,7 +65,7 @@ class Timing:
     providers_secs: float  # STT + LLM + TTS latencies
     short_reply_secs: float  # an answer to a question or a paused sentence, played
     long_reply_secs: float  # the answer a backchannel or a barge-in is spoken over
-    margin_secs: float = 1.0
+    margin_secs: float = 1.5
 
     @property
     def answer_secs(self) -> float:
