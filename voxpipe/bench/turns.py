@@ -6,7 +6,9 @@ One phone call on the provider fakes, built exactly as ``voxpipe bench latency``
 ``FakeDeepgram`` / ``FakeOpenAI`` / ``FakeElevenLabs`` at ``--provider-latency``). The caller
 plays a script spoken by espeak-ng (``turns_script``): complete questions, sentences with a
 mid-sentence pause of 0.5, 0.7 or 1.0 s, backchannels ("uh-huh", "okay") over the bot's long
-answers, and real barge-ins (a full sentence over the bot).
+answers, and real barge-ins (a full sentence over the bot). The pipeline is the latency
+bench's (transport, Deepgram, context aggregators, OpenAI, ElevenLabs), not a bot file's: what
+a bot adds after STT (a filter, an ``InterruptionGuard``) is not in it.
 
 Every verdict comes from the audio the far end played (``MemorySink``'s playout model: audio
 plays in real time after what is buffered, a clear drops the rest), placed in the replies it
