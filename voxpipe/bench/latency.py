@@ -549,11 +549,13 @@ async def _call(
     tune_gc: bool,
     transport_class: type[_BenchTransport] | None = None,
     replies: Callable[[dict[str, Any]], str] | None = None,
+    after_stt: Callable[[], list[FrameProcessor]] | None = None,
 ) -> _CallResult:
     """Run the whole call: fakes up, pipeline built, the caller's audio fed, the call ended.
 
-    ``transport_class`` (a ``_BenchTransport`` subclass) and ``replies`` (the fake LLM's
-    answer to each request body) let other benches run the same call (`bench turns`)."""
+    ``transport_class`` (a ``_BenchTransport`` subclass), ``replies`` (the fake LLM's
+    answer to each request body) and ``after_stt`` (processors to place right after the STT)
+    let other benches run the same call (`bench turns`)."""
     from voxpipe.processors.llm.openai import OpenAILLMService
     from voxpipe.processors.stt.deepgram import DeepgramSTTService
     from voxpipe.processors.tts.elevenlabs import ElevenLabsTTSService
@@ -603,7 +605,16 @@ async def _call(
         observer.stage(llm, LLMTextFrame, "first_token")
         observer.stage(tts, OutputAudioFrame, "tts_audio")
         pipeline = Pipeline(
-            [inp, stt, user, llm, tts, transport.output(), AssistantContextAggregator(context)]
+            [
+                inp,
+                stt,
+                *(after_stt() if after_stt is not None else []),
+                user,
+                llm,
+                tts,
+                transport.output(),
+                AssistantContextAggregator(context),
+            ]
         )
         task = PipelineTask(
             pipeline, params=transport.task_params(), observers=[observer], end_timeout=10.0

@@ -7,8 +7,10 @@ One phone call on the provider fakes, built exactly as ``voxpipe bench latency``
 plays a script spoken by espeak-ng (``turns_script``): complete questions, sentences with a
 mid-sentence pause of 0.5, 0.7 or 1.0 s, backchannels ("uh-huh", "okay") over the bot's long
 answers, and real barge-ins (a full sentence over the bot). The pipeline is the latency
-bench's (transport, Deepgram, context aggregators, OpenAI, ElevenLabs), not a bot file's: what
-a bot adds after STT (a filter, an ``InterruptionGuard``) is not in it.
+bench's (transport, Deepgram, context aggregators, OpenAI, ElevenLabs), not a bot file's,
+with what the served support agent places right after its STT to judge speech over the bot:
+the interruption arbiter (``voxpipe.processors.turn.backchannel``, issue 13 point 4) where
+this voxpipe has one (``interruption_arbiter`` in the report says whether it ran).
 
 Every verdict comes from the audio the far end played (``MemorySink``'s playout model: audio
 plays in real time after what is buffered, a clear drops the rest), placed in the replies it
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import importlib
 import math
 import re
 import time
@@ -61,6 +64,7 @@ from voxpipe.bench.latency import (
 from voxpipe.bench.turns_script import CHUNK_SECS, KINDS, Case, Script, Timing, build_script
 from voxpipe.bench.turns_wire import Heard, ReplyBook, Verdict, follow_reply, place
 from voxpipe.frames import Frame, FrameDirection, InterruptionFrame, InterruptionRequestFrame
+from voxpipe.processors.base import FrameProcessor
 
 __all__ = ["TARGETS", "run_turns", "run_turns_bench"]
 
@@ -115,6 +119,19 @@ class _TurnsInput(_TimedInput):
 
 class _TurnsTransport(_BenchTransport):
     input_class = _TurnsInput
+
+
+def served_after_stt(settings: Any) -> list[FrameProcessor]:
+    """What the served support agent puts right after its STT to judge speech over the bot:
+    the interruption arbiter with the served settings, where this voxpipe has one."""
+    try:
+        module = importlib.import_module("voxpipe.processors.turn.backchannel")
+    except ImportError:
+        return []
+    arbiter: FrameProcessor = module.InterruptionArbiter(
+        module.interruption_params(settings), locale="en"
+    )
+    return [arbiter]
 
 
 def _words(text: str) -> str:
@@ -384,6 +401,12 @@ async def run_turns_bench(
     book = ReplyBook(ms_per_char)
     replies = _Replies(book, script)
     timeline = [_Turn(text, s, e) for case in script.cases for text, s, e in case.parts]
+    arbiters: list[FrameProcessor] = []
+
+    def after_stt() -> list[FrameProcessor]:
+        arbiters.extend(served_after_stt(settings))
+        return arbiters
+
     cfg = _Config(
         stt_latency, llm_first_token, tts_first_audio, vad_stop, ms_per_char, "", settings
     )
@@ -395,6 +418,7 @@ async def run_turns_bench(
         tune_gc=tune_gc,
         transport_class=_TurnsTransport,
         replies=replies,
+        after_stt=after_stt,
     )
     assert call.transport is not None
     inp = call.input
@@ -415,6 +439,7 @@ async def run_turns_bench(
     report.update(
         {
             "turn_detection": turn_cfg.mode,
+            "interruption_arbiter": bool(arbiters),
             "vad_stop_ms": round(1000 * vad_stop, 3),
             "stt_latency_ms": round(1000 * stt_latency, 3),
             "llm_first_token_ms": round(1000 * llm_first_token, 3),
