@@ -28,11 +28,14 @@ came from (``turns_wire``):
   caller's sentence was over: failures, counted, never retried;
 * ``barge_in_p99_ms``: from the interruption decision (the end of the VAD window that
   decided it, or the moment another processor's request reached the input transport) to
-  the flush on the wire, wall time; 0 where the bot's audio was already stopped (paused) on
-  the wire when the decision came; a miss counts as infinitely late (p99 null).
+  the next clear on the wire, wall time (0 where the wire was cleared between the caller's
+  onset and the decision); a miss counts as infinitely late (p99 null), and so does a stop
+  with no decision or clear seen (``barge_in_unmeasured``).
 
 A case the script could not set up (no reply playing when the caller spoke over it, no answer
-to a question) is a failure too, in ``failures``; ``ok`` is false when anything failed.
+to a question, the previous answer still playing when the case began) is a failure too, in
+``failures``; ``ok`` is false when anything failed or a reply began inside a complete
+question (the ``none`` row of ``cut_off_by_pause``).
 """
 
 from __future__ import annotations
