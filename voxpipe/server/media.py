@@ -112,16 +112,17 @@ async def _run_call(
     sink.label = call_id
     fmt = start.audio_format
     params = start.custom_parameters
-    tparams = TransportParams(
-        audio_in=fmt,
-        audio_out=fmt,
-        allow_interruptions=st.settings.allow_interruptions,
-        **transport_turn_kwargs(st.settings),
-    )
     country = params.get("FromCountry") or None
     # From the worker's locale table (in memory, refreshed in the background; never raises).
     chosen = await call_locale(
         st.settings, carrier=carrier, caller=start.caller, country=country, custom_parameters=params
+    )
+    tparams = TransportParams(
+        audio_in=fmt,
+        audio_out=fmt,
+        allow_interruptions=st.settings.allow_interruptions,
+        # The locale row's turn-taking where it sets one (a language that pauses longer).
+        **transport_turn_kwargs(st.settings, chosen.row),
     )
     try:
         transport = Transport(sink, tparams, batched_vad=st.batched_vad, name=carrier)
