@@ -1,8 +1,9 @@
 """The live transfers of this worker, their step counts, and the transfer settings.
 
-A bot starts a transfer (``TwilioTransfer``) while its call runs; Twilio's callbacks about it
-reach the server's transfer routes, which find it here by the caller's CallSid. Callbacks must
-reach the worker that started the transfer (one worker, or sticky routing by CallSid).
+A bot starts a transfer (``TwilioTransfer``, ``TelnyxTransfer``, ``VonageTransfer``) while its
+call runs; the carrier's callbacks about it reach the server's transfer routes, which find it
+here by the caller's call id (or an agent leg's). Callbacks must reach the worker that started
+the transfer (one worker, or sticky routing by call id).
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ import asyncio
 import logging
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 if TYPE_CHECKING:
     from voxpipe.config.settings import VoxpipeSettings
-    from voxpipe.telephony.twilio_transfer import TransferUrls, TwilioTransfer
+    from voxpipe.telephony.twilio_transfer import TransferUrls
+    from voxpipe.telephony.warm_transfer import WarmTransfer
 
 __all__ = ["RESUME_PARAM", "TRANSFERS", "TransferConfig", "TransferRegistry", "parse_targets"]
 
@@ -116,16 +118,16 @@ class TransferConfig:
 
 
 class TransferRegistry:
-    """Transfers by caller CallSid (live ones, and the last finished ones), and step counts."""
+    """Transfers by caller call id (live ones, and the last finished ones), and step counts."""
 
     def __init__(self) -> None:
-        self._live: dict[str, TwilioTransfer] = {}
-        self._finished: OrderedDict[str, TwilioTransfer] = OrderedDict()
+        self._live: dict[str, WarmTransfer[Any]] = {}
+        self._finished: OrderedDict[str, WarmTransfer[Any]] = OrderedDict()
         self.steps: Counter[str] = Counter()  # /metrics: voxpipe_transfer_steps{step}
         self.version = 0  # bumped on every step: the agent desk's event stream follows it
         self._changed = asyncio.Event()
 
-    def add(self, transfer: TwilioTransfer) -> None:
+    def add(self, transfer: WarmTransfer[Any]) -> None:
         self._live[transfer.call_sid] = transfer
         self._notify()
 
@@ -140,10 +142,18 @@ class TransferRegistry:
             await self._changed.wait()
         return self.version
 
-    def get(self, call_sid: str) -> TwilioTransfer | None:
+    def get(self, call_sid: str) -> WarmTransfer[Any] | None:
         return self._live.get(call_sid) or self._finished.get(call_sid)
 
-    def done(self, transfer: TwilioTransfer) -> None:
+    def by_leg(self, leg: str) -> WarmTransfer[Any] | None:
+        """The transfer that dialled the agent leg ``leg`` (live ones first)."""
+        for transfers in (self._live.values(), reversed(self._finished.values())):
+            for transfer in transfers:
+                if leg in transfer.legs:
+                    return transfer
+        return None
+
+    def done(self, transfer: WarmTransfer[Any]) -> None:
         """Move a finished transfer out of the live set (kept a while for late callbacks)."""
         if self._live.get(transfer.call_sid) is transfer:
             del self._live[transfer.call_sid]
@@ -152,7 +162,7 @@ class TransferRegistry:
             self._finished.popitem(last=False)
         self._notify()
 
-    def live(self) -> list[TwilioTransfer]:
+    def live(self) -> list[WarmTransfer[Any]]:
         return list(self._live.values())
 
     def count(self, step: str) -> None:
