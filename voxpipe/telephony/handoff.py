@@ -16,7 +16,7 @@ import abc
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from voxpipe.processors.aggregators.context import LLMContext, message_text
@@ -66,6 +66,9 @@ class Handoff(abc.ABC):
         self.wording = wording  # (reason, summary) -> what the agent hears
         self.trigger = trigger
         self.transfer: WarmTransfer[Any] | None = None
+        # Run once the caller is on hold: ends the bot's stream where the carrier leaves it
+        # open (Vonage: the websocket leg stays in the old conversation).
+        self.on_hold: Callable[[], Awaitable[None]] | None = None
         self.records_done = asyncio.Event()  # the outcome (and, if the call is over, the row)
         self._task: asyncio.Task[Any] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -103,6 +106,8 @@ class Handoff(abc.ABC):
             self.recorder.defer_final = False
             TRANSFERS.done(transfer)
             raise RuntimeError("the caller could not be moved to hold")
+        if self.on_hold is not None:
+            self._spawn(self.on_hold())
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
