@@ -222,6 +222,7 @@ class FakeTelnyxREST(FakeServer):
                 )
         self.requests.append((request.path, body, 200))
         call.actions.append((command, body))
+        self._notify()
         if command == "hangup":
             # The leg ends now; its call.hangup webhook follows, not inside this response
             # (Telnyx answers the command first: an app that handles webhooks under a lock
@@ -320,6 +321,7 @@ class FakeTelnyxREST(FakeServer):
         self.webhooks.append(
             TelnyxWebhook(call.webhook_url, event_type, call.call_control_id, payload, status)
         )
+        self._notify()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
