@@ -39,7 +39,7 @@ from voxpipe.telephony.telnyx_transfer import event_from_webhook as telnyx_event
 from voxpipe.telephony.transfers import HOLD_PATH, TRANSFERS
 from voxpipe.telephony.vonage_transfer import VonageTransfer, digits_from_input
 from voxpipe.telephony.vonage_transfer import event_from_webhook as vonage_event
-from voxpipe.telephony.warm_transfer import WarmTransfer
+from voxpipe.telephony.warm_transfer import TransferEvent, WarmTransfer
 
 if TYPE_CHECKING:
     from voxpipe.server.metrics import ServerMetrics
@@ -126,6 +126,16 @@ def _find(call_id: str) -> WarmTransfer[Any] | None:
     return TRANSFERS.get(call_id) or TRANSFERS.by_leg(call_id)
 
 
+async def _dispatch(transfer: WarmTransfer[Any], event: TransferEvent | None, step: str) -> Any:
+    """Hand a callback's event to its transfer; the transfer's answer to the carrier."""
+    TRANSFERS.count(step)
+    if event is None:
+        return None
+    reply = await transfer.handle(event)
+    finished(transfer)
+    return reply
+
+
 def carrier_transfer_router(metrics: ServerMetrics, *, hold_audio: bool) -> APIRouter:
     """The Telnyx and Vonage transfer callback routes (and the hold audio, unless served)."""
     register_transfer_metrics(metrics)
@@ -164,11 +174,7 @@ def carrier_transfer_router(metrics: ServerMetrics, *, hold_audio: bool) -> APIR
         if not isinstance(transfer, TelnyxTransfer):
             TRANSFERS.count("callback_unknown_call")
             return JSONResponse({})
-        TRANSFERS.count("callback_telnyx_event")
-        event = telnyx_event(data, transfer.call_id)
-        if event is not None:
-            await transfer.handle(event)
-            finished(transfer)
+        await _dispatch(transfer, telnyx_event(data, transfer.call_id), "callback_telnyx_event")
         return JSONResponse({})
 
     @router.post(VONAGE_EVENTS_PATH, include_in_schema=False)
@@ -181,11 +187,7 @@ def carrier_transfer_router(metrics: ServerMetrics, *, hold_audio: bool) -> APIR
         if not isinstance(transfer, VonageTransfer):
             TRANSFERS.count("callback_unknown_call")
             return Response(status_code=204)
-        TRANSFERS.count("callback_vonage_event")
-        event = vonage_event(data, transfer.call_id)
-        if event is not None:
-            await transfer.handle(event)
-            finished(transfer)
+        await _dispatch(transfer, vonage_event(data, transfer.call_id), "callback_vonage_event")
         return Response(status_code=204)
 
     @router.post("/transfer/vonage/{call_uuid}/input", include_in_schema=False)
@@ -198,9 +200,7 @@ def carrier_transfer_router(metrics: ServerMetrics, *, hold_audio: bool) -> APIR
         if not isinstance(transfer, VonageTransfer) or event is None:
             TRANSFERS.count("callback_unknown_call")
             return PlainTextResponse("no transfer for this call", status_code=404)
-        TRANSFERS.count("callback_vonage_input")
-        ncco = await transfer.handle(event)
-        finished(transfer)
+        ncco = await _dispatch(transfer, event, "callback_vonage_input")
         return JSONResponse(ncco) if ncco is not None else Response(status_code=204)
 
     return router

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,12 +27,10 @@ from voxpipe.telephony.telnyx_calls import TelnyxCallControl, TelnyxError
 from voxpipe.telephony.transfers import RESUME_PARAM
 from voxpipe.telephony.warm_transfer import (
     CallerLeft,
-    EscalationRecord,
     LegAnswered,
     LegDigits,
     LegEnded,
     TransferEvent,
-    TransferWording,
     WarmTransfer,
 )
 
@@ -117,25 +115,12 @@ class TelnyxTransfer(WarmTransfer[None]):
         self,
         *,
         call_control_id: str,
-        targets: list[str],
         control: TelnyxCallControl,
         plan: TelnyxTransferPlan,
-        wording: TransferWording,
-        record: EscalationRecord,
-        on_finish: Callable[[TelnyxTransfer], Awaitable[None]] | None = None,
-        count: Callable[[str], None] | None = None,
-        deadline_margin_s: float = 30.0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            call_id=call_control_id,
-            targets=targets,
-            wording=wording,
-            record=record,
-            ring_timeout_s=plan.ring_timeout_s,
-            on_finish=on_finish,
-            count=count,
-            deadline_margin_s=deadline_margin_s,
-        )
+        """``kwargs``: those of ``WarmTransfer`` (targets, wording, record, on_finish, ...)."""
+        super().__init__(call_id=call_control_id, ring_timeout_s=plan.ring_timeout_s, **kwargs)
         self.control = control
         self.plan = plan
 

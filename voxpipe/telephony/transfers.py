@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -20,7 +21,14 @@ if TYPE_CHECKING:
     from voxpipe.telephony.twilio_transfer import TransferUrls
     from voxpipe.telephony.warm_transfer import WarmTransfer
 
-__all__ = ["RESUME_PARAM", "TRANSFERS", "TransferConfig", "TransferRegistry", "parse_targets"]
+__all__ = [
+    "RESUME_PARAM",
+    "TRANSFERS",
+    "TransferConfig",
+    "TransferRegistry",
+    "parse_targets",
+    "transfer_settings",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +58,37 @@ def parse_targets(value: str | None) -> list[str]:
     return targets
 
 
+def transfer_settings(
+    settings: VoxpipeSettings, carrier: str, needs: Sequence[tuple[str, object]]
+) -> dict[str, Any] | None:
+    """What every carrier's transfer path takes from the settings (targets, public URL, ring
+    timeout, hold audio, caller id), or None (logged) when TRANSFER_TO is unset or bad or one
+    of ``needs`` (setting name, value) is not set: escalations then take a message."""
+    if not settings.transfer_to:
+        return None
+    missing = [name for name, value in needs if not value]
+    if missing:
+        logger.warning(
+            "TRANSFER_TO is set but %s is not: %s calls cannot be transferred "
+            "(escalations take a message instead)",
+            ", ".join(missing),
+            carrier,
+        )
+        return None
+    try:
+        targets = tuple(parse_targets(settings.transfer_to))
+    except ValueError as exc:
+        logger.error("%s: escalations take a message instead", exc)
+        return None
+    return {
+        "targets": targets,
+        "public_url": (settings.public_url or "").rstrip("/"),
+        "ring_timeout_s": settings.transfer_ring_timeout_s,
+        "hold_url": settings.transfer_hold_url,
+        "from_number": settings.transfer_from,
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class TransferConfig:
     """A carrier's configured transfer path (Twilio REST keys, targets, public URL)."""
@@ -67,39 +106,23 @@ class TransferConfig:
     def from_settings(cls, settings: VoxpipeSettings) -> TransferConfig | None:
         """The Twilio transfer path, or None (logged) when a setting it needs is missing."""
         s = settings
-        if not s.transfer_to:
-            return None
-        missing = [
-            name
-            for name, value in (
+        common = transfer_settings(
+            s,
+            "Twilio",
+            (
                 ("TWILIO_ACCOUNT_SID", s.twilio_account_sid),
                 ("TWILIO_AUTH_TOKEN", s.twilio_auth_token),
                 ("PUBLIC_URL", s.public_url),
-            )
-            if not value
-        ]
-        if missing:
-            logger.warning(
-                "TRANSFER_TO is set but %s is not: Twilio cannot be asked to transfer calls "
-                "(escalations take a message instead)",
-                ", ".join(missing),
-            )
+            ),
+        )
+        if common is None:
             return None
-        try:
-            targets = parse_targets(s.transfer_to)
-        except ValueError as exc:
-            logger.error("%s: escalations take a message instead", exc)
-            return None
-        assert s.twilio_account_sid and s.twilio_auth_token and s.public_url
+        assert s.twilio_account_sid and s.twilio_auth_token
         return cls(
             account_sid=s.twilio_account_sid,
             auth_token=s.twilio_auth_token.get_secret_value(),
             api_base_url=s.twilio_api_base_url,
-            targets=tuple(targets),
-            public_url=s.public_url.rstrip("/"),
-            ring_timeout_s=s.transfer_ring_timeout_s,
-            hold_url=s.transfer_hold_url,
-            from_number=s.transfer_from,
+            **common,
         )
 
     def urls(self, call_sid: str) -> TransferUrls:

@@ -15,7 +15,7 @@ headers carry the resume marker. The caller's own ``completed`` ends the agent l
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,12 +23,10 @@ from voxpipe.telephony.transfers import RESUME_PARAM
 from voxpipe.telephony.vonage_calls import VonageError, VonageVoice
 from voxpipe.telephony.warm_transfer import (
     CallerLeft,
-    EscalationRecord,
     LegAnswered,
     LegDigits,
     LegEnded,
     TransferEvent,
-    TransferWording,
     WarmTransfer,
 )
 
@@ -107,28 +105,10 @@ class VonageTransfer(WarmTransfer[Ncco]):
     errors = (VonageError,)
 
     def __init__(
-        self,
-        *,
-        call_uuid: str,
-        targets: list[str],
-        voice: VonageVoice,
-        plan: VonageTransferPlan,
-        wording: TransferWording,
-        record: EscalationRecord,
-        on_finish: Callable[[VonageTransfer], Awaitable[None]] | None = None,
-        count: Callable[[str], None] | None = None,
-        deadline_margin_s: float = 30.0,
+        self, *, call_uuid: str, voice: VonageVoice, plan: VonageTransferPlan, **kwargs: Any
     ) -> None:
-        super().__init__(
-            call_id=call_uuid,
-            targets=targets,
-            wording=wording,
-            record=record,
-            ring_timeout_s=plan.ring_timeout_s,
-            on_finish=on_finish,
-            count=count,
-            deadline_margin_s=deadline_margin_s,
-        )
+        """``kwargs``: those of ``WarmTransfer`` (targets, wording, record, on_finish, ...)."""
+        super().__init__(call_id=call_uuid, ring_timeout_s=plan.ring_timeout_s, **kwargs)
         self.voice = voice
         self.plan = plan
 

@@ -32,8 +32,8 @@ from cryptography.hazmat.primitives.asymmetric.rsa import generate_private_key
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from voxpipe.testing.carrier_signing import vonage_jwt
-from voxpipe.testing.fakes._base import FakeServer
-from voxpipe.testing.fakes._http import AppServer, web
+from voxpipe.testing.fakes._carrier import CarrierFake
+from voxpipe.testing.fakes._http import web
 
 __all__ = [
     "FakeConversation",
@@ -106,7 +106,7 @@ def _problem(status: int, title: str, detail: str) -> web.Response:
     return web.json_response({**body, "detail": detail}, status=status)
 
 
-class FakeVonageREST(FakeServer):
+class FakeVonageREST(CarrierFake):
     """Fake Vonage Voice API on 127.0.0.1 (see the module docstring)."""
 
     def __init__(
@@ -117,7 +117,6 @@ class FakeVonageREST(FakeServer):
         agents: dict[str, FakeVonageAgent] | None = None,
         timeout_scale: float = 1.0,
     ) -> None:
-        super().__init__()
         self.application_id = application_id
         self.signature_secret = signature_secret
         key = generate_private_key(public_exponent=65537, key_size=2048)
@@ -132,29 +131,10 @@ class FakeVonageREST(FakeServer):
         self.conversations: dict[str, FakeConversation] = {}
         self.webhooks: list[VonageWebhook] = []
         self.requests: list[tuple[str, str, dict[str, Any], int]] = []  # method, path, body
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._http: httpx.AsyncClient | None = None
         app = web.Application()
         app.router.add_post("/v1/calls", self._create)
         app.router.add_put("/v1/calls/{uuid}", self._update)
-        self._server = AppServer(app)
-
-    @property
-    def url(self) -> str:
-        """Base URL in place of https://api.nexmo.com."""
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        self._http = httpx.AsyncClient(timeout=10)
-        self.port = await self._server.start()
-
-    async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.stop()
-        if self._http is not None:
-            await self._http.aclose()
+        super().__init__(app)
 
     def add_call(self, call_uuid: str, *, event_url: str | None = None) -> FakeVonageCall:
         """A live, answered inbound call (the caller's) whose events go to ``event_url``."""
@@ -165,11 +145,6 @@ class FakeVonageREST(FakeServer):
     async def caller_hangs_up(self, call_uuid: str) -> None:
         """The caller's call ends (its ``completed`` event is sent)."""
         await self._end(self.calls[call_uuid], "completed")
-
-    async def settle(self) -> None:
-        """Wait for the scripted agents' pending steps and webhooks."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     # --- REST ----------------------------------------------------------------------------
     def _auth_error(self, request: web.Request) -> str | None:
@@ -412,8 +387,3 @@ class FakeVonageREST(FakeServer):
         self.webhooks.append(VonageWebhook(url, kind, call.uuid, body, status, answer))
         self._notify()
         return answer
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
