@@ -208,3 +208,23 @@ async def test_unsigned_or_forged_webhooks_are_refused(tmp_path: Path) -> None:
         assert transfer.state is TransferState.RINGING  # nothing happened
         await fake.caller_hangs_up(CALL)
         await fake.wait_for(lambda: transfer.finished.is_set())
+
+
+async def test_an_agent_is_not_bridged_to_a_caller_who_left_unheard(tmp_path: Path) -> None:
+    # The caller's call.hangup goes to a webhook that is not ours: pressing 1 finds the call
+    # ended (Call Control answers 422) and the agent is released.
+    agents = {A: FakeTelnyxAgent("answer", digits="1", ring_s=0.3)}
+    async with rig(tmp_path, agents, scale=1.0) as (fake, _, handoff):
+        await handoff("x", "y")
+        transfer = handoff.transfer
+        assert transfer is not None
+        await fake.wait_for(lambda: bool(fake.dialled))
+        fake.calls[CALL].webhook_url = None
+        await fake.caller_hangs_up(CALL)
+        await fake.wait_for(lambda: transfer.finished.is_set())
+        await fake.settle()
+        assert transfer.state is TransferState.CALLER_LEFT
+        agent = fake.dialled[0]
+        assert agent.bridged_with is None and not agent.alive
+        assert agent.commands() == ["gather_using_speak", "hangup"]
+        assert [a["result"] for a in transfer.record.attempts] == ["caller_hung_up"]

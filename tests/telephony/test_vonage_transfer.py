@@ -250,3 +250,31 @@ def test_the_rest_jwt_is_the_applications() -> None:
     )
     assert claims["application_id"] == "app-1"
     assert claims["exp"] - claims["iat"] == 300 and claims["jti"]
+
+
+async def test_an_agent_is_not_joined_to_a_caller_who_left_unheard(tmp_path: Path) -> None:
+    # The caller's "completed" goes to an event URL that is not ours: pressing 1 finds the
+    # caller gone (GET /v1/calls/{uuid}) and the agent is released, not joined.
+    agents = {A: FakeVonageAgent("answer", digits="1", ring_s=0.3)}
+    async with rig(tmp_path, agents, scale=1.0) as (fake, r, handoff):
+        await handoff("x", "y")
+        transfer = handoff.transfer
+        assert transfer is not None
+        await fake.wait_for(lambda: bool(fake.dialled))
+        fake.calls[CALL].event_url = None
+        await fake.caller_hangs_up(CALL)
+        await fake.wait_for(lambda: transfer.finished.is_set())
+        await fake.settle()
+        assert transfer.state is TransferState.CALLER_LEFT
+        agent = fake.dialled[0]
+        assert agent.digits_sent == ["1"] and agent.conversation is None and not agent.alive
+        assert [a["result"] for a in transfer.record.attempts] == ["caller_hung_up"]
+        inputs = [w for w in fake.webhooks if w.kind == "input"]
+        assert inputs[0].answer == [
+            {
+                "action": "talk",
+                "text": "The caller has hung up.",
+                "language": "en-GB",
+                "bargeIn": False,
+            }
+        ]

@@ -2,7 +2,7 @@
 
 ``POST /v1/calls`` (an outbound leg running an inline NCCO; 201 with its ``uuid``) and
 ``PUT /v1/calls/{uuid}`` (``{"action": "transfer", "destination": {"type": "ncco", "ncco":
-[...]}}`` or ``{"action": "hangup"}``; 204). Every request carries ``Authorization: Bearer``
+[...]}}`` or ``{"action": "hangup"}``; 204), ``GET /v1/calls/{uuid}`` (its ``status``). Every request carries ``Authorization: Bearer``
 with a JWT of the Vonage application, signed RS256 with its private key (claims
 ``application_id``, ``iat``, ``exp``, ``jti``).
 """
@@ -77,7 +77,9 @@ class VonageVoice:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
 
-    async def _request(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def _request(
+        self, method: str, path: str, body: dict[str, Any] | None
+    ) -> dict[str, Any]:
         token = application_jwt(self.application_id, self._private_key)
         headers = {"Authorization": f"Bearer {token}"}
         try:
@@ -129,6 +131,11 @@ class VonageVoice:
         """Move a live call to ``ncco`` (it leaves whatever it was doing)."""
         body = {"action": "transfer", "destination": {"type": "ncco", "ncco": ncco}}
         await self._request("PUT", f"/v1/calls/{call_uuid}", body)
+
+    async def status(self, call_uuid: str) -> str:
+        """A call's current ``status`` (``answered`` while it is in progress)."""
+        data = await self._request("GET", f"/v1/calls/{call_uuid}", None)
+        return str(data.get("status") or "")
 
     async def hangup(self, call_uuid: str) -> None:
         """End a live call (ringing or answered)."""

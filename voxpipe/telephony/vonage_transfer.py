@@ -161,6 +161,11 @@ class VonageTransfer(WarmTransfer[Ncco]):
         return None  # the leg's own NCCO says the brief and waits for the digit
 
     async def _connect(self, leg: str) -> Ncco | None:
+        # The caller's "completed" may not reach us (the application's event URL is the
+        # operator's): an agent must not be joined to a conversation the caller has left.
+        status = await self.voice.status(self.call_id)
+        if status != "answered":
+            raise VonageError(409, "caller gone", f"the caller's call is {status or 'gone'}")
         return [
             {
                 "action": "conversation",

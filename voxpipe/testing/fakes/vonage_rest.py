@@ -1,6 +1,7 @@
 """A local fake of the Vonage Voice API for warm transfers: ``POST /v1/calls`` (an outbound
 leg with an inline NCCO; 201 with its ``uuid``) and ``PUT /v1/calls/{uuid}`` (``transfer`` to
-an inline NCCO, ``hangup``; 204; 404 for an unknown call, 400 for one that has ended), each
+an inline NCCO, ``hangup``; 204; 404 for an unknown call, 400 for one that has ended) and
+``GET /v1/calls/{uuid}`` (its ``status``), each
 authorised by an RS256 JWT of the application (``application_id``, ``iat``, ``exp``); plus what
 Vonage then does: dialled legs answered (or not) by scripted agents (``FakeVonageAgent``), NCCOs
 run (``talk`` heard, ``input`` answered with the agent's digit and its event's NCCO answer run,
@@ -134,6 +135,7 @@ class FakeVonageREST(CarrierFake):
         app = web.Application()
         app.router.add_post("/v1/calls", self._create)
         app.router.add_put("/v1/calls/{uuid}", self._update)
+        app.router.add_get("/v1/calls/{uuid}", self._get)
         super().__init__(app)
 
     def add_call(self, call_uuid: str, *, event_url: str | None = None) -> FakeVonageCall:
@@ -211,6 +213,28 @@ class FakeVonageREST(CarrierFake):
         answer = {"uuid": call.uuid, "status": "started", "direction": "outbound"}
         return web.json_response(
             {**answer, "conversation_uuid": call.conversation_uuid}, status=201
+        )
+
+    async def _get(self, request: web.Request) -> web.Response:
+        call_uuid = request.match_info["uuid"]
+        error = self._auth_error(request)
+        status = 401 if error else 200 if call_uuid in self.calls else 404
+        self.requests.append(("GET", request.path, {}, status))
+        if error is not None:
+            return _problem(401, "Unauthorized", error)
+        call = self.calls.get(call_uuid)
+        if call is None:
+            return _problem(404, "Not Found", f"call {call_uuid} was not found")
+        return web.json_response(
+            {
+                "_links": {"self": {"href": f"/calls/{call.uuid}"}},
+                "uuid": call.uuid,
+                "conversation_uuid": call.conversation_uuid,
+                "to": {"type": "phone", "number": call.to},
+                "from": {"type": "phone", "number": call.from_},
+                "status": call.status,
+                "direction": call.direction,
+            }
         )
 
     async def _update(self, request: web.Request) -> web.Response:
