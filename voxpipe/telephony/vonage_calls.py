@@ -77,9 +77,7 @@ class VonageVoice:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
 
-    async def _request(
-        self, method: str, path: str, body: dict[str, Any] | None
-    ) -> dict[str, Any]:
+    async def _request(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
         token = application_jwt(self.application_id, self._private_key)
         headers = {"Authorization": f"Bearer {token}"}
         try:
