@@ -142,6 +142,7 @@ async def _run_call(
             audio_out=fmt,
             allow_interruptions=st.settings.allow_interruptions,
             owner=owner,
+            stream_url=_stream_url(st, carrier, call_id, start),
         )
         task = build_task(call, await st.bot(call))
     except Exception as exc:
@@ -223,6 +224,15 @@ async def _run_call(
         result = await st.call_control.hangup(start.call_id)
         log.info("REST hang-up: %s", result)
         st.hangups.append((start.call_id, result))
+
+
+def _stream_url(st: ServerState, carrier: str, call_id: str, start: WireStart) -> Any:
+    """Fresh stream URLs of this call for the bot (a caller returned from a transfer)."""
+    if carrier not in ("telnyx", "vonage"):
+        return None
+    from voxpipe.server.carrier_transfer_routes import stream_url_for
+
+    return stream_url_for(st, carrier, call_id, caller=start.caller, called=start.called)
 
 
 def _receive_outcome(receiving: asyncio.Task[str], ended_by: str) -> tuple[str, int, str]:
