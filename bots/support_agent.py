@@ -38,7 +38,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -87,11 +87,17 @@ from voxpipe.records.recording import recording_for_call
 from voxpipe.state.consent import identifiable_caller
 from voxpipe.state.continuity import CallerContinuity, ResumableConversation
 from voxpipe.state.shared import shared_stores
-from voxpipe.telephony.handoff import TwilioHandoff, resume_conversation
+from voxpipe.telephony.carrier_handoffs import (
+    TelnyxHandoff,
+    TelnyxTransferConfig,
+    VonageHandoff,
+    VonageTransferConfig,
+)
+from voxpipe.telephony.handoff import Handoff, TwilioHandoff, resume_conversation
 from voxpipe.telephony.handoff import take_message as take_message_for
 from voxpipe.telephony.sip_transfer import NOBODY_TOOK, SipHandoff, sip_targets
 from voxpipe.telephony.transfers import RESUME_PARAM, TransferConfig
-from voxpipe.telephony.twilio_transfer import TransferWording
+from voxpipe.telephony.warm_transfer import TransferWording
 
 logger = logging.getLogger("bots.support_agent")
 
@@ -507,17 +513,14 @@ def _transfer_for(
     stores: Any,
     locale: str,
     trigger: dict[str, str],
-) -> TwilioHandoff | SipHandoff | None:
-    """Warm transfer over Twilio's REST API where the call came from Twilio and TRANSFER_TO,
-    the Twilio keys and PUBLIC_URL are set; a REFER on a direct SIP call with TRANSFER_TO;
-    None = no transfer path (a message is taken)."""
+) -> Handoff | SipHandoff | None:
+    """Warm transfer over the carrier's REST API where the call came from Twilio, Telnyx or
+    Vonage and TRANSFER_TO, the carrier's keys and PUBLIC_URL are set; a REFER on a direct SIP
+    call with TRANSFER_TO; None = no transfer path (a message is taken)."""
     if call.carrier == "sip" and call.control is not None:
         return _sip_transfer_for(call, recorder, stores, locale, trigger)
-    if call.carrier != "twilio" or call.custom_parameters.get(RESUME_PARAM):
+    if call.custom_parameters.get(RESUME_PARAM):
         return None  # a caller nobody could take is not put on hold again in the same call
-    config = TransferConfig.from_settings(call.settings)
-    if config is None:
-        return None
     words = transfer_wording(locale)
 
     def wording(reason: str, summary: str) -> TransferWording:
@@ -529,17 +532,34 @@ def _transfer_for(
             hold_line=words["hold"],
         )
 
-    return TwilioHandoff(
-        config,
-        call_sid=call.call_id,
-        called=call.called,
-        recorder=recorder,
-        sessions=stores.sessions,
-        transcripts=stores.transcripts,
-        wording=wording,
-        trigger=lambda: trigger.get("by", "policy"),
-        heartbeat_interval_s=call.settings.heartbeat_interval_s,
-    )
+    common: dict[str, Any] = {
+        "recorder": recorder,
+        "sessions": stores.sessions,
+        "transcripts": stores.transcripts,
+        "wording": wording,
+        "trigger": lambda: trigger.get("by", "policy"),
+        "heartbeat_interval_s": call.settings.heartbeat_interval_s,
+    }
+    if call.carrier == "twilio":
+        config = TransferConfig.from_settings(call.settings)
+        if config is None:
+            return None
+        return TwilioHandoff(config, call_sid=call.call_id, called=call.called, **common)
+    if call.carrier == "telnyx" and call.stream_url is not None:
+        telnyx = TelnyxTransferConfig.from_settings(call.settings)
+        if telnyx is None:
+            return None
+        return TelnyxHandoff(
+            telnyx, call_id=call.call_id, called=call.called, stream_url=call.stream_url, **common
+        )
+    if call.carrier == "vonage" and call.stream_url is not None:
+        vonage = VonageTransferConfig.from_settings(call.settings)
+        if vonage is None:
+            return None
+        return VonageHandoff(
+            vonage, call_id=call.call_id, called=call.called, stream_url=call.stream_url, **common
+        )
+    return None
 
 
 def _escalation(
@@ -550,12 +570,15 @@ def _escalation(
     locale: str,
     on_escalated: Callable[[str, str], None] | None = None,
     on_message: Callable[[str, str], None] | None = None,
+    on_hold: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[Escalation, EscalationParams, Callable[[dict[str, Any]], dict[str, Any]]]:
     """The escalation (warm transfer where there is a path, else a message), its tools, and
     what a tool answers the model about an escalation's outcome."""
     words = transfer_wording(locale)
     trigger = {"by": "policy"}
     handoff = _transfer_for(call, recorder, stores, locale, trigger)
+    if isinstance(handoff, VonageHandoff):
+        handoff.on_hold = on_hold  # Vonage leaves the bot's websocket open: end it
 
     async def record(reason: str, summary: str) -> None:
         # Which trigger started it (request, loop, sentiment, confidence, tool), for the record.
@@ -716,6 +739,9 @@ async def bot(call: Call) -> Pipeline:
         tag,
         on_escalated=keeper.mark_escalated,
         on_message=keeper.mark_message_taken,
+        on_hold=lambda: escalation_policy.push_frame(
+            EndTaskFrame(reason="caller on hold for a transfer"), FrameDirection.UPSTREAM
+        ),
     )
 
     async def transfer_returned(state: EscalationState, detail: str) -> None:

@@ -80,6 +80,10 @@ class Call:
     # The carrier's call control where the bot may use it (SIP: ``SipCallControl`` for REFER
     # transfers); None on carriers whose call control goes through their REST API.
     control: Any = None
+    # A maker of fresh media-stream URLs of this call (a new stream of the same call, e.g. for
+    # a caller sent back to the bot after a transfer nobody took), where the carrier needs one
+    # (Telnyx, Vonage) and PUBLIC_URL is set; None elsewhere.
+    stream_url: Callable[[], str] | None = None
 
     def metadata(self) -> dict[str, Any]:
         """The metadata every processor sees in ``StartFrame.metadata`` (``voxpipe/frames.py``)."""

@@ -72,6 +72,22 @@ def _bench_leak(args: argparse.Namespace) -> dict[str, Any]:
         raise CommandError(str(exc)) from exc
 
 
+def _bench_soak(args: argparse.Namespace) -> dict[str, Any]:
+    from voxpipe.bench.soak import run_soak_bench
+
+    try:
+        return run_soak_bench(
+            calls=args.calls or 100,
+            minutes=args.minutes,
+            call_seconds=args.seconds if args.seconds != 20.0 else 60.0,
+            window_s=args.window,
+            bot=args.bot,
+            progress=None if args.json else _progress,
+        )
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+
+
 def _bench_interruption(args: argparse.Namespace) -> dict[str, Any]:
     from voxpipe.bench.interruption import run_interruption_bench
 
@@ -142,6 +158,7 @@ BENCHES: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]]] =
     "turn": ("turn: Smart Turn cost per decision, one at a time and batched", _bench_turn),
     "leak": ("leak: calls back to back in one worker, its RSS growth", _bench_leak),
     "turns": ("turns: cut-offs in pauses, backchannels, barge-ins, by what is heard", _bench_turns),
+    "soak": ("soak: N calls kept up for minutes, RSS and lateness per window", _bench_soak),
 }
 
 
@@ -167,6 +184,8 @@ def _add_bench(sub: Any) -> None:
     p.add_argument("--seconds", type=float, default=20.0, help="calls: length of each call")
     p.add_argument("--ramp", type=float, default=5.0, help="calls: seconds to start them all")
     p.add_argument("--bot", default=None, help="calls: bot file to serve (default bots/echo.py)")
+    p.add_argument("--minutes", type=float, default=30.0, help="soak: how long to keep calls up")
+    p.add_argument("--window", type=float, default=60.0, help="soak: seconds per sample window")
     p.add_argument("--n", type=int, default=100, help="interruption: barge-ins to measure")
     p.add_argument("--turns", type=int, default=20, help="latency: caller turns to measure")
     p.add_argument(

@@ -84,10 +84,11 @@ def test_offline_call_escalation_takes_a_message_and_promises_no_transfer(
     assert record["message"] == "please call me back"
 
 
-def test_telnyx_vonage_and_webrtc_calls_stay_unavailable_even_with_a_transfer_configured() -> None:
-    """Issue 11 point 3: no Telnyx / Vonage transfer path ships yet, so with TRANSFER_TO and
-    every Twilio key set those calls still get no transfer (the tool answers "unavailable" and
-    the bot takes a message); a Twilio call with the same settings gets one."""
+def test_each_carrier_needs_its_own_keys_for_a_transfer_path() -> None:
+    """Issue 11 point 3: with TRANSFER_TO and every Twilio key set, Telnyx, Vonage, WebRTC and
+    SIP-without-a-dialog calls get no transfer (the tool answers "unavailable" and the bot
+    takes a message); a Twilio call with the same settings gets one, and Telnyx / Vonage get
+    one once their own keys are set too."""
     import importlib.util
     from types import SimpleNamespace
 
@@ -111,10 +112,44 @@ def test_telnyx_vonage_and_webrtc_calls_stay_unavailable_even_with_a_transfer_co
             call_id="C1",
             called="+15550009999",
             control=None,  # no SIP dialog to REFER in (a SIP call has one: test_sip_transfer)
+            stream_url=(lambda: "wss://voice.example.com/x/stream/t")
+            if carrier in ("telnyx", "vonage")
+            else None,
         )
         stores = SimpleNamespace(sessions=None, transcripts=None)
         return module._transfer_for(call, None, stores, "en-US", {"by": "tool"})
 
     for carrier in ("telnyx", "vonage", "webrtc", "sip"):
         assert path_for(carrier) is None, carrier
-    assert path_for("twilio") is not None
+    assert type(path_for("twilio")).__name__ == "TwilioHandoff"
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.asymmetric.rsa import generate_private_key
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+        PublicFormat,
+    )
+
+    raw = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    pem = (
+        generate_private_key(public_exponent=65537, key_size=2048)
+        .private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+        .decode()
+    )
+    settings = VoxpipeSettings(  # type: ignore[call-arg]
+        **{
+            **settings.model_dump(),
+            "telnyx_api_key": "KEY123",
+            "telnyx_connection_id": "conn-1",
+            "telnyx_public_key": base64.b64encode(raw).decode(),
+            "vonage_application_id": "app-1",
+            "vonage_private_key": pem,
+            "vonage_signature_secret": "a-vonage-signature-secret-32-chars",
+        }
+    )
+    assert type(path_for("telnyx")).__name__ == "TelnyxHandoff"
+    assert type(path_for("vonage")).__name__ == "VonageHandoff"
+    assert path_for("webrtc") is None

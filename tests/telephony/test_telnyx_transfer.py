@@ -21,12 +21,16 @@ from voxpipe.server.telnyx_signature import (
 )
 from voxpipe.telephony.telnyx_calls import TelnyxCallControl
 from voxpipe.telephony.telnyx_transfer import (
-    TelnyxStart,
     TelnyxTransfer,
     TelnyxTransferPlan,
     event_from_webhook,
 )
-from voxpipe.telephony.twilio_transfer import EscalationRecord, TransferState, TransferWording
+from voxpipe.telephony.warm_transfer import (
+    EscalationRecord,
+    Start,
+    TransferState,
+    TransferWording,
+)
 from voxpipe.testing.fakes.telnyx_rest import FakeTelnyxAgent, FakeTelnyxREST
 
 CALLER = "v3:caller-leg"
@@ -95,7 +99,7 @@ async def setup() -> AsyncIterator[Callable[..., Any]]:
             from_number="+442079460000",
             webhook_url=rx.url,
             hold_audio_url="https://bot.example/transfer/hold.wav",
-            resume_stream_url="wss://bot.example/telnyx/stream?t=resume-token",
+            resume_stream_url=lambda: "wss://bot.example/telnyx/stream?t=resume-token",
             ring_timeout_s=20,
         )
         transfer = TelnyxTransfer(
@@ -119,7 +123,7 @@ async def setup() -> AsyncIterator[Callable[..., Any]]:
 
 
 async def run(fake: FakeTelnyxREST, transfer: TelnyxTransfer) -> None:
-    await transfer.handle(TelnyxStart())
+    await transfer.handle(Start())
     await asyncio.wait_for(transfer.finished.wait(), 10)
     await fake.settle()
 
@@ -203,7 +207,7 @@ async def test_a_rejected_and_a_silent_agent_are_declines(setup: Any) -> None:
 
 async def test_the_caller_hanging_up_on_hold_releases_the_ringing_agent(setup: Any) -> None:
     fake, _, transfer = await setup({A: FakeTelnyxAgent("never")}, [A])
-    await transfer.handle(TelnyxStart())
+    await transfer.handle(Start())
     await fake.caller_hangs_up(CALLER)
     await asyncio.wait_for(transfer.finished.wait(), 10)
     await fake.settle()

@@ -43,6 +43,13 @@ _COLUMNS = (
     "ivr_digit",
     "enabled",
     "consent",
+    # migration 7: per-row turn-taking (NULL = the deployment's setting)
+    "turn_detection",
+    "vad_stop_s",
+    "vad_start_s",
+    "vad_confidence",
+    "vad_min_volume",
+    "turn_max_wait_s",
 )
 
 
@@ -59,6 +66,12 @@ def _values(row: LocaleRow) -> tuple[Any, ...]:
         row.ivr_digit,
         row.enabled,
         row.consent,
+        row.turn_detection,
+        row.vad_stop_s,
+        row.vad_start_s,
+        row.vad_confidence,
+        row.vad_min_volume,
+        row.turn_max_wait_s,
     )
 
 

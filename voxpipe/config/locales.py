@@ -47,6 +47,35 @@ def normalize_locale(tag: str) -> str:
     return "-".join(out)
 
 
+# Per-row turn-taking overrides and their allowed ranges (the settings' own bounds).
+_TURN_RANGES: dict[str, tuple[float, float]] = {
+    "vad_stop_s": (0.05, 5.0),
+    "vad_start_s": (0.0, 2.0),
+    "vad_confidence": (0.0, 1.0),
+    "vad_min_volume": (0.0, 1.0),
+    "turn_max_wait_s": (0.1, 10.0),
+}
+
+
+def _blank_none(value: Any) -> Any:
+    """A CSV cell or database value: blank or NULL = not set."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return value
+
+
+def _turn_number(locale: str, name: str, value: Any, low: float, high: float) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"locale {locale}: {name} must be a number, got {value!r}") from None
+    if not low <= number <= high:
+        raise ValueError(f"locale {locale}: {name} must be within {low}..{high}, got {number}")
+    return number
+
+
 @dataclass(frozen=True, slots=True)
 class LocaleRow:
     """Everything a call needs to run in one language/region."""
@@ -66,6 +95,15 @@ class LocaleRow:
     enabled: bool = True
     # The consent policy for callers this row serves; None = derived from its countries.
     consent: ConsentPolicy | None = None
+    # Turn-taking for this row's callers (issue 13); None = the deployment's setting of the
+    # same name (TURN_DETECTION, VAD_STOP_S, ...). A language whose speakers pause longer
+    # mid-sentence can be given a longer stop or wait without changing every other row.
+    turn_detection: Literal["smart", "vad"] | None = None
+    vad_stop_s: float | None = None
+    vad_start_s: float | None = None
+    vad_confidence: float | None = None
+    vad_min_volume: float | None = None
+    turn_max_wait_s: float | None = None
 
     def __post_init__(self) -> None:
         locale = normalize_locale(self.locale)
@@ -89,6 +127,17 @@ class LocaleRow:
                 f"(or blank for the default of its countries), got {self.consent!r}"
             )
         object.__setattr__(self, "consent", consent)
+        detection = (self.turn_detection or "").strip().lower() or None
+        if detection is not None and detection not in ("smart", "vad"):
+            raise ValueError(
+                f"locale {locale}: turn_detection must be smart or vad (or blank for the "
+                f"deployment's TURN_DETECTION), got {self.turn_detection!r}"
+            )
+        object.__setattr__(self, "turn_detection", detection)
+        for name, (low, high) in _TURN_RANGES.items():
+            object.__setattr__(
+                self, name, _turn_number(locale, name, getattr(self, name), low, high)
+            )
 
     @property
     def consent_policy(self) -> ConsentPolicy:
@@ -131,6 +180,8 @@ class LocaleRow:
             ivr_digit=(str(data["ivr_digit"]) if data.get("ivr_digit") is not None else None),
             enabled=bool(enabled),
             consent=(str(data["consent"]) if data.get("consent") is not None else None),  # type: ignore[arg-type]
+            turn_detection=_blank_none(data.get("turn_detection")),
+            **{name: _blank_none(data.get(name)) for name in _TURN_RANGES},
         )
 
 

@@ -448,16 +448,51 @@ class VoxpipeSettings(BaseSettings):
     )
     transfer_from: str | None = Field(
         None,
-        description="Caller id for the agent legs (a number of your Twilio account); unset = the "
-        "number the caller dialled.",
+        description="Caller id for the agent legs (a number of your Twilio, Telnyx or Vonage "
+        "account); unset = the number the caller dialled.",
     )
     desk_token: SecretStr | None = Field(
         None,
         description="Bearer token of the agent desk (/desk, /api/escalations); unset = no desk.",
     )
+    telnyx_api_key: SecretStr | None = Field(
+        None,
+        description="Telnyx API key (Bearer) for Call Control: with TRANSFER_TO, "
+        "TELNYX_CONNECTION_ID, TELNYX_PUBLIC_KEY and PUBLIC_URL, Telnyx calls get warm transfers.",
+    )
+    telnyx_connection_id: str | None = Field(
+        None,
+        description="Telnyx Call Control connection (application) id the agent legs are dialled "
+        "from; its webhook URL should be PUBLIC_URL/transfer/telnyx/events.",
+    )
+    telnyx_api_base_url: str = Field(
+        "https://api.telnyx.com", description="Telnyx REST API base URL."
+    )
+    vonage_application_id: str | None = Field(
+        None,
+        description="Vonage application id: the REST calls of a Vonage warm transfer are "
+        "authorised with an RS256 JWT of this application.",
+    )
+    vonage_private_key: SecretStr | None = Field(
+        None,
+        description="The Vonage application's private key: PEM text, or the path of a PEM file. "
+        "With VONAGE_APPLICATION_ID, TRANSFER_TO, VONAGE_SIGNATURE_SECRET and PUBLIC_URL, "
+        "Vonage calls get warm transfers.",
+    )
+    vonage_api_base_url: str = Field(
+        "https://api.nexmo.com", description="Vonage Voice API base URL."
+    )
 
     @field_validator(
-        "transfer_to", "transfer_hold_url", "transfer_from", "desk_token", mode="before"
+        "transfer_to",
+        "transfer_hold_url",
+        "transfer_from",
+        "desk_token",
+        "telnyx_api_key",
+        "telnyx_connection_id",
+        "vonage_application_id",
+        "vonage_private_key",
+        mode="before",
     )
     @classmethod
     def _transfer_empty_is_unset(cls, value: Any) -> Any:

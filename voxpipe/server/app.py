@@ -265,6 +265,14 @@ def create_app(
         async def vonage_stream(websocket: WebSocket, token: str) -> None:
             await media_stream(websocket, "vonage", token)
 
+    if carriers.serves("telnyx") or carriers.serves("vonage"):
+        # Warm transfer (issue 11): Telnyx's and Vonage's signed callbacks.
+        from voxpipe.server.carrier_transfer_routes import carrier_transfer_router
+
+        app.include_router(
+            carrier_transfer_router(metrics, hold_audio=not carriers.serves("twilio"))
+        )
+
     # Browser calls: the page at / and POST /webrtc/offer (aiortc is imported on first offer).
     if webrtc_access.mode != "off":
         from voxpipe.server.webrtc import ice_server_setting, webrtc_router

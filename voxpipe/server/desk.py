@@ -23,7 +23,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from voxpipe.server.access import bearer_token, tokens_equal
 from voxpipe.server.security_events import client_address, security_event
 from voxpipe.telephony.transfers import TRANSFERS
-from voxpipe.telephony.twilio_transfer import TwilioTransfer
+from voxpipe.telephony.warm_transfer import WarmTransfer
 
 __all__ = ["desk_router", "escalations", "mask_number"]
 
@@ -39,7 +39,7 @@ def mask_number(number: str) -> str:
     return "•••" + "".join(digits[-4:])
 
 
-def _view(transfer: TwilioTransfer, now: float) -> dict[str, Any]:
+def _view(transfer: WarmTransfer[Any], now: float) -> dict[str, Any]:
     record = transfer.record
     details = transfer.details
     since = record.on_hold_at or record.started_at

@@ -112,16 +112,17 @@ async def _run_call(
     sink.label = call_id
     fmt = start.audio_format
     params = start.custom_parameters
-    tparams = TransportParams(
-        audio_in=fmt,
-        audio_out=fmt,
-        allow_interruptions=st.settings.allow_interruptions,
-        **transport_turn_kwargs(st.settings),
-    )
     country = params.get("FromCountry") or None
     # From the worker's locale table (in memory, refreshed in the background; never raises).
     chosen = await call_locale(
         st.settings, carrier=carrier, caller=start.caller, country=country, custom_parameters=params
+    )
+    tparams = TransportParams(
+        audio_in=fmt,
+        audio_out=fmt,
+        allow_interruptions=st.settings.allow_interruptions,
+        # The locale row's turn-taking where it sets one (a language that pauses longer).
+        **transport_turn_kwargs(st.settings, chosen.row),
     )
     try:
         transport = Transport(sink, tparams, batched_vad=st.batched_vad, name=carrier)
@@ -141,6 +142,7 @@ async def _run_call(
             audio_out=fmt,
             allow_interruptions=st.settings.allow_interruptions,
             owner=owner,
+            stream_url=_stream_url(st, carrier, call_id, start),
         )
         task = build_task(call, await st.bot(call))
     except Exception as exc:
@@ -222,6 +224,15 @@ async def _run_call(
         result = await st.call_control.hangup(start.call_id)
         log.info("REST hang-up: %s", result)
         st.hangups.append((start.call_id, result))
+
+
+def _stream_url(st: ServerState, carrier: str, call_id: str, start: WireStart) -> Any:
+    """Fresh stream URLs of this call for the bot (a caller returned from a transfer)."""
+    if carrier not in ("telnyx", "vonage"):
+        return None
+    from voxpipe.server.carrier_transfer_routes import stream_url_for
+
+    return stream_url_for(st, carrier, call_id, caller=start.caller, called=start.called)
 
 
 def _receive_outcome(receiving: asyncio.Task[str], ended_by: str) -> tuple[str, int, str]:

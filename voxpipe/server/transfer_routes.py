@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter
@@ -34,6 +34,7 @@ from voxpipe.telephony.twilio_transfer import (
     Event,
     TwilioTransfer,
 )
+from voxpipe.telephony.warm_transfer import WarmTransfer
 
 if TYPE_CHECKING:
     from voxpipe.server.metrics import ServerMetrics
@@ -98,7 +99,7 @@ async def _verified(
         )
         return PlainTextResponse("invalid twilio signature", status_code=403)
     transfer = TRANSFERS.get(request.path_params["call_sid"])
-    if transfer is None:
+    if not isinstance(transfer, TwilioTransfer):
         TRANSFERS.count("callback_unknown_call")
         logger.warning("transfer callback %s for a call with no transfer", request.url.path)
         return PlainTextResponse("no transfer for this call", status_code=404)
@@ -108,13 +109,18 @@ async def _verified(
 
 async def _run(transfer: TwilioTransfer, event: Event) -> str | None:
     twiml = await transfer.handle(event)
-    if transfer.state.final:
-        TRANSFERS.done(transfer)
+    finished(transfer)
     return twiml
 
 
+def finished(transfer: WarmTransfer[Any]) -> None:
+    """Move a transfer out of the live set once it has ended."""
+    if transfer.state.final:
+        TRANSFERS.done(transfer)
+
+
 def register_transfer_metrics(metrics: ServerMetrics) -> None:
-    """Expose the transfer step counters (Twilio and SIP REFER) once per registry."""
+    """Expose the transfer step counters (every carrier, SIP REFER) once per registry."""
     if getattr(metrics, "_transfer_collector", None) is None:
         collector = _TransferCollector(TRANSFERS)
         metrics.registry.register(collector)

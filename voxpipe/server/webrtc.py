@@ -161,11 +161,14 @@ def webrtc_router() -> APIRouter:
         log = logging.LoggerAdapter(logger, {"call_id": call_id})
         settings = st.settings
         secret = settings.turn_secret.get_secret_value() if settings.turn_secret else None
+        # The locale row's turn-taking where it sets one; the call itself chooses the row again
+        # when it starts (the same in-memory table, so the same row).
+        chosen = await call_locale(settings, carrier=CARRIER, custom_parameters=parameters)
         try:
             transport = WebRTCTransport(
                 webrtc_params(
                     allow_interruptions=settings.allow_interruptions,
-                    **transport_turn_kwargs(settings),
+                    **transport_turn_kwargs(settings, chosen.row),
                 ),
                 ice_servers=with_server_credentials(
                     ice_servers_from(ice_server_setting(settings)), secret, settings.turn_ttl_s

@@ -110,6 +110,19 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
         "call records: lookup hash, retention, legal hold, audit log, API tokens",
         RECORDS_POSTGRES,
     ),
+    Migration(
+        7,
+        "turn-taking per locale row",
+        # NULL = the deployment's TURN_DETECTION / VAD_* / TURN_MAX_WAIT_S (issue 13).
+        (
+            "ALTER TABLE locales ADD COLUMN turn_detection TEXT",
+            "ALTER TABLE locales ADD COLUMN vad_stop_s DOUBLE PRECISION",
+            "ALTER TABLE locales ADD COLUMN vad_start_s DOUBLE PRECISION",
+            "ALTER TABLE locales ADD COLUMN vad_confidence DOUBLE PRECISION",
+            "ALTER TABLE locales ADD COLUMN vad_min_volume DOUBLE PRECISION",
+            "ALTER TABLE locales ADD COLUMN turn_max_wait_s DOUBLE PRECISION",
+        ),
+    ),
 )
 
 SQLITE_MIGRATIONS: tuple[Migration, ...] = (
@@ -192,6 +205,19 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
         6,
         "call records: lookup hash, retention, legal hold, audit log, API tokens",
         RECORDS_SQLITE,
+    ),
+    Migration(
+        7,
+        "turn-taking per locale row",
+        # NULL = the deployment's TURN_DETECTION / VAD_* / TURN_MAX_WAIT_S (issue 13).
+        (
+            "ALTER TABLE locales ADD COLUMN turn_detection TEXT",
+            "ALTER TABLE locales ADD COLUMN vad_stop_s REAL",
+            "ALTER TABLE locales ADD COLUMN vad_start_s REAL",
+            "ALTER TABLE locales ADD COLUMN vad_confidence REAL",
+            "ALTER TABLE locales ADD COLUMN vad_min_volume REAL",
+            "ALTER TABLE locales ADD COLUMN turn_max_wait_s REAL",
+        ),
     ),
 )
 

@@ -1,8 +1,9 @@
 """A bot's side of a warm transfer: start it, keep its record, end the call's records after it.
 
-``TwilioHandoff`` is the ``transfer(reason, summary)`` callable a bot gives ``Escalation``:
-it starts a ``TwilioTransfer`` (which outlives the bot's pipeline: moving the caller ends the
-media stream) and keeps the session open meanwhile. When the transfer ends it stores the
+``Handoff`` is the ``transfer(reason, summary)`` callable a bot gives ``Escalation``: it starts
+the carrier's ``WarmTransfer`` (``TwilioHandoff``: ``TwilioTransfer``; the Telnyx and Vonage
+ones are in ``carrier_handoffs``), which outlives the bot's pipeline (putting the caller on hold
+ends the media stream), and keeps the session open meanwhile. When the transfer ends it stores the
 ``EscalationRecord`` in the session; when the call is over for us (an agent took it, or the
 caller hung up) it writes the transcript row from the session, with the record in its
 metadata. When nobody took the call the session stays for the bot the caller returns to
@@ -11,10 +12,11 @@ metadata. When nobody took the call the session stays for the bot the caller ret
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from voxpipe.processors.aggregators.context import LLMContext, message_text
@@ -24,15 +26,16 @@ from voxpipe.state.session import SessionState, SessionStore
 from voxpipe.state.transcripts import Transcript, TranscriptStore
 from voxpipe.telephony.transfers import TRANSFERS, TransferConfig
 from voxpipe.telephony.twilio import TwilioCalls
-from voxpipe.telephony.twilio_transfer import (
+from voxpipe.telephony.twilio_transfer import TwilioTransfer
+from voxpipe.telephony.warm_transfer import (
     EscalationRecord,
     Start,
     TransferState,
     TransferWording,
-    TwilioTransfer,
+    WarmTransfer,
 )
 
-__all__ = ["ESCALATION_KEY", "TwilioHandoff", "resume_conversation", "take_message"]
+__all__ = ["ESCALATION_KEY", "Handoff", "TwilioHandoff", "resume_conversation", "take_message"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,15 +44,13 @@ _TERMINAL_FOR_US = (TransferState.CONNECTED, TransferState.CALLER_LEFT)
 RECORDER_WAIT_S = 30.0  # how long the row waits for the bot's pipeline to store its turns
 
 
-class TwilioHandoff:
-    """Starts a call's Twilio warm transfer and stores what came of it (see module docstring)."""
+class Handoff(abc.ABC):
+    """Starts a call's warm transfer and stores what came of it (see module docstring)."""
 
     def __init__(
         self,
-        config: TransferConfig,
         *,
-        call_sid: str,
-        called: str,
+        call_id: str,
         recorder: TranscriptRecorder,
         sessions: SessionStore,
         transcripts: TranscriptStore,
@@ -58,35 +59,35 @@ class TwilioHandoff:
         heartbeat_interval_s: float = 10.0,
     ) -> None:
         self.heartbeat_interval_s = heartbeat_interval_s
-        self.config = config
-        self.call_sid = call_sid
-        self.called = called
+        self.call_id = call_id
         self.recorder = recorder
         self.sessions = sessions
         self.transcripts = transcripts
         self.wording = wording  # (reason, summary) -> what the agent hears
         self.trigger = trigger
-        self.transfer: TwilioTransfer | None = None
+        self.transfer: WarmTransfer[Any] | None = None
+        # Run once the caller is on hold: ends the bot's stream where the carrier leaves it
+        # open (Vonage: the websocket leg stays in the old conversation).
+        self.on_hold: Callable[[], Awaitable[None]] | None = None
         self.records_done = asyncio.Event()  # the outcome (and, if the call is over, the row)
         self._task: asyncio.Task[Any] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
+    @property
+    def call_sid(self) -> str:
+        return self.call_id
+
+    @abc.abstractmethod
+    def _new_transfer(
+        self, record: EscalationRecord, wording: TransferWording
+    ) -> WarmTransfer[Any]:
+        """The carrier's transfer for this call (``on_finish=self._finished``,
+        ``count=TRANSFERS.count``)."""
+
     async def __call__(self, reason: str, summary: str) -> None:
-        """Move the caller to hold and dial the first agent; raises if the caller stays here."""
-        config = self.config
+        """Put the caller on hold and dial the first agent; raises if the caller stays here."""
         record = EscalationRecord(reason=reason, summary=summary, trigger=self.trigger())
-        transfer = TwilioTransfer(
-            call_sid=self.call_sid,
-            targets=list(config.targets),
-            calls=TwilioCalls(config.account_sid, config.auth_token, base_url=config.api_base_url),
-            urls=config.urls(self.call_sid),
-            wording=self.wording(reason, summary),
-            record=record,
-            from_number=config.from_number or self.called,
-            ring_timeout_s=config.ring_timeout_s,
-            on_finish=self._finished,
-            count=TRANSFERS.count,
-        )
+        transfer = self._new_transfer(record, self.wording(reason, summary))
         transfer.details = {
             "caller": self.recorder.meta.get("caller") or "",
             "locale": transfer.wording.language,
@@ -94,10 +95,10 @@ class TwilioHandoff:
         }
         self.transfer = transfer
         TRANSFERS.add(transfer)
-        # The media stream ends when the caller is moved; the call (and its records) does not.
+        # The media stream ends when the caller is put on hold; the call (and its records) does not.
         self.recorder.defer_final = True
         await self._store(record)
-        # Its own task: the pipeline that asked may be torn down while Twilio moves the call.
+        # Its own task: the pipeline that asked may be torn down while the carrier moves the call.
         self._task = asyncio.get_running_loop().create_task(transfer.handle(Start()))
         self._spawn(self._keep_alive(transfer))
         await asyncio.shield(self._task)
@@ -105,13 +106,15 @@ class TwilioHandoff:
             self.recorder.defer_final = False
             TRANSFERS.done(transfer)
             raise RuntimeError("the caller could not be moved to hold")
+        if self.on_hold is not None:
+            self._spawn(self.on_hold())
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _keep_alive(self, transfer: TwilioTransfer) -> None:
+    async def _keep_alive(self, transfer: WarmTransfer[Any]) -> None:
         """Heartbeat the session while the caller is on hold: the bot's pipeline (which did
         it) has ended, and the orphan sweeper must not write the call up mid-transfer."""
         while not transfer.finished.is_set():
@@ -132,7 +135,7 @@ class TwilioHandoff:
         if self.recorder.retaining:
             await self.sessions.set_meta(self.call_sid, values)
 
-    async def _finished(self, transfer: TwilioTransfer) -> None:
+    async def _finished(self, transfer: WarmTransfer[Any]) -> None:
         record = transfer.record
         logger.info(
             "escalation of %s: %s%s",
@@ -166,6 +169,50 @@ class TwilioHandoff:
             logger.exception("call %s: writing the transcript row failed", self.call_sid)
         finally:
             self.records_done.set()
+
+
+class TwilioHandoff(Handoff):
+    """A Twilio call's warm transfer (``TwilioTransfer``) over Twilio's REST API."""
+
+    def __init__(
+        self,
+        config: TransferConfig,
+        *,
+        call_sid: str,
+        called: str,
+        recorder: TranscriptRecorder,
+        sessions: SessionStore,
+        transcripts: TranscriptStore,
+        wording: Callable[[str, str], TransferWording],
+        trigger: Callable[[], str] = lambda: "tool",
+        heartbeat_interval_s: float = 10.0,
+    ) -> None:
+        super().__init__(
+            call_id=call_sid,
+            recorder=recorder,
+            sessions=sessions,
+            transcripts=transcripts,
+            wording=wording,
+            trigger=trigger,
+            heartbeat_interval_s=heartbeat_interval_s,
+        )
+        self.config = config
+        self.called = called
+
+    def _new_transfer(self, record: EscalationRecord, wording: TransferWording) -> TwilioTransfer:
+        config = self.config
+        return TwilioTransfer(
+            call_sid=self.call_id,
+            targets=list(config.targets),
+            calls=TwilioCalls(config.account_sid, config.auth_token, base_url=config.api_base_url),
+            urls=config.urls(self.call_id),
+            wording=wording,
+            record=record,
+            from_number=config.from_number or self.called,
+            ring_timeout_s=config.ring_timeout_s,
+            on_finish=self._finished,
+            count=TRANSFERS.count,
+        )
 
 
 def conversation_so_far(context: LLMContext) -> list[dict[str, str]]:

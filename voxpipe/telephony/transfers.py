@@ -1,8 +1,9 @@
 """The live transfers of this worker, their step counts, and the transfer settings.
 
-A bot starts a transfer (``TwilioTransfer``) while its call runs; Twilio's callbacks about it
-reach the server's transfer routes, which find it here by the caller's CallSid. Callbacks must
-reach the worker that started the transfer (one worker, or sticky routing by CallSid).
+A bot starts a transfer (``TwilioTransfer``, ``TelnyxTransfer``, ``VonageTransfer``) while its
+call runs; the carrier's callbacks about it reach the server's transfer routes, which find it
+here by the caller's call id (or an agent leg's). Callbacks must reach the worker that started
+the transfer (one worker, or sticky routing by call id).
 """
 
 from __future__ import annotations
@@ -10,15 +11,24 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 if TYPE_CHECKING:
     from voxpipe.config.settings import VoxpipeSettings
-    from voxpipe.telephony.twilio_transfer import TransferUrls, TwilioTransfer
+    from voxpipe.telephony.twilio_transfer import TransferUrls
+    from voxpipe.telephony.warm_transfer import WarmTransfer
 
-__all__ = ["RESUME_PARAM", "TRANSFERS", "TransferConfig", "TransferRegistry", "parse_targets"]
+__all__ = [
+    "RESUME_PARAM",
+    "TRANSFERS",
+    "TransferConfig",
+    "TransferRegistry",
+    "parse_targets",
+    "transfer_settings",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +58,37 @@ def parse_targets(value: str | None) -> list[str]:
     return targets
 
 
+def transfer_settings(
+    settings: VoxpipeSettings, carrier: str, needs: Sequence[tuple[str, object]]
+) -> dict[str, Any] | None:
+    """What every carrier's transfer path takes from the settings (targets, public URL, ring
+    timeout, hold audio, caller id), or None (logged) when TRANSFER_TO is unset or bad or one
+    of ``needs`` (setting name, value) is not set: escalations then take a message."""
+    if not settings.transfer_to:
+        return None
+    missing = [name for name, value in needs if not value]
+    if missing:
+        logger.warning(
+            "TRANSFER_TO is set but %s is not: %s calls cannot be transferred "
+            "(escalations take a message instead)",
+            ", ".join(missing),
+            carrier,
+        )
+        return None
+    try:
+        targets = tuple(parse_targets(settings.transfer_to))
+    except ValueError as exc:
+        logger.error("%s: escalations take a message instead", exc)
+        return None
+    return {
+        "targets": targets,
+        "public_url": (settings.public_url or "").rstrip("/"),
+        "ring_timeout_s": settings.transfer_ring_timeout_s,
+        "hold_url": settings.transfer_hold_url,
+        "from_number": settings.transfer_from,
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class TransferConfig:
     """A carrier's configured transfer path (Twilio REST keys, targets, public URL)."""
@@ -65,39 +106,23 @@ class TransferConfig:
     def from_settings(cls, settings: VoxpipeSettings) -> TransferConfig | None:
         """The Twilio transfer path, or None (logged) when a setting it needs is missing."""
         s = settings
-        if not s.transfer_to:
-            return None
-        missing = [
-            name
-            for name, value in (
+        common = transfer_settings(
+            s,
+            "Twilio",
+            (
                 ("TWILIO_ACCOUNT_SID", s.twilio_account_sid),
                 ("TWILIO_AUTH_TOKEN", s.twilio_auth_token),
                 ("PUBLIC_URL", s.public_url),
-            )
-            if not value
-        ]
-        if missing:
-            logger.warning(
-                "TRANSFER_TO is set but %s is not: Twilio cannot be asked to transfer calls "
-                "(escalations take a message instead)",
-                ", ".join(missing),
-            )
+            ),
+        )
+        if common is None:
             return None
-        try:
-            targets = parse_targets(s.transfer_to)
-        except ValueError as exc:
-            logger.error("%s: escalations take a message instead", exc)
-            return None
-        assert s.twilio_account_sid and s.twilio_auth_token and s.public_url
+        assert s.twilio_account_sid and s.twilio_auth_token
         return cls(
             account_sid=s.twilio_account_sid,
             auth_token=s.twilio_auth_token.get_secret_value(),
             api_base_url=s.twilio_api_base_url,
-            targets=tuple(targets),
-            public_url=s.public_url.rstrip("/"),
-            ring_timeout_s=s.transfer_ring_timeout_s,
-            hold_url=s.transfer_hold_url,
-            from_number=s.transfer_from,
+            **common,
         )
 
     def urls(self, call_sid: str) -> TransferUrls:
@@ -116,16 +141,16 @@ class TransferConfig:
 
 
 class TransferRegistry:
-    """Transfers by caller CallSid (live ones, and the last finished ones), and step counts."""
+    """Transfers by caller call id (live ones, and the last finished ones), and step counts."""
 
     def __init__(self) -> None:
-        self._live: dict[str, TwilioTransfer] = {}
-        self._finished: OrderedDict[str, TwilioTransfer] = OrderedDict()
+        self._live: dict[str, WarmTransfer[Any]] = {}
+        self._finished: OrderedDict[str, WarmTransfer[Any]] = OrderedDict()
         self.steps: Counter[str] = Counter()  # /metrics: voxpipe_transfer_steps{step}
         self.version = 0  # bumped on every step: the agent desk's event stream follows it
         self._changed = asyncio.Event()
 
-    def add(self, transfer: TwilioTransfer) -> None:
+    def add(self, transfer: WarmTransfer[Any]) -> None:
         self._live[transfer.call_sid] = transfer
         self._notify()
 
@@ -140,10 +165,18 @@ class TransferRegistry:
             await self._changed.wait()
         return self.version
 
-    def get(self, call_sid: str) -> TwilioTransfer | None:
+    def get(self, call_sid: str) -> WarmTransfer[Any] | None:
         return self._live.get(call_sid) or self._finished.get(call_sid)
 
-    def done(self, transfer: TwilioTransfer) -> None:
+    def by_leg(self, leg: str) -> WarmTransfer[Any] | None:
+        """The transfer that dialled the agent leg ``leg`` (live ones first)."""
+        for transfers in (self._live.values(), reversed(self._finished.values())):
+            for transfer in transfers:
+                if leg in transfer.legs:
+                    return transfer
+        return None
+
+    def done(self, transfer: WarmTransfer[Any]) -> None:
         """Move a finished transfer out of the live set (kept a while for late callbacks)."""
         if self._live.get(transfer.call_sid) is transfer:
             del self._live[transfer.call_sid]
@@ -152,7 +185,7 @@ class TransferRegistry:
             self._finished.popitem(last=False)
         self._notify()
 
-    def live(self) -> list[TwilioTransfer]:
+    def live(self) -> list[WarmTransfer[Any]]:
         return list(self._live.values())
 
     def count(self, step: str) -> None:

@@ -41,6 +41,26 @@ def _stderr_progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+async def _locale_of(settings: VoxpipeSettings, carrier: str, meta: dict[str, Any]) -> Any:
+    params = {str(k): str(v) for k, v in (meta.get("custom_parameters") or {}).items()}
+    country = meta.get("country") or params.get("FromCountry") or None
+    return await call_locale(
+        settings,
+        carrier=carrier,
+        caller=str(meta.get("caller") or ""),
+        country=country,
+        custom_parameters=params,
+    )
+
+
+async def turn_kwargs_for(
+    settings: VoxpipeSettings, carrier: str, meta: dict[str, Any]
+) -> dict[str, Any]:
+    """The transport's turn-taking for a simulated call, as a served one gets it: the settings,
+    overridden by the turn columns of the locale row the call will be given."""
+    return transport_turn_kwargs(settings, (await _locale_of(settings, carrier, meta)).row)
+
+
 async def _make_call(
     transport: Transport,
     settings: VoxpipeSettings,
@@ -153,7 +173,7 @@ async def _wav_call(
         audio_in=wire,
         audio_out=wire,
         allow_interruptions=settings.allow_interruptions,
-        **transport_turn_kwargs(settings),
+        **await turn_kwargs_for(settings, "wav", {"caller": "wav", **metadata}),
     )
     transport = WavFileTransport(
         caller_wav, params, settle_secs=settle_secs, max_tail_secs=max_tail_secs
@@ -290,7 +310,7 @@ async def _replay(
         audio_in=fmt,
         audio_out=fmt,
         allow_interruptions=settings.allow_interruptions,
-        **transport_turn_kwargs(settings),
+        **await turn_kwargs_for(settings, str(meta.get("carrier") or "replay"), meta),
     )
     transport = MemoryTransport(params, name="replay")
     call_id = str(rec.header.get("call_id") or meta.get("call_id") or path.stem)

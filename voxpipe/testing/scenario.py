@@ -45,7 +45,6 @@ from voxpipe.frames import (
 from voxpipe.pipelines.clock import Clock, VirtualClock
 from voxpipe.pipelines.task import PipelineTask
 from voxpipe.processors.base import FrameProcessor
-from voxpipe.processors.turn.params import transport_turn_kwargs
 from voxpipe.testing.scenario_checks import (
     Failure,
     ScenarioResult,
@@ -245,16 +244,9 @@ class _Run:
 
     async def run(self, clock: Clock) -> ScenarioResult:
         from voxpipe.state.shared import close_shared_stores
-        from voxpipe.testing.bot_runs import _make_call
+        from voxpipe.testing.bot_runs import _make_call, turn_kwargs_for
 
         scn = self.scenario
-        params = TransportParams(
-            audio_in=PHONE,
-            audio_out=PHONE,
-            allow_interruptions=self.settings.allow_interruptions,
-            **transport_turn_kwargs(self.settings),
-        )
-        transport = MemoryTransport(params, name="scenario")
         meta: dict[str, Any] = {
             "caller": scn.caller.get("from", ""),
             "called": scn.caller.get("to", ""),
@@ -263,6 +255,13 @@ class _Run:
         }
         if scn.caller.get("locale"):
             meta["locale"] = scn.caller["locale"]
+        params = TransportParams(
+            audio_in=PHONE,
+            audio_out=PHONE,
+            allow_interruptions=self.settings.allow_interruptions,
+            **await turn_kwargs_for(self.settings, scn.caller.get("carrier", "twilio"), meta),
+        )
+        transport = MemoryTransport(params, name="scenario")
         call_id = f"scenario-{re.sub(r'[^A-Za-z0-9_-]', '-', scn.name)}"
         try:
             call = await _make_call(

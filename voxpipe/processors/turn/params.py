@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from voxpipe.processors.vad.analyzer import VADParams
 
 if TYPE_CHECKING:
+    from voxpipe.config.locales import LocaleRow
     from voxpipe.config.settings import VoxpipeSettings
 
 __all__ = [
@@ -48,27 +49,37 @@ class TurnParams:
             raise ValueError("TurnParams.max_wait_secs must be > 0")
 
 
-def turn_taking(settings: VoxpipeSettings) -> tuple[VADParams, TurnParams]:
-    """The VAD and end-of-turn parameters a call runs with under ``settings``."""
-    smart = settings.turn_detection == "smart"
-    stop = settings.vad_stop_s
+def turn_taking(
+    settings: VoxpipeSettings, row: LocaleRow | None = None
+) -> tuple[VADParams, TurnParams]:
+    """The VAD and end-of-turn parameters a call runs with under ``settings``, where the
+    call's locale ``row`` sets a value (its turn columns) that value instead."""
+
+    def pick(name: str) -> Any:
+        value = getattr(row, name, None) if row is not None else None
+        return getattr(settings, name) if value is None else value
+
+    mode = pick("turn_detection")
+    stop = pick("vad_stop_s")
     if stop is None:
-        stop = SMART_VAD_STOP_S if smart else VAD_ONLY_STOP_S
+        stop = SMART_VAD_STOP_S if mode == "smart" else VAD_ONLY_STOP_S
     vad = VADParams(
-        confidence=settings.vad_confidence,
-        start_secs=settings.vad_start_s,
+        confidence=pick("vad_confidence"),
+        start_secs=pick("vad_start_s"),
         stop_secs=stop,
-        min_volume=settings.vad_min_volume,
+        min_volume=pick("vad_min_volume"),
     )
     turn = TurnParams(
-        mode=settings.turn_detection,
-        max_wait_secs=max(settings.turn_max_wait_s, stop),
+        mode=mode,
+        max_wait_secs=max(pick("turn_max_wait_s"), stop),
         complete_threshold=settings.turn_complete_threshold,
     )
     return vad, turn
 
 
-def transport_turn_kwargs(settings: VoxpipeSettings) -> dict[str, Any]:
+def transport_turn_kwargs(
+    settings: VoxpipeSettings, row: LocaleRow | None = None
+) -> dict[str, Any]:
     """``TransportParams`` keyword arguments for the call's turn-taking."""
-    vad, turn = turn_taking(settings)
+    vad, turn = turn_taking(settings, row)
     return {"vad_params": vad, "turn": turn}

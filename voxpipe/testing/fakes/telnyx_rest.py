@@ -29,8 +29,8 @@ from typing import Any
 import httpx
 
 from voxpipe.testing.carrier_signing import TelnyxSigner
-from voxpipe.testing.fakes._base import FakeServer
-from voxpipe.testing.fakes._http import AppServer, web
+from voxpipe.testing.fakes._carrier import CarrierFake
+from voxpipe.testing.fakes._http import web
 
 __all__ = ["FakeTelnyxAgent", "FakeTelnyxCall", "FakeTelnyxREST", "TelnyxWebhook"]
 
@@ -82,7 +82,7 @@ class TelnyxWebhook:
     status: int
 
 
-class FakeTelnyxREST(FakeServer):
+class FakeTelnyxREST(CarrierFake):
     """Fake Telnyx Call Control v2 on 127.0.0.1 (see the module docstring)."""
 
     def __init__(
@@ -93,7 +93,6 @@ class FakeTelnyxREST(FakeServer):
         signer: TelnyxSigner | None = None,
         timeout_scale: float = 1.0,
     ) -> None:
-        super().__init__()
         self.api_key = api_key
         self.agents = dict(agents or {})
         self.signer = signer or TelnyxSigner()
@@ -102,34 +101,15 @@ class FakeTelnyxREST(FakeServer):
         self.dialled: list[FakeTelnyxCall] = []
         self.webhooks: list[TelnyxWebhook] = []
         self.requests: list[tuple[str, dict[str, Any], int]] = []  # path, body, status
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._http: httpx.AsyncClient | None = None
         app = web.Application()
         app.router.add_post("/v2/calls", self._dial)
         app.router.add_post("/v2/calls/{ccid}/actions/{command}", self._action)
-        self._server = AppServer(app)
-
-    @property
-    def url(self) -> str:
-        """Base URL in place of https://api.telnyx.com."""
-        return f"http://127.0.0.1:{self.port}"
+        super().__init__(app)
 
     @property
     def public_key(self) -> str:
         """The key the app checks webhook signatures with (TELNYX_PUBLIC_KEY)."""
         return self.signer.public_key_b64
-
-    async def start(self) -> None:
-        self._http = httpx.AsyncClient(timeout=10)
-        self.port = await self._server.start()
-
-    async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.stop()
-        if self._http is not None:
-            await self._http.aclose()
 
     def add_call(self, ccid: str, *, webhook_url: str | None = None) -> FakeTelnyxCall:
         """A live, answered leg (the caller's) whose events go to ``webhook_url``."""
@@ -140,11 +120,6 @@ class FakeTelnyxREST(FakeServer):
     async def caller_hangs_up(self, ccid: str) -> None:
         """The caller's leg ends (their ``call.hangup`` is sent)."""
         await self._end(self.calls[ccid], "normal_clearing", source="caller")
-
-    async def settle(self) -> None:
-        """Wait for the scripted agents' pending steps and webhooks."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     # --- REST ----------------------------------------------------------------------------
     def _authorized(self, request: web.Request) -> bool:
@@ -222,6 +197,7 @@ class FakeTelnyxREST(FakeServer):
                 )
         self.requests.append((request.path, body, 200))
         call.actions.append((command, body))
+        self._notify()
         if command == "hangup":
             # The leg ends now; its call.hangup webhook follows, not inside this response
             # (Telnyx answers the command first: an app that handles webhooks under a lock
@@ -320,11 +296,7 @@ class FakeTelnyxREST(FakeServer):
         self.webhooks.append(
             TelnyxWebhook(call.webhook_url, event_type, call.call_control_id, payload, status)
         )
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._notify()
 
 
 def decode_state(value: str | None) -> str:

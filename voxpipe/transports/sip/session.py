@@ -248,17 +248,6 @@ class SipCall:
         st = self.st
         fmt = self.media.audio_format
         assert self.media.session is not None
-        tparams = TransportParams(
-            audio_in=fmt,
-            audio_out=fmt,
-            allow_interruptions=st.settings.allow_interruptions,
-            **transport_turn_kwargs(st.settings),
-        )
-        transport = Transport(None, tparams, batched_vad=st.batched_vad, name=CARRIER)
-        self.sink = RtpSink(self.media.session, transport.mark_played)
-        self.sink.held = self.media.held
-        transport.set_sink(self.sink)
-        self.transport = transport
         caller, called = caller_identity(self.inc)
         params = {k: v for k, v in self.inc.x_headers.items()}
         params.setdefault("From", caller)
@@ -269,6 +258,17 @@ class SipCall:
         except Exception as exc:  # a broken locale table must not refuse calls
             self.log.warning("locale choice failed: %s", exc)
             locale, locale_row = st.settings.default_locale, None
+        tparams = TransportParams(
+            audio_in=fmt,
+            audio_out=fmt,
+            allow_interruptions=st.settings.allow_interruptions,
+            **transport_turn_kwargs(st.settings, locale_row),  # the row's turn-taking, if set
+        )
+        transport = Transport(None, tparams, batched_vad=st.batched_vad, name=CARRIER)
+        self.sink = RtpSink(self.media.session, transport.mark_played)
+        self.sink.held = self.media.held
+        transport.set_sink(self.sink)
+        self.transport = transport
         call = Call(
             transport=transport,
             call_id=self.call_id,

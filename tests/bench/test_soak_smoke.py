@@ -1,0 +1,42 @@
+"""`voxpipe bench soak`: calls replaced as they end for a (short) while, windows sampled, RSS
+growth and lateness spread computed from them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from voxpipe import cli
+from voxpipe.bench.soak import soak_verdict
+
+
+def test_verdict_measures_growth_after_warmup() -> None:
+    rows = [
+        {"rss_mb": 100.0, "p99_late_ms": 9.0},  # warm-up: not counted
+        {"rss_mb": 200.0, "p99_late_ms": 1.0},
+        {"rss_mb": 204.0, "p99_late_ms": 3.0},
+        {"rss_mb": 212.0, "p99_late_ms": 2.0},
+    ]
+    verdict = soak_verdict(rows, warmup=1)
+    assert verdict["rss_growth_pct"] == 6.0 and verdict["rss_flat"] is False
+    assert (verdict["p99_late_ms_min"], verdict["p99_late_ms_max"]) == (1.0, 3.0)
+    assert soak_verdict(rows[:3], warmup=1)["rss_flat"] is True
+
+
+@pytest.mark.slow
+def test_bench_soak_json(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("voxpipe.pipelines.logs.configure_logging", lambda level: None)
+    rc = cli.main(
+        ["bench", "soak", "--calls", "3", "--minutes", "0.25", "--seconds", "4", "--window", "5",
+         "--json"]
+    )  # fmt: skip
+    result = json.loads(capsys.readouterr().out)
+    assert result["failed_calls"] == 0, result
+    # 3 lanes of 4 s calls for 15 s: every lane ran several calls one after another.
+    assert result["calls_done"] >= 6
+    assert len(result["windows"]) == 3
+    assert all(w["rss_mb"] > 50 and w["chunks"] > 0 for w in result["windows"])
+    assert rc == (0 if result["ok"] else 1)
