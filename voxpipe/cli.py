@@ -46,16 +46,29 @@ def _bench_turn(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _bench_calls(args: argparse.Namespace) -> dict[str, Any]:
-    from voxpipe.bench.calls import run_calls_bench
+    from voxpipe.bench.calls import DEFAULT_BOT, bot_needs_providers, run_calls_bench
 
-    return run_calls_bench(
-        calls=args.calls or 200,
-        seconds=args.seconds,
-        bot=args.bot,
-        ramp_s=args.ramp,
-        workers=args.workers,
-        progress=None if args.json else _progress,
-    )
+    providers = args.providers
+    if providers == "auto":
+        providers = "fakes" if bot_needs_providers(args.bot or DEFAULT_BOT) else "none"
+    latency = {
+        {"stt_latency": "stt", "llm_first_token": "llm", "tts_first_audio": "tts"}[k]: v
+        for k, v in _provider_latency(args.provider_latency).items()
+    }
+    try:
+        return run_calls_bench(
+            calls=args.calls or (20 if providers == "fakes" else 200),
+            seconds=args.seconds,
+            bot=args.bot,
+            ramp_s=args.ramp,
+            workers=args.workers,
+            providers=providers,
+            provider_latency=latency,
+            pipecat=False if args.no_pipecat else None,
+            progress=None if args.json else _progress,
+        )
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
 
 
 def _bench_leak(args: argparse.Namespace) -> dict[str, Any]:
@@ -139,7 +152,8 @@ def _add_bench(sub: Any) -> None:
         "--calls",
         type=int,
         default=None,
-        help="calls: concurrent simulated callers (200); leak: calls in all (1000)",
+        help="calls: concurrent simulated callers (200; 20 for a bot with provider stand-ins); "
+        "leak: calls in all (1000)",
     )
     p.add_argument("--lanes", type=int, default=1, help="leak: calls at a time (1: sequential)")
     p.add_argument(
@@ -148,13 +162,20 @@ def _add_bench(sub: Any) -> None:
     p.add_argument("--seconds", type=float, default=20.0, help="calls: length of each call")
     p.add_argument("--ramp", type=float, default=5.0, help="calls: seconds to start them all")
     p.add_argument("--bot", default=None, help="calls: bot file to serve (default bots/echo.py)")
+    p.add_argument(
+        "--providers",
+        choices=("auto", "fakes", "none"),
+        default="auto",
+        help="calls: provider stand-ins in their own process and conversations (fakes; auto: "
+        "for a bot that builds STT/LLM/TTS services), or echo-style calls (none)",
+    )
     p.add_argument("--n", type=int, default=100, help="interruption: barge-ins to measure")
     p.add_argument("--turns", type=int, default=20, help="latency: caller turns to measure")
     p.add_argument(
         "--provider-latency",
         default="stt=150,llm=200,tts=150",
-        help="latency: provider stand-in latencies in ms (STT final, LLM first token, TTS "
-        "first audio)",
+        help="latency, calls --bot: provider stand-in latencies in ms (STT final, LLM first "
+        "token, TTS first audio)",
     )
     p.add_argument(
         "--loop",
