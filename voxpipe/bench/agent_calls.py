@@ -326,6 +326,8 @@ def run_agent_calls_bench(
             if with_pipecat:
                 pipecat_cmd = [
                     sys.executable,
+                    "-W",
+                    "ignore::DeprecationWarning",  # Pipecat 1.x's own renames, at every call
                     "-m",
                     "voxpipe.bench.pipecat_bot",
                     "--deepgram",

@@ -32,6 +32,9 @@ import threading
 import time
 from typing import Any
 
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import Response
+
 __all__ = ["GREETING", "SYSTEM_PROMPT", "create_app"]
 
 GREETING = "Hello, thanks for calling. How can I help you today?"
@@ -120,11 +123,8 @@ async def _run_call(websocket: Any, urls: dict[str, str]) -> None:
     await PipelineRunner(handle_sigint=False).run(task)
 
 
-def create_app(urls: dict[str, str]) -> Any:
+def create_app(urls: dict[str, str]) -> FastAPI:
     """The FastAPI app: ``POST /twilio/voice`` (TwiML) and the ``/ws`` media stream."""
-    from fastapi import FastAPI, Request, WebSocket
-    from fastapi.responses import Response
-
     app = FastAPI()
 
     @app.post("/twilio/voice")
