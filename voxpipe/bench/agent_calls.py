@@ -34,13 +34,19 @@ from pathlib import Path
 from typing import Any
 
 from voxpipe.bench.conversation import Conversation, Question
-from voxpipe.bench.provider_fakes import ProviderLatency, provider_env, start_provider_fakes
+from voxpipe.bench.provider_fakes import (
+    STAMP_KINDS,
+    ProviderLatency,
+    provider_env,
+    start_provider_fakes,
+)
 from voxpipe.testing.twilio_caller import chunk_lateness
 
 __all__ = ["AgentCall", "run_agent_calls_bench", "summarize_agent_calls"]
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEECH = ROOT / "tests" / "data" / "speech_16k.wav"
+_STAMP_SLACK_S = 0.05
 REPORT_KEYS = (
     "calls",
     "failed_calls",
@@ -61,6 +67,8 @@ class AgentCall:
     ended: bool = False
     v2v_s: list[float] = field(default_factory=list)
     late_s: list[float] = field(default_factory=list)
+    # Per answered question: (end of speech, first bot audio) on time.perf_counter.
+    turns_at: list[tuple[float, float]] = field(default_factory=list)
     seconds: float = 0.0
     error: str = ""
 
@@ -180,6 +188,14 @@ async def _drive(
                 convo.error = "hung up before the conversation ended (timeout or closed)"
             res.error = convo.error
             res.v2v_s = [t.v2v_s for t in convo.turns if t.v2v_s is not None]
+            # The log's clock (the loop's, CLOCK_MONOTONIC) on perf_counter's (the same clock
+            # on Linux, other processes' stamps included).
+            shift = time.perf_counter() - caller.elapsed
+            res.turns_at = [
+                (shift + t.speech_end, shift + t.first_reply)
+                for t in convo.turns
+                if t.first_reply is not None
+            ]
             heard = [
                 k for k, t in enumerate(log.media_times) if log.stop_t is None or t < log.stop_t
             ]
@@ -234,6 +250,8 @@ async def _drive(
     )
     report["window_s"] = round(span, 1)
     report["wall_s"] = round(time.perf_counter() - t0, 1)
+    report["v2v_ms"] = sorted(round(1000 * x, 1) for c in results if c.ok for x in c.v2v_s)[:50]
+    report["_turns_at"] = [t for c in results if c.ok for t in c.turns_at]
     return report
 
 
@@ -309,37 +327,47 @@ def run_agent_calls_bench(
     with_pipecat = pipecat_available() if pipecat is None else pipecat
     if with_pipecat and not pipecat_available():
         raise ValueError("Pipecat is not installed: pip install 'voxpipe[bench]'")
-    fakes, urls = start_provider_fakes(latency, log=progress)
+    tmpdir = tempfile.TemporaryDirectory(prefix="voxpipe-bench-calls-")
+    tmp = tmpdir.name
+    # One call: the stand-ins stamp what they receive and send, for a per-stage breakdown.
+    stamps_file = Path(tmp) / "stamps.json" if calls == 1 else None
+    fakes, urls = start_provider_fakes(latency, stamps=stamps_file, log=progress)
+    theirs: dict[str, Any] | None = None
     try:
-        with tempfile.TemporaryDirectory(prefix="voxpipe-bench-calls-") as tmp:
-            env = {
-                **os.environ,
-                **provider_env(urls),
-                "CONSENT_MODE": "off",  # no recording notice before the greeting
-                "SQLITE_PATH": str(Path(tmp) / "bench.sqlite3"),
-                "LOG_LEVEL": "ERROR",
-            }
-            voxpipe_cmd = [sys.executable, "-m", "voxpipe.bench.calls", "--serve", bot]
-            side = {"calls": calls, "ramp_s": ramp_s, "progress": progress}
-            ours = _side("voxpipe", voxpipe_cmd, env, fakes.pid, **side)  # type: ignore[arg-type]
-            theirs = None
-            if with_pipecat:
-                pipecat_cmd = [
-                    sys.executable,
-                    "-W",
-                    "ignore::DeprecationWarning",  # Pipecat 1.x's own renames, at every call
-                    "-m",
-                    "voxpipe.bench.pipecat_bot",
-                    "--deepgram",
-                    urls["deepgram"],
-                    "--openai",
-                    urls["openai"],
-                    "--elevenlabs",
-                    urls["elevenlabs"],
-                ]
-                theirs = _side("pipecat", pipecat_cmd, env, fakes.pid, **side)  # type: ignore[arg-type]
+        env = {
+            **os.environ,
+            **provider_env(urls),
+            "CONSENT_MODE": "off",  # no recording notice before the greeting
+            "SQLITE_PATH": str(Path(tmp) / "bench.sqlite3"),
+            "LOG_LEVEL": "ERROR",
+        }
+        voxpipe_cmd = [sys.executable, "-m", "voxpipe.bench.calls", "--serve", bot]
+        side = {"calls": calls, "ramp_s": ramp_s, "progress": progress}
+        ours = _side("voxpipe", voxpipe_cmd, env, fakes.pid, **side)  # type: ignore[arg-type]
+        if with_pipecat:
+            pipecat_cmd = [
+                sys.executable,
+                "-W",
+                "ignore::DeprecationWarning",  # Pipecat 1.x's own renames, at every call
+                "-m",
+                "voxpipe.bench.pipecat_bot",
+                "--deepgram",
+                urls["deepgram"],
+                "--openai",
+                urls["openai"],
+                "--elevenlabs",
+                urls["elevenlabs"],
+            ]
+            theirs = _side("pipecat", pipecat_cmd, env, fakes.pid, **side)  # type: ignore[arg-type]
     finally:
         _stop(fakes)
+        stamps = _read_stamps(stamps_file)
+        tmpdir.cleanup()
+    for side_report in (ours, theirs):
+        if side_report is not None:
+            turns_at = side_report.pop("_turns_at")
+            if stamps:
+                side_report["stages_ms"] = stage_breakdown(turns_at, stamps)
     report: dict[str, Any] = {
         **ours,
         "bot": bot,
@@ -354,6 +382,40 @@ def run_agent_calls_bench(
         report["pipecat"] = None
         report["pipecat_note"] = "Pipecat not run (not installed, or --no-pipecat)"
     return report
+
+
+def _read_stamps(path: Path | None) -> list[tuple[float, str]]:
+    if path is None or not path.is_file():
+        return []
+    return [(float(t), str(kind)) for t, kind in json.loads(path.read_text())]
+
+
+def stage_breakdown(
+    turns_at: list[tuple[float, float]], stamps: list[tuple[float, str]]
+) -> dict[str, Any]:
+    """ms from the end of the caller's speech to each stand-in stamp, and to the answer.
+
+    A stamp counts for a turn when it is the first of its kind between the end of speech and
+    the first bot audio the caller received (one call at a time: the stamps are unambiguous;
+    ``tts_audio_sent`` is stamped once the send returned, up to ``_STAMP_SLACK_S`` later).
+    Returns the medians and each turn's figures (``turns``).
+    """
+    turns: list[dict[str, float | None]] = []
+    for end, reply in turns_at:
+        turn: dict[str, float | None] = {}
+        for kind in STAMP_KINDS:
+            t = next(
+                (t for t, k in stamps if k == kind and end <= t <= reply + _STAMP_SLACK_S), None
+            )
+            turn[kind] = None if t is None else _ms(t - end)
+        turn["caller_heard"] = _ms(reply - end)
+        turns.append(turn)
+    out: dict[str, Any] = {}
+    for kind in (*STAMP_KINDS, "caller_heard"):
+        values = [v for turn in turns if (v := turn[kind]) is not None]
+        out[kind] = _pct(values, 50)
+    out["turns"] = turns
+    return out
 
 
 def _ratios(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, float | None]:

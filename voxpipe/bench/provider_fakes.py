@@ -28,6 +28,7 @@ from typing import Any
 
 __all__ = [
     "API_KEY",
+    "STAMP_KINDS",
     "QUESTIONS",
     "REPLY",
     "ProviderLatency",
@@ -44,6 +45,15 @@ QUESTIONS = ("Hello, I need some help with my order.", "The number is four five 
 REPLY = "Let me check. Your order is out for delivery and arrives tomorrow."
 SUMMARY = "The caller asked about an order."
 MS_PER_CHAR = 60.0  # the fake TTS's speaking rate
+# What the stand-ins stamp, in a turn's order (see voxpipe.bench.latency.STAGES).
+STAMP_KINDS = (
+    "finalize_received",  # Deepgram received Finalize (the client's VAD stopped)
+    "final_sent",  # Deepgram sent a final transcript with words
+    "llm_received",  # OpenAI received a streaming chat request
+    "first_token_sent",  # OpenAI sent its first token
+    "tts_text_received",  # ElevenLabs received text to speak
+    "tts_audio_sent",  # ElevenLabs sent audio
+)
 
 
 @dataclass(slots=True, frozen=True)
@@ -71,9 +81,17 @@ def provider_env(urls: dict[str, str]) -> dict[str, str]:
 
 
 def start_provider_fakes(
-    latency: ProviderLatency, *, log: Callable[[str], None] | None = None
+    latency: ProviderLatency,
+    *,
+    stamps: Path | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[subprocess.Popen[str], dict[str, str]]:
-    """Start the stand-ins in a child process; return it and their base URLs."""
+    """Start the stand-ins in a child process; return it and their base URLs.
+
+    ``stamps``: a file the child writes, when it ends, with the ``time.perf_counter`` instants
+    of what the stand-ins received and sent (``STAMP_KINDS``; one clock for every process of
+    the machine): for a per-stage breakdown of one call's turns.
+    """
     cmd = [
         sys.executable,
         "-m",
@@ -84,6 +102,7 @@ def start_provider_fakes(
         str(latency.llm),
         "--tts",
         str(latency.tts),
+        *(["--stamps", str(stamps)] if stamps is not None else []),
     ]
     proc = subprocess.Popen(
         cmd,
@@ -109,28 +128,34 @@ def _reply(body: dict[str, Any]) -> str:
     return REPLY if body.get("stream") else SUMMARY
 
 
-async def _serve(latency: ProviderLatency) -> None:
+async def _serve(latency: ProviderLatency, with_stamps: bool) -> list[tuple[float, str]]:
+    from voxpipe.bench.latency import _stamp_llm, _Stamps, _timed_fakes
     from voxpipe.testing.fakes import DeepgramHearing, FakeDeepgram, FakeElevenLabs, FakeOpenAI
 
+    stamps = _Stamps()
+    deepgram: type[FakeDeepgram] = FakeDeepgram
+    elevenlabs: type[FakeElevenLabs] = FakeElevenLabs
+    if with_stamps:
+        deepgram, elevenlabs = _timed_fakes(stamps)
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, done.set)
     # The parent holds our stdin: it closing means the bench is gone.
     loop.add_reader(sys.stdin.fileno(), lambda: done.set() if not sys.stdin.read(1) else None)
     async with (
-        FakeDeepgram(
+        deepgram(
             api_key=API_KEY, latency=latency.stt, hearing=DeepgramHearing(texts=list(QUESTIONS))
         ) as dg,
         FakeOpenAI(
             api_key=API_KEY, replies=_reply, first_token_delay=latency.llm, chunk_delay=0.0
         ) as oai,
-        FakeElevenLabs(
-            api_key=API_KEY, ms_per_char=MS_PER_CHAR, first_audio_latency=latency.tts
-        ) as el,
+        elevenlabs(api_key=API_KEY, ms_per_char=MS_PER_CHAR, first_audio_latency=latency.tts) as el,
     ):
         urls = {"deepgram": dg.url, "openai": oai.base_url, "elevenlabs": el.url}
         print(json.dumps(urls), flush=True)
         await done.wait()
+        _stamp_llm(stamps, oai.requests)
+    return stamps.items
 
 
 def main() -> None:
@@ -139,6 +164,7 @@ def main() -> None:
     parser.add_argument("--stt", type=float, default=0.15)
     parser.add_argument("--llm", type=float, default=0.2)
     parser.add_argument("--tts", type=float, default=0.15)
+    parser.add_argument("--stamps", default=None, help="write the stamps here at the end")
     args = parser.parse_args()
     import logging
 
@@ -147,9 +173,12 @@ def main() -> None:
     try:
         import uvloop
 
-        uvloop.run(_serve(latency))
+        runner: Callable[[Any], list[tuple[float, str]]] = uvloop.run
     except ImportError:
-        asyncio.run(_serve(latency))
+        runner = asyncio.run
+    items = runner(_serve(latency, bool(args.stamps)))
+    if args.stamps:
+        Path(args.stamps).write_text(json.dumps(items))
 
 
 if __name__ == "__main__":
