@@ -14,8 +14,12 @@ moment the first one hung up), ``rss_mb_per_call`` (peak RSS then, minus the idl
 per call), ``p99_late_ms`` (lateness of the bot audio the callers received against real-time
 playout, see ``chunk_lateness``), ``v2v_p50_ms`` / ``v2v_p95_ms`` (per question, from the
 moment the chunk holding the end of the caller's speech went out to the first bot audio
-received), and, apart, the stand-ins' CPU (``fakes_cpu_pct``) and the callers' own
-(``client_cpu_pct``): a saturated caller process shows up in lateness and latency too.
+received; a question the bot started answering before it was finished counts in
+``talked_over_turns`` instead), and, apart, the stand-ins' CPU (``fakes_cpu_pct``) and the
+callers' own (``client_cpu_pct``): a saturated caller process shows up in lateness and latency
+too. With one call, ``stages_ms`` breaks each turn down by the stand-ins' stamps (Finalize
+received, final transcript sent, chat request received, first token sent, text received by the
+TTS, first audio sent; ms after the end of speech).
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ class AgentCall:
     connected: bool = False
     ended: bool = False
     v2v_s: list[float] = field(default_factory=list)
+    talked_over: int = 0  # questions the bot answered before they were finished
     late_s: list[float] = field(default_factory=list)
     # Per answered question: (end of speech, first bot audio) on time.perf_counter.
     turns_at: list[tuple[float, float]] = field(default_factory=list)
@@ -123,6 +128,8 @@ def summarize_agent_calls(
         "v2v_p95_ms": _ms(_pct(v2v, 95)),
         "v2v_max_ms": _ms(max(v2v, default=None)),
         "turns": len(v2v),
+        # Answers that started before the question was finished (not in v2v).
+        "talked_over_turns": sum(c.talked_over for c in worked),
         "calls_measured": round(live_calls, 1),
         "server_rss_mb": round(rss_peak / 2**20, 1),
         "fakes_cpu_pct": round(fakes_cpu_pct, 1),
@@ -187,14 +194,15 @@ async def _drive(
             if not convo.done and not convo.error:
                 convo.error = "hung up before the conversation ended (timeout or closed)"
             res.error = convo.error
-            res.v2v_s = [t.v2v_s for t in convo.turns if t.v2v_s is not None]
+            res.v2v_s = [t.v2v_s for t in convo.turns if t.v2v_s is not None and not t.talked_over]
+            res.talked_over = sum(t.talked_over for t in convo.turns)
             # The log's clock (the loop's, CLOCK_MONOTONIC) on perf_counter's (the same clock
             # on Linux, other processes' stamps included).
             shift = time.perf_counter() - caller.elapsed
             res.turns_at = [
                 (shift + t.speech_end, shift + t.first_reply)
                 for t in convo.turns
-                if t.first_reply is not None
+                if t.first_reply is not None and not t.talked_over
             ]
             heard = [
                 k for k, t in enumerate(log.media_times) if log.stop_t is None or t < log.stop_t
@@ -249,6 +257,8 @@ async def _drive(
         client_cpu_pct=(m1 - m0) / span * 100,
     )
     report["window_s"] = round(span, 1)
+    # The machine's load (1-minute average) as the window ended: other work competes for it.
+    report["load_avg_1m"] = round(os.getloadavg()[0], 2)
     report["wall_s"] = round(time.perf_counter() - t0, 1)
     report["v2v_ms"] = sorted(round(1000 * x, 1) for c in results if c.ok for x in c.v2v_s)[:50]
     report["_turns_at"] = [t for c in results if c.ok for t in c.turns_at]

@@ -31,6 +31,9 @@ class TurnResult:
 
     speech_end: float
     first_reply: float | None = None
+    # Bot audio arrived while the question was being said (a reply to half a question): the
+    # turn's v2v then measures nothing meaningful.
+    talked_over: bool = False
 
     @property
     def v2v_s(self) -> float | None:
@@ -73,7 +76,11 @@ class Conversation:
             return True
         # The question being asked has gone out: wait for the answer.
         if len(self.turns) < len(log.speech_ends):
-            self.turns.append(TurnResult(log.speech_ends[len(self.turns)]))
+            k = len(self.turns)
+            end = log.speech_ends[k]
+            i = bisect.bisect_right(log.media_times, log.said[k])
+            over = i < len(log.media_times) and log.media_times[i] < end
+            self.turns.append(TurnResult(end, talked_over=over))
         if self._asked == 0:
             if self.greeted_at is None:
                 if self._quiet(log, now, 0.0):
