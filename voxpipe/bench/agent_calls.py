@@ -8,7 +8,7 @@ simulated Twilio callers hold a conversation each (``Conversation``: greeting, t
 two answers), started over a ramp.
 
 Reported per server: ``calls``, ``failed_calls`` (a call that did not connect, got no greeting
-or no answer), ``server_cpu_pct`` and ``cpu_pct_per_call`` (the server's CPU while every call
+within 30 s or no answer within 15 s), ``server_cpu_pct`` and ``cpu_pct_per_call`` (the server's CPU while every call
 was up, divided by the calls up: sampled from the moment the last call connected to the
 moment the first one hung up), ``rss_mb_per_call`` (peak RSS then, minus the idle server's,
 per call), ``p99_late_ms`` (lateness of the bot audio the callers received against real-time
@@ -17,7 +17,7 @@ moment the chunk holding the end of the caller's speech went out to the first bo
 received; a question the bot started answering before it was finished counts in
 ``talked_over_turns`` instead), and, apart, the stand-ins' CPU (``fakes_cpu_pct``) and the
 callers' own (``client_cpu_pct``): a saturated caller process shows up in lateness and latency
-too. With one call, ``stages_ms`` breaks each turn down by the stand-ins' stamps (Finalize
+too; ``greeting_p50_ms`` is stream start to the greeting's first audio. With one call, ``stages_ms`` breaks each turn down by the stand-ins' stamps (Finalize
 received, final transcript sent, chat request received, first token sent, text received by the
 TTS, first audio sent; ms after the end of speech).
 """
@@ -71,6 +71,7 @@ class AgentCall:
     ended: bool = False
     v2v_s: list[float] = field(default_factory=list)
     talked_over: int = 0  # questions the bot answered before they were finished
+    greeting_s: float | None = None  # stream start to the greeting's first audio
     late_s: list[float] = field(default_factory=list)
     # Per answered question: (end of speech, first bot audio) on time.perf_counter.
     turns_at: list[tuple[float, float]] = field(default_factory=list)
@@ -116,6 +117,7 @@ def summarize_agent_calls(
     worked = [c for c in calls if c.ok]
     v2v = [x for c in worked for x in c.v2v_s]
     late = [x for c in worked for x in c.late_s]
+    greet = [c.greeting_s for c in calls if c.greeting_s is not None]
     ran = live_calls if live_calls > 0 else None
     return {
         "calls": len(calls),
@@ -128,6 +130,8 @@ def summarize_agent_calls(
         "v2v_p95_ms": _ms(_pct(v2v, 95)),
         "v2v_max_ms": _ms(max(v2v, default=None)),
         "turns": len(v2v),
+        "greeting_p50_ms": _ms(_pct(greet, 50)),
+        "greeting_max_ms": _ms(max(greet, default=None)),
         # Answers that started before the question was finished (not in v2v).
         "talked_over_turns": sum(c.talked_over for c in worked),
         "calls_measured": round(live_calls, 1),
@@ -196,6 +200,7 @@ async def _drive(
             res.error = convo.error
             res.v2v_s = [t.v2v_s for t in convo.turns if t.v2v_s is not None and not t.talked_over]
             res.talked_over = sum(t.talked_over for t in convo.turns)
+            res.greeting_s = log.media_times[0] if log.media_times else None
             # The log's clock (the loop's, CLOCK_MONOTONIC) on perf_counter's (the same clock
             # on Linux, other processes' stamps included).
             shift = time.perf_counter() - caller.elapsed

@@ -47,8 +47,8 @@ class Conversation:
     caller: TwilioCaller
     questions: list[Question]
     quiet_s: float = 0.5  # the line is quiet this long after the bot's audio played out
-    greeting_timeout_s: float = 15.0
-    reply_timeout_s: float = 10.0
+    greeting_timeout_s: float = 30.0
+    reply_timeout_s: float = 15.0
     turns: list[TurnResult] = field(default_factory=list)
     greeted_at: float | None = None
     error: str = ""
