@@ -10,8 +10,8 @@ two answers), started over a ramp.
 Reported per server: ``calls``, ``failed_calls`` (a call that did not connect, got no greeting
 within 30 s or no answer within 15 s), ``server_cpu_pct`` and ``cpu_pct_per_call`` (the server's CPU while every call
 was up, divided by the calls up: sampled from the moment the last call connected to the
-moment the first one hung up), ``rss_mb_per_call`` (peak RSS then, minus the idle server's,
-per call), ``p99_late_ms`` (lateness of the bot audio the callers received against real-time
+moment the first one that held its whole conversation hung up), ``rss_mb_per_call`` (peak RSS
+then, minus the idle server's, per call), ``p99_late_ms`` (lateness of the bot audio the callers received against real-time
 playout, see ``chunk_lateness``), ``v2v_p50_ms`` / ``v2v_p95_ms`` (per question, from the
 moment the chunk holding the end of the caller's speech went out to the first bot audio
 received; a question the bot started answering before it was finished counts in
@@ -169,7 +169,9 @@ async def _drive(
     results = [AgentCall() for _ in range(calls)]
     state = {"connected": 0, "settled": 0, "ended": 0, "live": 0}
     all_up = asyncio.Event()  # every call connected (or failed)
-    first_end = asyncio.Event()  # a call that connected has ended
+    # The window ends when a call that held its whole conversation hangs up, or when half the
+    # calls are gone (calls failing early do not cut it short: the calls up are averaged).
+    first_end = asyncio.Event()
     rng = random.Random(1234)
     jitter = [rng.uniform(0.0, 0.5) for _ in range(calls)]
 
@@ -221,7 +223,9 @@ async def _drive(
         finally:
             if res.connected:
                 state["live"] -= 1
-                first_end.set()
+                state["ended"] += 1
+                if not res.error or 2 * state["ended"] >= calls:
+                    first_end.set()
             else:
                 settle()
 
@@ -234,7 +238,7 @@ async def _drive(
             await all_up.wait()
     except TimeoutError:
         pass
-    # Every call is up: measure until the first one hangs up (at least a second).
+    # Every call is up: measure until ``first_end`` (at least a second).
     c0, f0, m0, w0 = _cpu_s(server), _cpu_s(fakes), _cpu_s(me), time.perf_counter()
     if progress:
         progress(f"  {state['live']} of {calls} calls up; measuring until one ends")
