@@ -8,18 +8,19 @@ simulated Twilio callers hold a conversation each (``Conversation``: greeting, t
 two answers), started over a ramp.
 
 Reported per server: ``calls``, ``failed_calls`` (a call that did not connect, got no greeting
-within 30 s or no answer within 15 s), ``server_cpu_pct`` and ``cpu_pct_per_call`` (the server's CPU while every call
-was up, divided by the calls up: sampled from the moment the last call connected to the
-moment the first one that held its whole conversation hung up), ``rss_mb_per_call`` (peak RSS
-then, minus the idle server's, per call), ``p99_late_ms`` (lateness of the bot audio the callers received against real-time
-playout, see ``chunk_lateness``), ``v2v_p50_ms`` / ``v2v_p95_ms`` (per question, from the
-moment the chunk holding the end of the caller's speech went out to the first bot audio
-received; a question the bot started answering before it was finished counts in
-``talked_over_turns`` instead), and, apart, the stand-ins' CPU (``fakes_cpu_pct``) and the
-callers' own (``client_cpu_pct``): a saturated caller process shows up in lateness and latency
-too; ``greeting_p50_ms`` is stream start to the greeting's first audio. With one call, ``stages_ms`` breaks each turn down by the stand-ins' stamps (Finalize
-received, final transcript sent, chat request received, first token sent, text received by the
-TTS, first audio sent; ms after the end of speech).
+within 30 s or no answer within 15 s), ``server_cpu_pct`` and ``cpu_pct_per_call`` (the
+server's CPU while every call was up, divided by the calls up: sampled from the moment the last
+call connected to the moment the first one that held its whole conversation hung up),
+``rss_mb_per_call`` (peak RSS then, minus the idle server's, per call), ``p99_late_ms``
+(lateness of the bot audio the callers received against real-time playout, see
+``chunk_lateness``), ``v2v_p50_ms`` / ``v2v_p95_ms`` (per question, from the moment the chunk
+holding the end of the caller's speech went out to the first bot audio received; a question the
+bot started answering before it was finished counts in ``talked_over_turns`` instead), and,
+apart, the stand-ins' CPU (``fakes_cpu_pct``) and the callers' own (``client_cpu_pct``): a
+saturated caller process shows up in lateness and latency too; ``greeting_p50_ms`` is stream
+start to the greeting's first audio. With one call, ``stages_ms`` breaks each turn down by the
+stand-ins' stamps (Finalize received, final transcript sent, chat request received, first token
+sent, text received by the TTS, first audio sent; ms after the end of speech).
 """
 
 from __future__ import annotations

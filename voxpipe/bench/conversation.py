@@ -1,4 +1,4 @@
-"""A caller who holds a conversation: waits for the greeting, asks, waits for the answer, asks again.
+"""A caller who holds a conversation: waits for the greeting, asks, waits, asks again.
 
 ``Conversation`` drives a ``TwilioCaller`` (it is the caller's ``until``): once the bot's
 greeting has played out and the line has been quiet for ``quiet_s``, it says the first

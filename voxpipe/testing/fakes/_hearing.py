@@ -66,7 +66,7 @@ class SpeechSpans:
         return self._frames * self.hearing.frame_s
 
     def feed(self, audio: bytes | bytearray, gap_s: float) -> list[tuple[float, float]]:
-        """Take in audio; return the utterances (onset, end) that ended in it (silence ``gap_s``)."""
+        """Take in audio; return the utterances (onset, end) that ended in it (gap ``gap_s``)."""
         self._pending += audio
         n = len(self._pending) // self.frame_bytes
         if n == 0:
