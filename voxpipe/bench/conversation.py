@@ -53,12 +53,13 @@ class Conversation:
     greeted_at: float | None = None
     error: str = ""
     _asked: int = 0
-    _waiting_since: float = 0.0
 
     @property
     def done(self) -> bool:
-        return bool(self.error) or (
-            len(self.turns) == len(self.questions)
+        """Every question was asked and answered, without an error."""
+        return (
+            not self.error
+            and len(self.turns) == len(self.questions)
             and all(t.first_reply is not None for t in self.turns)
         )
 
