@@ -60,6 +60,8 @@ def _check(side: dict[str, object], calls: int) -> None:
     assert isinstance(side["server_cpu_pct"], float) and 0 < side["server_cpu_pct"] < 200
     assert isinstance(side["fakes_cpu_pct"], float) and side["fakes_cpu_pct"] > 0
     assert isinstance(side["rss_mb_per_call"], float)
+    whole = side["cpu_pct_per_call_whole_run"]
+    assert isinstance(whole, float) and 0 < whole < 100
     assert isinstance(side["p99_late_ms"], float) and side["p99_late_ms"] >= 0
 
 

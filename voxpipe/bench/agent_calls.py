@@ -18,9 +18,12 @@ holding the end of the caller's speech went out to the first bot audio received;
 bot started answering before it was finished counts in ``talked_over_turns`` instead), and,
 apart, the stand-ins' CPU (``fakes_cpu_pct``) and the callers' own (``client_cpu_pct``): a
 saturated caller process shows up in lateness and latency too; ``greeting_p50_ms`` is stream
-start to the greeting's first audio. With one call, ``stages_ms`` breaks each turn down by the
-stand-ins' stamps (Finalize received, final transcript sent, chat request received, first token
-sent, text received by the TTS, first audio sent; ms after the end of speech).
+start to the greeting's first audio, and ``cpu_pct_per_call_whole_run`` the server's CPU over
+the whole run divided by the seconds of call it served (it holds when a busy machine kept the
+server from the CPU it needed while the calls were up). With one call, ``stages_ms`` breaks
+each turn down by the stand-ins' stamps (Finalize received, final transcript sent, chat request
+received, first token sent, text received by the TTS, first audio sent; ms after the end of
+speech).
 """
 
 from __future__ import annotations
@@ -185,6 +188,7 @@ async def _drive(
         res = results[i]
         await asyncio.sleep(ramp_s * i / max(1, calls) + jitter[i] * (ramp_s > 0))
         convo: Conversation | None = None
+        caller: TwilioCaller | None = None
         try:
             caller = await TwilioCaller.dial(base, keep_audio=False, http=http)
             convo = Conversation(caller, asks)
@@ -221,6 +225,8 @@ async def _drive(
             res.seconds = log.stop_t or caller.elapsed
         except Exception as exc:  # a failed call is counted, not fatal to the bench
             res.error = f"{type(exc).__name__}: {exc}"[:200]
+            if res.connected and caller is not None:
+                res.seconds = caller.elapsed
         finally:
             if res.connected:
                 state["live"] -= 1
@@ -232,7 +238,7 @@ async def _drive(
 
     http = httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=20))
     loop = asyncio.get_running_loop()
-    t0 = time.perf_counter()
+    t0, cpu_start = time.perf_counter(), _cpu_s(server)
     runs = [loop.create_task(one_call(i)) for i in range(calls)]
     try:
         async with asyncio.timeout(ramp_s + 60):
@@ -255,6 +261,7 @@ async def _drive(
             break
     c1, f1, m1, w1 = _cpu_s(server), _cpu_s(fakes), _cpu_s(me), time.perf_counter()
     await asyncio.gather(*runs)
+    cpu_total = _cpu_s(server) - cpu_start
     await http.aclose()
     span = max(w1 - w0, 1e-6)
     report = summarize_agent_calls(
@@ -267,6 +274,11 @@ async def _drive(
         client_cpu_pct=(m1 - m0) / span * 100,
     )
     report["window_s"] = round(span, 1)
+    # The whole run's server CPU over the seconds of call it served: a figure that holds when
+    # the server could not get the CPU it needed while the calls were up (a busy machine).
+    call_s = sum(c.seconds for c in results if c.connected)
+    report["server_cpu_s"] = round(cpu_total, 1)
+    report["cpu_pct_per_call_whole_run"] = round(100 * cpu_total / call_s, 3) if call_s else None
     # The machine's load (1-minute average) as the window ended: other work competes for it.
     report["load_avg_1m"] = round(os.getloadavg()[0], 2)
     report["wall_s"] = round(time.perf_counter() - t0, 1)
