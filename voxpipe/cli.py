@@ -131,7 +131,11 @@ def _provider_latency(value: str) -> dict[str, float]:
 BENCHES: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]]] = {
     "engine": ("engine: hop cost, throughput, idle session footprint", _bench_engine),
     "vad": ("vad: Silero window cost at batch 1 and batched, calls per core", _bench_vad),
-    "calls": ("calls: simulated Twilio callers against an echo-bot server", _bench_calls),
+    "calls": (
+        "calls: simulated Twilio callers against a served bot (echo, or --bot with provider "
+        "stand-ins and Pipecat side by side)",
+        _bench_calls,
+    ),
     "interruption": ("interruption: onset VAD window to flush on the wire", _bench_interruption),
     "latency": ("latency: voice-to-voice on the provider fakes", _bench_latency),
     "turn": ("turn: Smart Turn cost per decision, one at a time and batched", _bench_turn),
