@@ -46,16 +46,29 @@ def _bench_turn(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _bench_calls(args: argparse.Namespace) -> dict[str, Any]:
-    from voxpipe.bench.calls import run_calls_bench
+    from voxpipe.bench.calls import DEFAULT_BOT, bot_needs_providers, run_calls_bench
 
-    return run_calls_bench(
-        calls=args.calls or 200,
-        seconds=args.seconds,
-        bot=args.bot,
-        ramp_s=args.ramp,
-        workers=args.workers,
-        progress=None if args.json else _progress,
-    )
+    providers = args.providers
+    if providers == "auto":
+        providers = "fakes" if bot_needs_providers(args.bot or DEFAULT_BOT) else "none"
+    latency = {
+        {"stt_latency": "stt", "llm_first_token": "llm", "tts_first_audio": "tts"}[k]: v
+        for k, v in _provider_latency(args.provider_latency).items()
+    }
+    try:
+        return run_calls_bench(
+            calls=args.calls or (20 if providers == "fakes" else 200),
+            seconds=args.seconds,
+            bot=args.bot,
+            ramp_s=args.ramp,
+            workers=args.workers,
+            providers=providers,
+            provider_latency=latency,
+            pipecat=False if args.no_pipecat else None,
+            progress=None if args.json else _progress,
+        )
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
 
 
 def _bench_leak(args: argparse.Namespace) -> dict[str, Any]:
@@ -152,7 +165,11 @@ def _provider_latency(value: str) -> dict[str, float]:
 BENCHES: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]]] = {
     "engine": ("engine: hop cost, throughput, idle session footprint", _bench_engine),
     "vad": ("vad: Silero window cost at batch 1 and batched, calls per core", _bench_vad),
-    "calls": ("calls: simulated Twilio callers against an echo-bot server", _bench_calls),
+    "calls": (
+        "calls: simulated Twilio callers against a served bot (echo, or --bot with provider "
+        "stand-ins and Pipecat side by side)",
+        _bench_calls,
+    ),
     "interruption": ("interruption: onset VAD window to flush on the wire", _bench_interruption),
     "latency": ("latency: voice-to-voice on the provider fakes", _bench_latency),
     "turn": ("turn: Smart Turn cost per decision, one at a time and batched", _bench_turn),
@@ -175,7 +192,8 @@ def _add_bench(sub: Any) -> None:
         "--calls",
         type=int,
         default=None,
-        help="calls: concurrent simulated callers (200); leak: calls in all (1000)",
+        help="calls: concurrent simulated callers (200; 20 for a bot with provider stand-ins); "
+        "leak: calls in all (1000)",
     )
     p.add_argument("--lanes", type=int, default=1, help="leak: calls at a time (1: sequential)")
     p.add_argument(
@@ -186,6 +204,13 @@ def _add_bench(sub: Any) -> None:
     p.add_argument("--bot", default=None, help="calls: bot file to serve (default bots/echo.py)")
     p.add_argument("--minutes", type=float, default=30.0, help="soak: how long to keep calls up")
     p.add_argument("--window", type=float, default=60.0, help="soak: seconds per sample window")
+    p.add_argument(
+        "--providers",
+        choices=("auto", "fakes", "none"),
+        default="auto",
+        help="calls: provider stand-ins in their own process and conversations (fakes; auto: "
+        "for a bot that builds STT/LLM/TTS services), or echo-style calls (none)",
+    )
     p.add_argument("--n", type=int, default=100, help="interruption: barge-ins to measure")
     p.add_argument("--turns", type=int, default=20, help="latency: caller turns to measure")
     p.add_argument(
@@ -194,8 +219,8 @@ def _add_bench(sub: Any) -> None:
     p.add_argument(
         "--provider-latency",
         default="stt=150,llm=200,tts=150",
-        help="latency, turns: provider stand-in latencies in ms (STT final, LLM first token, "
-        "TTS first audio)",
+        help="latency, turns, calls --bot: provider stand-in latencies in ms (STT final, LLM "
+        "first token, TTS first audio)",
     )
     p.add_argument(
         "--loop",

@@ -31,7 +31,7 @@ from typing import Any
 
 from voxpipe.testing.twilio_caller import CallerLog, chunk_lateness
 
-__all__ = ["CallOutcome", "run_calls_bench", "summarize_calls"]
+__all__ = ["CallOutcome", "bot_needs_providers", "run_calls_bench", "summarize_calls"]
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BOT = ROOT / "bots" / "echo.py"
@@ -324,6 +324,18 @@ async def _bench(
     }
 
 
+_PROVIDER_HINTS = ("stt_from_settings", "llm_from_settings", "tts_from_settings")
+
+
+def bot_needs_providers(bot: str | Path) -> bool:
+    """Whether a bot file builds provider services from settings (STT, LLM or TTS)."""
+    try:
+        source = Path(bot).read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return any(hint in source for hint in _PROVIDER_HINTS)
+
+
 def run_calls_bench(
     *,
     calls: int = 200,
@@ -331,15 +343,40 @@ def run_calls_bench(
     bot: str | None = None,
     ramp_s: float = 5.0,
     workers: int = 1,
+    providers: str = "auto",
+    provider_latency: dict[str, float] | None = None,
+    pipecat: bool | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark (server in a subprocess on loopback) and return its numbers.
 
     ``workers`` > 1 serves with `voxpipe serve --workers N`: CPU and memory are the workers'.
+    ``providers``: "fakes" runs full conversations against a bot whose providers are the
+    stand-ins of ``provider_fakes`` (see ``agent_calls``; ``provider_latency`` in seconds by
+    "stt"/"llm"/"tts", ``pipecat`` None: Pipecat side by side where installed); "none" the
+    echo-style calls; "auto" chooses "fakes" for a bot that builds provider services.
     """
     if calls < 1 or seconds <= 0 or workers < 1:
         raise ValueError("bench calls needs --calls >= 1, --seconds > 0 and --workers >= 1")
     bot_file = str(bot or DEFAULT_BOT)
+    if providers == "auto":
+        providers = "fakes" if bot_needs_providers(bot_file) else "none"
+    if providers == "fakes":
+        if workers != 1:
+            raise ValueError("bench calls --bot with provider stand-ins serves one worker")
+        from voxpipe.bench.agent_calls import run_agent_calls_bench
+        from voxpipe.bench.provider_fakes import ProviderLatency
+
+        return run_agent_calls_bench(
+            bot=bot_file,
+            calls=calls,
+            ramp_s=ramp_s,
+            latency=ProviderLatency(**(provider_latency or {})),
+            pipecat=pipecat,
+            progress=progress,
+        )
+    if providers != "none":
+        raise ValueError(f"bench calls: --providers must be auto, fakes or none, not {providers!r}")
     proc, port = _start_server(bot_file) if workers == 1 else _start_workers(bot_file, workers)
     try:
         if progress:

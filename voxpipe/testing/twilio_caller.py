@@ -87,6 +87,8 @@ class CallerLog:
     close_reason: str = ""
     closed_by_server: bool = False
     worker: str = ""  # the pid of the server worker that took the stream (x-voxpipe-worker)
+    said: list[float] = field(default_factory=list)  # when each ``say`` began going out
+    speech_ends: list[float] = field(default_factory=list)  # when each ``say``'s end went out
 
     @property
     def media_seconds(self) -> float:
@@ -154,6 +156,7 @@ class TwilioCaller:
         self._changed = asyncio.Event()
         self._ws: Any = None
         self._first_reply_t: float | None = None
+        self._say: tuple[bytes, int | None] | None = None
 
     # ------------------------------------------------------------------ dialling
 
@@ -202,6 +205,27 @@ class TwilioCaller:
             raise RuntimeError(f"voice webhook answered {resp.status_code}: {resp.text[:200]}")
         stream_url, params = parse_twiml_stream(resp.text)
         return cls(stream_url, custom_parameters=params, call_sid=call_sid, **kwargs)
+
+    # ------------------------------------------------------------------ speaking
+
+    def say(self, audio: bytes, *, speech_end: int | None = None) -> None:
+        """Speak ``audio`` (mu-law 8 kHz) from the next chunk on, in real time, then silence.
+
+        ``speech_end``: the byte of ``audio`` where the speech ends; the moment the chunk
+        holding it goes out is logged in ``log.speech_ends`` (the start in ``log.said``).
+        """
+        self._say = (audio, speech_end)
+        self._changed.set()
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since ``start`` went out (the log's time base)."""
+        return self._now()
+
+    @property
+    def playout_end(self) -> float:
+        """When the audio received so far ends playing (the log's time base), as Twilio plays."""
+        return self._play_end
 
     # ------------------------------------------------------------------ running
 
@@ -349,8 +373,18 @@ class TwilioCaller:
         fast = not self.realtime and bool(self.audio)
         # Chunk n is due at pace_t + (n - pace_n) * 20 ms.
         pace_t, pace_n = self._t0, 0
+        speech_end: int | None = None
         try:
             while True:
+                if self._say is not None:
+                    said, speech_end = self._say
+                    self._say = None
+                    self.log.said.append(self._now())
+                    script = said + tail
+                    pos = 0
+                    if fast:
+                        fast = False
+                        pace_t, pace_n = loop.time(), chunk_no
                 if self._barge_due():
                     assert self.barge_in is not None
                     self.log.barge_in_t = self._now()
@@ -375,6 +409,10 @@ class TwilioCaller:
                     chunk = chunk + _SILENCE * (CHUNK_BYTES - len(chunk))
                 await self._send(self._media_message(chunk_no, chunk))
                 self.log.sent_chunks += 1
+                if speech_end is not None and speech_end < pos + CHUNK_BYTES:
+                    self.log.speech_ends.append(self._now())
+                    speech_end = None
+                    self._changed.set()
                 pos += CHUNK_BYTES
                 chunk_no += 1
                 if fast:

@@ -255,30 +255,36 @@ async def test_unsupported_format_is_refused() -> None:
     assert info.value.response.status_code == 400
 
 
-async def test_multi_context_close_context_discards_and_keeps_socket() -> None:
+async def test_multi_context_close_context_finishes_generation_and_keeps_socket() -> None:
     async with FakeElevenLabs(first_audio_latency=0.0, chunk_interval=0.02, chunk_ms=60) as el:
         url = el.multi_stream_input_url("voice1", output_format="ulaw_8000")
         ws = await websockets.connect(url, additional_headers=KEY)
+        spoken = "A long reply that goes on. "
         await send(
             ws,
             {"text": " ", "context_id": "a"},
-            {"text": "A long reply that goes on. ", "context_id": "a", "flush": True},
+            {"text": spoken, "context_id": "a", "flush": True},
+            {"text": "Never flushed", "context_id": "a"},
         )
         first = json.loads(await ws.recv())
         assert first["contextId"] == "a" and first["audio"]
+        # Closed while its flushed text is still being generated (Pipecat closes each turn's
+        # context right after its flush): that audio still comes, then isFinal; the text
+        # never flushed is dropped.
         await send(ws, {"context_id": "a", "close_context": True})
         after = []
         while not after or after[-1].get("isFinal") is not True:
             after.append(json.loads(await ws.recv()))
         assert after[-1] == {"isFinal": True, "contextId": "a"}
-        spoken_a = 1 + sum(1 for m in after if m.get("audio"))
-        assert spoken_a < len("A long reply that goes on. ")  # the rest was discarded
+        chars = "".join("".join(m["alignment"]["chars"]) for m in [first, *after] if m.get("audio"))
+        assert chars == spoken
         await send(ws, {"text": "Next. ", "context_id": "b", "flush": True})
         nxt = json.loads(await ws.recv())
         assert nxt["contextId"] == "b" and nxt["audio"]
         await send(ws, {"close_socket": True})
         await until_close(ws)
     assert ws.close_code == 1000
+    assert el.connections[0].generations == [spoken, "Next. "]
 
 
 async def test_multi_context_limit() -> None:

@@ -12,6 +12,7 @@ what clients sent::
 from voxpipe.testing.fakes.deepgram import (
     DeepgramConnection,
     DeepgramFault,
+    DeepgramHearing,
     DeepgramUtterance,
     DeepgramWord,
     FakeDeepgram,
@@ -29,6 +30,7 @@ from voxpipe.testing.fakes.twilio_rest import FakeCall, FakeTwilioREST, TwilioRe
 __all__ = [
     "DeepgramConnection",
     "DeepgramFault",
+    "DeepgramHearing",
     "DeepgramUtterance",
     "DeepgramWord",
     "ElevenLabsConnection",

@@ -19,6 +19,11 @@ that call: the fake finds where the new connection's first audio sits in what it
 before (a client that resends the gap), so an utterance is transcribed in full only if the
 client resent its beginning. Send varied audio in reconnect tests; constant audio (pure
 silence) cannot be located and is taken as a minimal resend.
+
+With ``hearing=DeepgramHearing(texts=[...])`` the fake also transcribes what it hears: speech
+found by its level in each connection's audio becomes an utterance (the next of ``texts``),
+ended by the connection's endpointing silence or by ``Finalize`` (see ``_hearing``), for
+callers that speak when they choose rather than on a script.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from voxpipe.testing import timing
 from voxpipe.testing.fakes._base import FakeServer
+from voxpipe.testing.fakes._hearing import DeepgramHearing, SpeechSpans
 
 try:
     from websockets.asyncio.server import Server, ServerConnection, serve
@@ -51,6 +57,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 __all__ = [
     "DeepgramConnection",
     "DeepgramFault",
+    "DeepgramHearing",
     "DeepgramUtterance",
     "DeepgramWord",
     "FakeDeepgram",
@@ -63,6 +70,8 @@ _INACTIVITY_REASON = (
     "Deepgram did not receive audio data or a text message within the timeout window. "
     "See https://dpgr.am/net0001"
 )
+# Hearing: how fast words come in interim results of speech still going on.
+_HEARD_WORDS_PER_S = 3.0
 # Where a reconnected client's first audio is looked up in what the call sent before.
 _ALIGN_PROBE_SECONDS = 0.1
 
@@ -201,8 +210,10 @@ class _Stream:
         self.conn = conn
         self.call: _Call | None = None
         self.offset_bytes: int | None = None
-        self.states = [_UtteranceState() for _ in fake.utterances]
-        self.words = [u.word_list() for u in fake.utterances]
+        # The script: the fake's utterances, then (hearing) those heard on this connection.
+        self.utterances = list(fake.utterances)
+        self.states = [_UtteranceState() for _ in self.utterances]
+        self.words = [u.word_list() for u in self.utterances]
         self.segment_start = 0.0  # connection time where the next result's span begins
         self.loop = asyncio.get_running_loop()
         self.last_activity = self.loop.time()
@@ -224,6 +235,17 @@ class _Stream:
         ue = p.get("utterance_end_ms")
         self.utterance_end = int(ue) / 1000.0 if ue else None
         self.model = p.get("model", "base")
+        self.spans: SpeechSpans | None = None
+        if fake.hearing is not None:
+            self.spans = SpeechSpans(
+                fake.hearing,
+                encoding=p["encoding"],
+                sample_rate=int(p["sample_rate"]),
+                channels=self.channels,
+            )
+        self.heard_bytes = 0  # audio of this connection the ears have taken in
+        self.texts_used = 0
+        self.interim_at = 0.0  # speech seconds of the open utterance at its last interim
 
     # --- positions -------------------------------------------------------------------
     @property
@@ -338,7 +360,7 @@ class _Stream:
 
     # --- the script ----------------------------------------------------------------------
     def latency_of(self, index: int) -> float:
-        u = self.fake.utterances[index]
+        u = self.utterances[index]
         return self.fake.latency if u.latency is None else u.latency
 
     def heard_words(self, index: int) -> list[DeepgramWord]:
@@ -346,10 +368,68 @@ class _Stream:
         base = self.base - 1e-9
         return [w for w in self.words[index] if w.start >= base]
 
+    def listen(self) -> None:
+        """Hearing: add the utterances that ended in the audio received since the last call."""
+        spans = self.spans
+        if spans is None:
+            return
+        audio = self.conn.audio[self.heard_bytes :]
+        self.heard_bytes = len(self.conn.audio)
+        was_open = spans.open_start is not None
+        for onset, end in spans.feed(audio, self.endpointing or 0.0):
+            self._heard(onset, end)
+            was_open = False
+        if self.vad_events and not was_open and spans.open_start is not None:
+            at = {"type": "SpeechStarted", "channel": [0], "timestamp": round(spans.open_start, 3)}
+            self.queue(at, self.fake.latency)
+        if self.interim and spans.open_start is not None:
+            spoken = spans.last_speech_end - spans.open_start
+            if spoken - self.interim_at >= self.fake.interim_interval:
+                self.interim_at = spoken
+                self._interim(spans.open_start, spoken)
+
+    def close_heard(self) -> None:
+        """Hearing: the utterance being spoken ends now (the client sent Finalize)."""
+        if self.spans is not None:
+            span = self.spans.close()
+            if span is not None:
+                self._heard(*span)
+
+    def _next_text(self) -> str:
+        assert self.fake.hearing is not None
+        texts = self.fake.hearing.texts
+        return texts[self.texts_used % len(texts)]
+
+    def _heard(self, onset: float, end: float) -> None:
+        u = DeepgramUtterance(self._next_text(), start=self.base + onset, end=self.base + end)
+        self.texts_used += 1
+        self.interim_at = 0.0
+        self.utterances.append(u)
+        self.states.append(_UtteranceState(started=True))
+        self.words.append(u.word_list())
+
+    def _interim(self, onset: float, spoken: float) -> None:
+        """An interim result for speech still going on: the next text's words so far."""
+        tokens = self._next_text().split()
+        count = min(len(tokens), max(1, int(spoken * _HEARD_WORDS_PER_S)))
+        step = spoken / count
+        start = self.base + onset
+        words = [
+            DeepgramWord(
+                word=re.sub(r"[^\w']", "", tok).lower() or tok.lower(),
+                start=round(start + i * step, 3),
+                end=round(start + (i + 1) * step, 3),
+                punctuated_word=tok,
+            )
+            for i, tok in enumerate(tokens[:count])
+        ]
+        msg = self.results(words, 0.9, is_final=False, speech_final=False, from_finalize=False)
+        self.queue(msg, self.fake.latency)
+
     def advance(self) -> None:
         """Emit what the script says for the audio received so far."""
         now, base = self.now, self.base
-        for i, u in enumerate(self.fake.utterances):
+        for i, u in enumerate(self.utterances):
             st = self.states[i]
             words = self.heard_words(i)
             if u.end <= base or not words:
@@ -410,7 +490,7 @@ class _Stream:
             st.last_word_end = words[-1].end
         msg = self.results(
             words,
-            self.fake.utterances[index].confidence,
+            self.utterances[index].confidence,
             is_final=True,
             speech_final=speech_final,
             from_finalize=from_finalize,
@@ -421,7 +501,7 @@ class _Stream:
         """Finalize words already heard (Finalize / CloseStream); True if any were pending."""
         now = self.now
         flushed = False
-        for i in range(len(self.fake.utterances)):
+        for i in range(len(self.utterances)):
             st = self.states[i]
             if not st.started or st.final_done:
                 continue
@@ -445,8 +525,10 @@ class FakeDeepgram(FakeServer):
         inactivity_timeout: float = 10.0,
         faults: list[DeepgramFault] | None = None,
         resume_dropped_calls: bool = True,
+        hearing: DeepgramHearing | None = None,
     ) -> None:
         super().__init__()
+        self.hearing = hearing
         self.api_key = api_key
         self.utterances = list(utterances or [])
         self.latency = latency
@@ -739,6 +821,7 @@ class FakeDeepgram(FakeServer):
         conn.audio += chunk
         if self._align(stream, force=False):
             self._extend_call(stream)
+            stream.listen()
             stream.advance()
         self._notify()
         await self._check_faults(stream, len(conn.audio))
@@ -765,6 +848,8 @@ class FakeDeepgram(FakeServer):
             conn.finalizes += 1
             self._align(stream, force=True)
             self._extend_call(stream)
+            stream.listen()
+            stream.close_heard()
             if not stream.flush_pending(from_finalize=True):
                 msg = stream.results([], 0.0, is_final=True, speech_final=False, from_finalize=True)
                 stream.queue(msg, self.latency)
@@ -774,6 +859,8 @@ class FakeDeepgram(FakeServer):
                 stream.closing = True
                 self._align(stream, force=True)
                 self._extend_call(stream)
+                stream.listen()
+                stream.close_heard()
                 stream.flush_pending(from_finalize=False)
                 stream.queue(stream.metadata(), self.latency)
                 stream.queue(None, self.latency)

@@ -13,7 +13,8 @@ When the fake generates (its model of the real buffer): on `flush`, on the final
 when the buffer holds a sentence end (". ", "! ", "? ") if `sentence_trigger`, on
 `try_trigger_generation` once `try_trigger_min_chars` are buffered, and when the buffer reaches
 the `chunk_length_schedule` of `generation_config` (default 120, 160, 250, 290).
-`{"isFinal": true}` comes only after `{"text":""}` (or `close_context` on the multi socket).
+`{"isFinal": true}` comes only after `{"text":""}` (or `close_context` on the multi socket:
+text not yet flushed is dropped, audio already being generated still goes out before isFinal).
 
 Timing (on precise timers, `voxpipe.testing.timing`): a generation's first audio goes out
 `first_audio_latency` after the message that triggered it came in (or after the previous
@@ -499,7 +500,11 @@ class FakeElevenLabs(FakeServer):
         ctx = sock.contexts.get(context_id)
         if message.get("close_context"):
             if ctx is not None and not ctx.closed:
-                ctx.closed = True  # its queued and in-flight audio is discarded
+                # No more text for it; text never flushed is dropped, but what is already being
+                # generated is still delivered, then isFinal (Pipecat closes every turn's
+                # context right after its flush and expects the audio "then isFinal").
+                ctx.closed = True
+                ctx.buffer = ""
                 sock.jobs.put_nowait(_Job("final", ctx))
             return
         text = message.get("text")
@@ -573,8 +578,6 @@ class FakeElevenLabs(FakeServer):
                     message["contextId"] = job.context.id
                 await sock.send(message)
                 continue
-            if job.context.closed:
-                continue
             # The latency counts from the text's arrival, or from the end of the generation
             # before if that was still going on. Audio is rendered and encoded before each
             # wait, so every message goes out at its due time.
@@ -582,8 +585,6 @@ class FakeElevenLabs(FakeServer):
             # Rendered shortly before it is due, not the moment the job is taken: just after
             # this fake sent audio, the client (in the same event loop) is still reading it.
             await timing.sleep_until(due - _RENDER_AHEAD_SECS)
-            if job.context.closed:
-                continue
             rendered = render_chars(job.text, sock.fmt, self.ms_per_char)
             per_message = self._chars_per_chunk()
             messages = [
@@ -591,13 +592,9 @@ class FakeElevenLabs(FakeServer):
                 for i in range(0, len(job.text), per_message)
             ]
             for k, prepared in enumerate(messages):
-                if job.context.closed:
-                    break
                 if k and self.chunk_interval:
                     due += self.chunk_interval
                 await timing.sleep_until(due)
-                if job.context.closed:  # closed while this chunk waited: discarded
-                    break
                 await self._send_audio(sock, prepared)
                 await self._check_faults(sock)
                 if sock.finished:
