@@ -75,7 +75,7 @@ def _bench_leak(args: argparse.Namespace) -> dict[str, Any]:
 def _bench_interruption(args: argparse.Namespace) -> dict[str, Any]:
     from voxpipe.bench.interruption import run_interruption_bench
 
-    return run_interruption_bench(n=args.n)
+    return run_interruption_bench(n=args.n, mode=args.interruption_mode)
 
 
 def _bench_latency(args: argparse.Namespace) -> dict[str, Any]:
@@ -149,6 +149,13 @@ def _add_bench(sub: Any) -> None:
     p.add_argument("--ramp", type=float, default=5.0, help="calls: seconds to start them all")
     p.add_argument("--bot", default=None, help="calls: bot file to serve (default bots/echo.py)")
     p.add_argument("--n", type=int, default=100, help="interruption: barge-ins to measure")
+    p.add_argument(
+        "--interruption-mode",
+        choices=("smart", "immediate"),
+        default="smart",
+        help="interruption: smart (the served INTERRUPTION_MODE default: words decide, or the "
+        "VAD after BACKCHANNEL_MAX_S) or immediate (the VAD guard alone)",
+    )
     p.add_argument("--turns", type=int, default=20, help="latency: caller turns to measure")
     p.add_argument(
         "--provider-latency",
