@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pytest
+
 from voxpipe.frames import (
     BackchannelFrame,
     Frame,
@@ -17,6 +19,7 @@ from voxpipe.frames import (
     InterruptionFrame,
     OutputAudioFrame,
     PauseBotOutputFrame,
+    ResumeBotOutputFrame,
     TranscriptionFrame,
     TTSSpeakFrame,
     TTSStartedFrame,
@@ -29,8 +32,9 @@ from voxpipe.processors.aggregators.assistant import AssistantContextAggregator
 from voxpipe.processors.aggregators.context import LLMContext
 from voxpipe.processors.base import FrameProcessor
 from voxpipe.processors.turn.backchannel import InterruptionArbiter, InterruptionParams
+from voxpipe.processors.turn.params import TurnParams
 from voxpipe.processors.vad.analyzer import VADParams
-from voxpipe.transports.memory import MemoryTransport
+from voxpipe.transports.memory import MemorySink, MemoryTransport
 from voxpipe.transports.params import TransportParams
 from voxpipe.transports.wire import AudioFormat
 
@@ -301,3 +305,102 @@ def test_immediate_mode_keeps_the_vad_guard_alone(call, speech_8k_pcm, truth):
     # The guard's 0.4 s (the first utterance pauses at 0.45 s: at the next speech window).
     assert interrupted < on + 0.8
     assert t.input().interruptions == 1
+
+
+def _paused_call(call, script, *, sink=None):
+    t = MemoryTransport(
+        TransportParams(audio_in=PHONE, audio_out=PHONE, vad_enabled=False), sink=sink
+    )
+    context = LLMContext("test")
+    log = call(t, [SeqBot()], script(t), after=[AssistantContextAggregator(context)])
+    return log, t, context
+
+
+def test_a_pause_nobody_decides_ends_by_itself(call):
+    def script(t):
+        async def run(task):
+            await task.queue_frame(TTSSpeakFrame("reply"))
+            await task.clock.sleep(1.0)
+            await task.queue_frame(PauseBotOutputFrame(timeout_secs=0.5))
+            await task.clock.sleep(8.0)
+
+        return run
+
+    log, t, context = _paused_call(call, script)
+    out = t.output()
+    assert (out.pauses, out.resumes) == (1, 1) and out.paused_seconds == [pytest.approx(0.5)]
+    assert _wire_seq(t) == list(range(REPLY_CHUNKS))
+    _, gap = _gap_at(t)
+    assert abs(gap - 0.5) <= 0.021  # at most a chunk's time of difference
+    assert _assistant_text(context) == FULL_REPLY
+
+
+def test_an_interruption_while_paused_flushes_and_the_next_reply_plays(call):
+    def script(t):
+        async def run(task):
+            await task.queue_frame(TTSSpeakFrame("reply"))
+            await task.clock.sleep(1.0)
+            await task.queue_frame(PauseBotOutputFrame())
+            await task.clock.sleep(0.3)
+            await t.input().request_interruption("test")
+            await task.clock.sleep(0.5)
+            await task.queue_frame(TTSSpeakFrame("again"))
+            await task.clock.sleep(8.0)
+
+        return run
+
+    log, t, context = _paused_call(call, script)
+    out = t.output()
+    [clear] = t.memory_sink.clears
+    before = [e for e in t.memory_sink.audio_events if e.time <= clear.time]
+    after = [e for e in t.memory_sink.audio_events if e.time > clear.time]
+    # Nothing was sent while paused, nothing of the first reply after the clear...
+    assert before[-1].time < 1.0 + 1e-9
+    first = [int.from_bytes(e.audio[:2], "little") for e in before]
+    assert first == list(range(len(first)))
+    # ...and the next reply went out whole: the sender was not left waiting for a resume.
+    assert [int.from_bytes(e.audio[:2], "little") for e in after] == list(range(REPLY_CHUNKS))
+    assert not out.paused and out.resumes == 0
+
+
+def test_resume_with_marks_echoed_late_repeats_and_skips_nothing(call):
+    def script(t):
+        async def run(task):
+            await task.queue_frame(TTSSpeakFrame("reply"))
+            await task.clock.sleep(1.3)
+            await task.queue_frame(PauseBotOutputFrame())
+            await task.clock.sleep(0.4)
+            await task.queue_frame(ResumeBotOutputFrame())
+            await task.clock.sleep(8.0)
+
+        return run
+
+    sink = MemorySink(PHONE, echo_delay=0.08)  # a phone network's round trip
+    log, t, context = _paused_call(call, script, sink=sink)
+    assert t.output().marks_enabled, "the marks were echoed in time"
+    assert _wire_seq(t) == list(range(REPLY_CHUNKS))
+    played = b"".join(p.audio for p in sink.played())
+    assert played == b"".join(e.audio for e in sink.audio_events)
+    assert _assistant_text(context) == FULL_REPLY
+
+
+def test_speech_over_the_bot_ends_at_the_vads_stop_without_the_turn_model(
+    call, speech_8k_pcm, truth
+):
+    params = TransportParams(
+        audio_in=PHONE, audio_out=PHONE, vad_params=VADParams(stop_secs=0.2), turn=TurnParams()
+    )
+    t = MemoryTransport(params)
+    arbiter = InterruptionArbiter()
+
+    async def script(task):
+        await task.queue_frame(TTSSpeakFrame("reply"))
+        await t.play_silence(1.5)
+        await t.play_caller(_clip(speech_8k_pcm, *_short(truth)), 8000)
+        await t.play_silence(8.0)
+
+    log = call(t, [ScriptedSTT([Said("Mm-hmm.")]), arbiter, SeqBot()], script)
+    gate = t.input().turn_gate
+    assert gate is not None and gate.decisions == 0
+    assert arbiter.backchannels == 1 and not log.times(InterruptionFrame)
+    assert _wire_seq(t) == list(range(REPLY_CHUNKS))
