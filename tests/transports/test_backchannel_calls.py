@@ -404,3 +404,18 @@ def test_speech_over_the_bot_ends_at_the_vads_stop_without_the_turn_model(
     assert gate is not None and gate.decisions == 0
     assert arbiter.backchannels == 1 and not log.times(InterruptionFrame)
     assert _wire_seq(t) == list(range(REPLY_CHUNKS))
+
+
+def test_okay_as_the_reply_ends_is_an_answer_not_a_backchannel(call, speech_8k_pcm, truth):
+    # The caller's "okay" is detected in the reply's last 0.1 s: all of its audio was sent, so
+    # nothing is paused, the bot stops as it would have, and "Okay." is the caller's turn.
+    end = REPLY_CHUNKS * 0.02
+    log, t, arbiter, context = _run_bot(
+        call, speech_8k_pcm, _short(truth), Said("Okay."), before=end - 0.43
+    )
+    [started] = log.times(UserStartedSpeakingFrame)
+    assert end - 0.1 < started < end
+    assert t.output().pauses == 0 and not log.frames(BackchannelFrame)
+    assert not log.times(InterruptionFrame)
+    assert [f.text for f in log.frames(TranscriptionFrame)] == ["Okay."]
+    assert _assistant_text(context) == FULL_REPLY

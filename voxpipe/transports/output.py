@@ -124,7 +124,8 @@ class BaseOutputTransport(FrameProcessor):
     what was sent. ``ResumeBotOutputFrame`` (a backchannel) sends on from the first byte not
     sent: nothing repeated, nothing skipped. While paused the bot counts as speaking (no
     ``BotStoppedSpeakingFrame``); an interruption flushes as usual; a pause nobody resumes ends
-    by itself after the frame's ``timeout_secs``.
+    by itself after the frame's ``timeout_secs``. Once a reply's audio has all been sent there
+    is nothing to pause: the bot stops when it has played, as it would have.
     """
 
     def __init__(
@@ -395,6 +396,11 @@ class BaseOutputTransport(FrameProcessor):
     def _pause(self, frame: PauseBotOutputFrame) -> None:
         if self._paused or not self.bot_speaking or self.closed or self._span_active:
             return  # nothing playing, or the caller may not interrupt this span
+        if self._reply_over and not self._audio_queued():
+            # All of the reply was sent, its last words are playing: nothing to hold back, and
+            # the bot is about to stop, so what the caller says is a turn (an answer), not an
+            # overlap to judge.
+            return
         self._paused = True
         self._resumed.clear()
         self._paused_since = self.clock.now()
@@ -402,6 +408,9 @@ class BaseOutputTransport(FrameProcessor):
         self.pauses += 1
         self._pause_timer = self.clock.call_later(frame.timeout_secs, self._pause_expired)
         self.logger.debug("bot audio paused at %.2fs: %s", self.pause_position, frame.reason)
+
+    def _audio_queued(self) -> bool:
+        return self._chunker.pending > 0 or any(isinstance(i, bytes) for i in self._queue.items)
 
     def _pause_expired(self) -> None:
         self._pause_timer = None
