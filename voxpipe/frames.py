@@ -223,8 +223,8 @@ class BackchannelFrame(SystemFrame):
     """Caller speech over the bot was judged a backchannel (or a noise): the bot went on.
 
     ``text``: the caller's words (only backchannel words, or empty for a noise);
-    ``speech_secs``: from the caller's onset to the decision; ``paused``: the bot's audio had
-    been paused and was resumed.
+    ``speech_secs``: from the caller's onset to the decision; ``paused``: the output had been
+    asked to pause the bot's audio (it does when audio is left to send) and was asked to resume.
     """
 
     text: str = ""
