@@ -189,6 +189,15 @@ OFFLINE_PHRASES = [
     "i have a question about my bill",
     "thank you goodbye",
     "goodbye",
+    # Said over the bot: backchannels it talks on through, and words that stop it.
+    "uh huh",
+    "okay",
+    "right",
+    "yeah",
+    "wait",
+    "stop",
+    "no",
+    "hold on",
 ]
 
 # What the bot says while a provider is down, by language (the locale's first part). Rendered
