@@ -239,7 +239,7 @@ class BaseInputTransport(FrameProcessor):
                 await self.push_frame(UserStartedSpeakingFrame())
             else:
                 gate = self.turn_gate
-                if self._smart_max_speech is not None and self.bot_speaking:
+                if self._smart_max_speech is not None and self.bot_speaking and self.can_interrupt:
                     gate = None  # speech over the bot: the arbiter judges it at once
                 if gate is not None and not await gate.complete(
                     vad.stream_time - self._onset, inline=self.clock.is_virtual
