@@ -83,6 +83,7 @@ from voxpipe.processors.policy.phrases import PhraseMatcher
 from voxpipe.processors.policy.triggers import CANNOT_HELP_TOOL
 from voxpipe.processors.stt.factory import stt_from_settings
 from voxpipe.processors.tts.factory import tts_from_settings
+from voxpipe.processors.turn.backchannel import InterruptionArbiter, interruption_params
 from voxpipe.records.recording import recording_for_call
 from voxpipe.state.consent import identifiable_caller
 from voxpipe.state.continuity import CallerContinuity, ResumableConversation
@@ -194,6 +195,15 @@ OFFLINE_PHRASES = [
     "i have a question about my bill",
     "thank you goodbye",
     "goodbye",
+    # Said over the bot: backchannels it talks on through, and words that stop it.
+    "uh huh",
+    "okay",
+    "right",
+    "yeah",
+    "wait",
+    "stop",
+    "no",
+    "hold on",
 ]
 
 # What the bot says while a provider is down, by language (the locale's first part). Rendered
@@ -823,6 +833,8 @@ async def bot(call: Call) -> Pipeline:
             transport_in,
             stt,
             *compliance,
+            # Caller speech over the bot: a backchannel resumes it, a barge-in interrupts it.
+            InterruptionArbiter(interruption_params(settings), locale=tag),
             SilenceArtifactFilter(window_s=settings.silence_artifact_window_s),
             escalation_policy,
             StartOverDetector(keeper, start_over_phrases()),

@@ -104,7 +104,7 @@ def _bench_soak(args: argparse.Namespace) -> dict[str, Any]:
 def _bench_interruption(args: argparse.Namespace) -> dict[str, Any]:
     from voxpipe.bench.interruption import run_interruption_bench
 
-    return run_interruption_bench(n=args.n)
+    return run_interruption_bench(n=args.n, mode=args.interruption_mode)
 
 
 def _bench_latency(args: argparse.Namespace) -> dict[str, Any]:
@@ -212,6 +212,13 @@ def _add_bench(sub: Any) -> None:
         "for a bot that builds STT/LLM/TTS services), or echo-style calls (none)",
     )
     p.add_argument("--n", type=int, default=100, help="interruption: barge-ins to measure")
+    p.add_argument(
+        "--interruption-mode",
+        choices=("smart", "immediate"),
+        default="smart",
+        help="interruption: smart (the served INTERRUPTION_MODE default: words decide, or the "
+        "VAD after BACKCHANNEL_MAX_S) or immediate (the VAD guard alone)",
+    )
     p.add_argument("--turns", type=int, default=20, help="latency: caller turns to measure")
     p.add_argument(
         "--rounds", type=int, default=3, help="turns: rounds of the caller script (~80 s each)"

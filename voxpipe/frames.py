@@ -187,6 +187,51 @@ class InterruptionsAllowedFrame(SystemFrame):
     reason: str = ""
 
 
+@dataclass(slots=True)
+class SmartInterruptionsFrame(SystemFrame):
+    """Pushed upstream at start by an interruption arbiter (``processors/turn/backchannel.py``).
+
+    The input transport then leaves caller speech over the bot to the arbiter (backchannel or
+    barge-in, from the words) and interrupts on its own only once that speech has lasted
+    ``max_speech_secs``.
+    """
+
+    max_speech_secs: float = 0.8
+
+
+@dataclass(slots=True)
+class PauseBotOutputFrame(SystemFrame):
+    """The output transport stops sending the bot's audio, keeping the rest to resume it.
+
+    What was already sent plays out (the far end's short lead), so the caller's heard position
+    is the end of what was sent; after ``timeout_secs`` the output resumes by itself.
+    """
+
+    reason: str = ""
+    timeout_secs: float = 3.0
+
+
+@dataclass(slots=True)
+class ResumeBotOutputFrame(SystemFrame):
+    """The output transport sends the paused audio again, from the first byte not sent."""
+
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class BackchannelFrame(SystemFrame):
+    """Caller speech over the bot was judged a backchannel (or a noise): the bot went on.
+
+    ``text``: the caller's words (only backchannel words, or empty for a noise);
+    ``speech_secs``: from the caller's onset to the decision; ``paused``: the output had been
+    asked to pause the bot's audio (it does when audio is left to send) and was asked to resume.
+    """
+
+    text: str = ""
+    speech_secs: float = 0.0
+    paused: bool = False
+
+
 # ---------------------------------------------------------------------------- audio
 
 

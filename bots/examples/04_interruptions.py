@@ -4,7 +4,12 @@
     voxpipe test bots/examples/04_interruptions.yaml
 
 New here: barge-in control. The transport's guard sets how much speech interrupts the bot
-(``min_speech_secs``: coughs and "uh-huh" do not). ``uninterruptible(...)`` wraps frames in a
+(``min_speech_secs``: coughs and "uh-huh" do not). An ``InterruptionArbiter`` after the STT
+(INTERRUPTION_MODE=smart, the default) pauses the bot when the caller talks over it and
+judges the words: "uh-huh", "okay" or a cough resume it where it paused, "wait", "no" or a
+real sentence interrupt it (word lists per language in the locale data); with it, the guard's
+``min_speech_secs`` only applies once speech lasts BACKCHANNEL_MAX_S.
+``uninterruptible(...)`` wraps frames in a
 span the caller cannot interrupt (a legal notice): the output tells the input transport
 when it starts and ends, and interruptions inside it are dropped.
 """
@@ -23,6 +28,7 @@ from voxpipe.processors.policy.frames import uninterruptible
 from voxpipe.processors.policy.guard import InterruptionGuardParams
 from voxpipe.processors.stt.factory import stt_from_settings
 from voxpipe.processors.tts.factory import tts_from_settings
+from voxpipe.processors.turn.backchannel import InterruptionArbiter, interruption_params
 
 NOTICE = "This call may be recorded for quality purposes. Please listen to the whole notice."
 INTENTS = [
@@ -59,6 +65,7 @@ async def bot(call: Call) -> Pipeline:
         [
             call.transport.input(),
             stt_from_settings(call.settings, call.locale_row, phrases=PHRASES),
+            InterruptionArbiter(interruption_params(call.settings), locale=call.locale),
             UserContextAggregator(context),
             Notice(),
             llm,

@@ -18,7 +18,7 @@ from voxpipe.processors.vad import VADParams
 
 
 def test_interruption_bench_small_run() -> None:
-    result = run_interruption_bench(n=6, seed=5)
+    result = run_interruption_bench(n=6, seed=5, mode="immediate")
     assert result["ok"] is True
     assert result["n"] == result["barge_ins"] == result["interruptions"] == 6
     assert result["missed_barge_ins"] == 0 and result["unflushed_interruptions"] == 0
@@ -32,7 +32,7 @@ def test_interruption_bench_small_run() -> None:
 
 
 def test_interruption_bench_with_batched_vad() -> None:
-    result = run_interruption_bench(n=3, seed=9, batched=True)
+    result = run_interruption_bench(n=3, seed=9, batched=True, mode="immediate")
     assert result["ok"] and result["interruptions"] == 3 and result["stale_chunks"] == 0
 
 
@@ -40,16 +40,31 @@ def test_interruption_bench_with_batched_vad() -> None:
 def test_every_one_second_barge_in_interrupts(seed: int) -> None:
     # Seed 3 missed 2 of 100 before the VAD kept a run going across a syllable gap or a
     # window just under the threshold; seed 5 missed 1 with the hysteresis alone.
-    result = run_interruption_bench(n=100, seed=seed)
+    result = run_interruption_bench(n=100, seed=seed, mode="immediate")
     assert result["missed_barge_ins"] == 0, result["missed_numbers"]
     assert result["ok"] is True and result["interruptions"] == 100
     assert result["interrupt_p99_ms"] is not None
 
 
+def test_smart_mode_every_barge_in_interrupts_by_words_or_by_the_vads_limit() -> None:
+    # The served default: the bot pauses at each onset; an interim "wait" or a sentence's
+    # second word decides two barge-ins in three, the VAD's 0.8 s limit the third.
+    result = run_interruption_bench(n=30, seed=4)
+    assert result["mode"] == "smart" and result["ok"] is True
+    assert result["missed_barge_ins"] == 0 and result["stale_chunks"] == 0
+    assert result["decided_by_words"] == 20 and result["decided_by_vad"] == 10
+    assert result["pauses"] == 30 and result["backchannels"] == 0
+    assert result["words_p99_ms"] is not None and result["vad_p99_ms"] is not None
+    # The same spans in CPU time: a shared machine's preemption cannot inflate them.
+    assert 0 < result["cpu_p50_ms"] <= result["cpu_p99_ms"] < math.inf
+    # Words come 0.1-0.6 s after the VAD's start; the limit is 0.8 s of speech.
+    assert 300 <= result["detect_p50_ms_call_time"] <= 1100
+
+
 def test_a_miss_is_a_failure_not_left_out() -> None:
     # The VAD as it was (no hysteresis, any pause restarts the start): two barge-ins miss.
     strict = VADParams(hysteresis=0.0, start_gap_secs=0.0)
-    result = run_interruption_bench(n=100, seed=3, vad_params=strict)
+    result = run_interruption_bench(n=100, seed=3, vad_params=strict, mode="immediate")
     assert result["ok"] is False
     assert result["missed_barge_ins"] >= 1
     assert len(result["missed_numbers"]) == result["missed_barge_ins"]
@@ -101,6 +116,8 @@ def test_the_cli_exits_non_zero_on_a_failed_bench(
     assert cli.main(["bench", "interruption", "--n", "2", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["ok"] is True
     failed = {"ok": False, "missed_barge_ins": 1}
-    monkeypatch.setattr("voxpipe.bench.interruption.run_interruption_bench", lambda n: dict(failed))
+    monkeypatch.setattr(
+        "voxpipe.bench.interruption.run_interruption_bench", lambda n, mode: dict(failed)
+    )
     assert cli.main(["bench", "interruption", "--json"]) == 1
     assert json.loads(capsys.readouterr().out) == failed

@@ -13,6 +13,14 @@ number, the request frame, the sweep that answered it), never by position. A bar
 does not interrupt is a failure: counted in the percentiles as infinitely late and flagged
 with ``ok: false`` (the CLI exits 1). Every bot chunk carries its reply's number, so a chunk
 of an interrupted reply sent after that reply's clear is counted as stale (must be 0).
+
+``mode="smart"`` (the served default, ``INTERRUPTION_MODE``) puts an ``InterruptionArbiter``
+after a scripted STT: the bot's audio pauses at the onset, and a barge-in is decided either
+by the caller's words (an interim "wait", or a sentence's second word, arriving 0.1-0.5 s
+after the onset: the deciding event is that transcript's arrival) or, for one in three that
+the STT says nothing about in time, by the VAD once the speech has lasted the arbiter's
+``max_speech_secs`` (the deciding VAD window). Either way the latency is from the deciding
+event to the clear on the wire. ``mode="immediate"``: the VAD guard alone, as before.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -35,6 +43,7 @@ from voxpipe.frames import (
     EndFrame,
     Frame,
     FrameDirection,
+    InterimTranscriptionFrame,
     InterruptionFrame,
     InterruptionRequestFrame,
     OutputAudioFrame,
@@ -43,11 +52,13 @@ from voxpipe.frames import (
     TTSStartedFrame,
     TTSStoppedFrame,
     TTSTextFrame,
+    UserStartedSpeakingFrame,
 )
 from voxpipe.pipelines.clock import VirtualClock
 from voxpipe.pipelines.pipeline import Pipeline
 from voxpipe.pipelines.task import PipelineTask
 from voxpipe.processors.base import FrameProcessor
+from voxpipe.processors.turn.backchannel import InterruptionArbiter, InterruptionParams
 from voxpipe.processors.vad.analyzer import VADAnalyzer, VADEvent, VADParams
 from voxpipe.processors.vad.batched import BatchedVAD
 from voxpipe.transports.input import BaseInputTransport
@@ -177,6 +188,7 @@ class _TimedInput(BaseInputTransport):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.window_done = 0.0
+        self.window_cpu = 0.0  # time.thread_time() at the same moment
         self.barge_in = -1
         self.requests: list[_Request] = []
         self._asking: _Request | None = None
@@ -184,11 +196,13 @@ class _TimedInput(BaseInputTransport):
     async def _analyze(self, vad: VADAnalyzer, pcm: bytes) -> list[VADEvent]:
         events = await super()._analyze(vad, pcm)
         self.window_done = time.perf_counter()
+        self.window_cpu = time.thread_time()
         return events
 
     async def request_interruption(self, reason: str = "") -> None:
         frame = InterruptionRequestFrame(reason=reason)
         req = _Request(self.barge_in, frame.id, self.window_done, self.clock.now())
+        req.cpu_done = self.window_cpu
         self.requests.append(req)
         self._asking = req
         try:
@@ -196,10 +210,56 @@ class _TimedInput(BaseInputTransport):
         finally:
             self._asking = None
 
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if type(frame) is InterruptionRequestFrame and direction is FrameDirection.UPSTREAM:
+            # Asked for by a processor downstream (the arbiter, from words): the deciding
+            # event's time was stamped by the STT just before it pushed that transcript.
+            req = _Request(self.barge_in, frame.id, self.window_done, self.clock.now(), "words")
+            req.cpu_done = self.window_cpu
+            self.requests.append(req)
+            self._asking = req
+            try:
+                await super().process_frame(frame, direction)
+            finally:
+                self._asking = None
+            return
+        await super().process_frame(frame, direction)
+
     async def _lifecycle(self, frame: Frame) -> None:
         if type(frame) is InterruptionFrame and self._asking is not None:
             self._asking.sweep_id = frame.id
         await super()._lifecycle(frame)
+
+
+class _BenchSTT(FrameProcessor):
+    """A scripted STT: what the caller says over the bot, as interim transcripts after the onset.
+
+    Barge-in ``k`` gets, in turn: an interim "wait"; a sentence whose second word is the
+    second interim; nothing (the VAD's limit decides). Each transcript is pushed at a random
+    0.1-0.5 s after the onset, its arrival stamped on the input transport as the deciding event.
+    """
+
+    _SAID = (("wait",), ("I need", "I need some help"), ())
+
+    def __init__(self, inp: _TimedInput, rng: np.random.Generator) -> None:
+        super().__init__()
+        self.inp = inp
+        self.rng = rng
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await self.push_frame(frame, direction)
+        number = self.inp.barge_in
+        if isinstance(frame, UserStartedSpeakingFrame) and number >= 0:
+            said = self._SAID[number % len(self._SAID)]
+            at = float(self.rng.uniform(0.1, 0.5))
+            for i, text in enumerate(said):
+                self.create_task(self._say(at + 0.1 * i, text), interruptible=False)
+
+    async def _say(self, delay: float, text: str) -> None:
+        await self.clock.sleep(delay)
+        self.inp.window_done = time.perf_counter()
+        self.inp.window_cpu = time.thread_time()
+        await self.push_frame(InterimTranscriptionFrame(text))
 
 
 class _TimedOutput(BaseOutputTransport):
@@ -225,6 +285,7 @@ class _TaggingSink(MemorySink):
         super().__init__(*args, **kwargs)
         self.output: _TimedOutput | None = None
         self.clear_perf: dict[int, float] = {}  # sweep id -> perf_counter of its clear
+        self.clear_cpu: dict[int, float] = {}  # sweep id -> thread_time of its clear
         self.untagged_clears = 0
 
     async def send_clear(self) -> None:
@@ -234,6 +295,7 @@ class _TaggingSink(MemorySink):
             self.untagged_clears += 1
         else:
             self.clear_perf.setdefault(sweep, self.events[-1].perf)
+            self.clear_cpu.setdefault(sweep, time.thread_time())
 
 
 class _BenchTransport(MemoryTransport):
@@ -247,9 +309,11 @@ class _Request:
 
     barge_in: int
     request_id: int
-    window_done: float  # perf_counter when the deciding VAD window had been processed
+    window_done: float  # perf_counter when the deciding VAD window (or words) had been processed
     at: float  # call clock
+    by: str = "vad"  # what decided: the VAD's window, or the caller's words (the arbiter)
     sweep_id: int | None = None
+    cpu_done: float = 0.0  # time.thread_time() with window_done
 
 
 @dataclass(slots=True)
@@ -262,6 +326,8 @@ class BargeIn:
     sweep_id: int | None = None
     detect_ms: float | None = None  # onset to interruption, call clock
     latency_ms: float | None = None  # deciding VAD window to clear on the wire, wall time
+    cpu_ms: float | None = None  # the same span in this thread's CPU time (no preemption)
+    by: str = ""  # "vad" or "words"
 
     @property
     def missed(self) -> bool:
@@ -275,7 +341,10 @@ class BargeIn:
 
 
 def pair_barge_ins(
-    onsets: list[float], requests: list[_Request], clear_perf: dict[int, float]
+    onsets: list[float],
+    requests: list[_Request],
+    clear_perf: dict[int, float],
+    clear_cpu: dict[int, float] | None = None,
 ) -> list[BargeIn]:
     """Match every barge-in to its first interruption request, and that request's sweep to its clear.
 
@@ -290,8 +359,11 @@ def pair_barge_ins(
         b.request_id = req.request_id
         b.sweep_id = req.sweep_id
         b.detect_ms = (req.at - b.onset) * 1000.0
+        b.by = req.by
         if req.sweep_id is not None and req.sweep_id in clear_perf:
             b.latency_ms = (clear_perf[req.sweep_id] - req.window_done) * 1000.0
+            if clear_cpu is not None and req.sweep_id in clear_cpu:
+                b.cpu_ms = (clear_cpu[req.sweep_id] - req.cpu_done) * 1000.0
     return out
 
 
@@ -321,7 +393,13 @@ def order_statistic(values: list[float], q: float) -> float | None:
 
 
 async def _call(
-    n: int, clips: list[bytes], lead: float, seed: int, batched: bool, vad_params: VADParams
+    n: int,
+    clips: list[bytes],
+    lead: float,
+    seed: int,
+    batched: bool,
+    vad_params: VADParams,
+    mode: Literal["smart", "immediate"],
 ) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     params = TransportParams(audio_in=PHONE, audio_out=PHONE, vad_params=vad_params)
@@ -333,8 +411,10 @@ async def _call(
     sink.output = out
     bot = ToneBot(PHONE)
     # Stand-ins for STT, filters and aggregators: the sweep crosses them as in a real bot.
+    arbiter = InterruptionArbiter(InterruptionParams(mode=mode))
+    stt = _BenchSTT(inp, np.random.default_rng(seed + 1)) if mode == "smart" else FrameProcessor()
     pipeline = Pipeline(
-        [inp, FrameProcessor(), transport.guard(), FrameProcessor(), bot, out, FrameProcessor()]
+        [inp, stt, transport.guard(), arbiter, FrameProcessor(), bot, out, FrameProcessor()]
     )
     task = PipelineTask(pipeline, params=transport.task_params(), end_timeout=5.0)
     runner = asyncio.get_running_loop().create_task(task.run())
@@ -361,11 +441,14 @@ async def _call(
     await task.queue_frame(EndFrame())
     await runner
 
-    barge_ins = pair_barge_ins(onsets, inp.requests, sink.clear_perf)
+    barge_ins = pair_barge_ins(onsets, inp.requests, sink.clear_perf, sink.clear_cpu)
     # A miss never flushed anything: it counts as infinitely late in the percentiles.
     latencies = [b.latency_ms if b.latency_ms is not None else math.inf for b in barge_ins]
     measured = [b.latency_ms for b in barge_ins if b.latency_ms is not None]
+    cpu = [b.cpu_ms if b.cpu_ms is not None else math.inf for b in barge_ins]
     detect = [b.detect_ms for b in barge_ins if b.detect_ms is not None]
+    by_words = [b.latency_ms for b in barge_ins if b.by == "words" and b.latency_ms is not None]
+    by_vad = [b.latency_ms for b in barge_ins if b.by == "vad" and b.latency_ms is not None]
     missed = [b.number for b in barge_ins if b.missed]
     unflushed = [b.number for b in barge_ins if b.unflushed]
     stale = 0
@@ -380,7 +463,8 @@ async def _call(
                 stale += 1
             newest = max(newest, tag)
     return {
-        "ok": not missed and not unflushed and stale == 0,
+        "ok": not missed and not unflushed and stale == 0 and arbiter.backchannels == 0,
+        "mode": mode,
         "n": n,
         "barge_ins": n,
         "interruptions": n - len(missed),
@@ -392,6 +476,14 @@ async def _call(
         "interrupt_p99_ms": order_statistic(latencies, 99),
         "interrupt_max_ms": order_statistic(latencies, 100),
         "measured_p50_ms": order_statistic(measured, 50),
+        "cpu_p50_ms": order_statistic(cpu, 50),
+        "cpu_p99_ms": order_statistic(cpu, 99),
+        "decided_by_words": len(by_words),
+        "decided_by_vad": len(by_vad),
+        "words_p99_ms": order_statistic(by_words, 99),
+        "vad_p99_ms": order_statistic(by_vad, 99),
+        "pauses": out.pauses,
+        "backchannels": arbiter.backchannels,
         "stale_chunks": stale,
         "chunks_dropped": out.chunks_dropped,
         "detect_p50_ms_call_time": statistics.median(detect) if detect else None,
@@ -406,6 +498,7 @@ def run_interruption_bench(
     batched: bool = False,
     speech_wav: str | Path | None = None,
     vad_params: VADParams | None = None,
+    mode: Literal["smart", "immediate"] = "smart",
 ) -> dict[str, Any]:
     """Run ``n`` barge-ins on a virtual-clock call and report interruption latency and failures.
 
@@ -421,6 +514,14 @@ def run_interruption_bench(
     start and the guard's minimum speech) and ``wall_seconds``. Clears are matched to
     interruptions by the sweep's frame id. ``batched`` runs the VAD through a
     ``BatchedVAD`` as the server does; ``vad_params`` replaces the VAD's defaults.
+    ``mode``: ``smart`` (the served default: an interruption arbiter decides from words, or
+    the VAD after its ``max_speech_secs``; utterances of 1.2 s so that limit is reached) or
+    ``immediate`` (the VAD guard alone, one-second utterances). In smart mode
+    ``decided_by_words``/``decided_by_vad`` count what decided, with ``words_p99_ms`` /
+    ``vad_p99_ms`` (deciding event to clear), ``pauses`` (the bot's audio paused at an
+    onset) and ``backchannels`` (barge-ins wrongly judged backchannels: must be 0).
+    ``cpu_p50_ms``/``cpu_p99_ms``: the same span in the event loop thread's CPU time, which a
+    shared machine's preemption does not inflate (the work the barge-in costs).
     """
     path = Path(speech_wav) if speech_wav is not None else _DATA / "speech_16k.wav"
     if not path.is_file():
@@ -429,10 +530,10 @@ def run_interruption_bench(
             "speech_wav= a 16 kHz WAV with its .json truth beside it"
         )
     lead = 0.1
-    clips = _barge_in_clips(path, lead=lead, length=1.0)
+    clips = _barge_in_clips(path, lead=lead, length=1.2 if mode == "smart" else 1.0)
     t0 = time.perf_counter()
     vad = vad_params if vad_params is not None else VADParams()
-    result = VirtualClock().run(_call(n, clips, lead, seed, batched, vad))
+    result = VirtualClock().run(_call(n, clips, lead, seed, batched, vad, mode))
     result["wall_seconds"] = time.perf_counter() - t0
     return result
 

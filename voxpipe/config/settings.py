@@ -309,6 +309,27 @@ class VoxpipeSettings(BaseSettings):
     turn_complete_threshold: float = Field(
         0.5, ge=0.0, le=1.0, description="Smart Turn probability at which a turn is complete."
     )
+    interruption_mode: Literal["smart", "immediate"] = Field(
+        "smart",
+        description="Caller speech over the bot: `smart` pauses the bot and judges the words "
+        "(a backchannel such as 'uh-huh' or a cough resumes it where it paused; 'wait', 'no' or "
+        "a real sentence interrupts; lists per language in the locale data) where the bot has "
+        "an interruption arbiter after its STT; `immediate`: the VAD alone interrupts.",
+    )
+    backchannel_max_s: float = Field(
+        0.8,
+        ge=0.2,
+        le=3.0,
+        description="Smart interruptions: caller speech over the bot this long interrupts "
+        "whatever its words (shorter speech is judged by its words).",
+    )
+    backchannel_min_words: int = Field(
+        2,
+        ge=1,
+        le=10,
+        description="Smart interruptions: words that are not backchannels which interrupt the "
+        "bot while the caller is still speaking (after they stop, one is enough).",
+    )
     default_locale: str = Field("en-US", description="Locale used when call metadata selects none.")
 
     # --- State ---------------------------------------------------------------------------------

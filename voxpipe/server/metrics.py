@@ -17,7 +17,14 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from voxpipe.frames import Frame, FrameDirection, MetricsFrame, ProviderOutageFrame
+from voxpipe.frames import (
+    BackchannelFrame,
+    Frame,
+    FrameDirection,
+    InterruptionFrame,
+    MetricsFrame,
+    ProviderOutageFrame,
+)
 from voxpipe.pipelines.observer import Observer
 
 __all__ = ["CONTENT_TYPE", "FrameCounter", "ServerMetrics"]
@@ -50,6 +57,8 @@ class ServerMetrics:
         self.wire_out: Tally[str] = Tally()
         self.wire_errors: Tally[str] = Tally()
         self.webhooks: Tally[tuple[str, str]] = Tally()  # (route, outcome)
+        # Caller speech over the bot: "backchannel" (the bot went on) or "interruption".
+        self.overlaps: Tally[str] = Tally()
         self.stage_latency = Histogram(
             "voxpipe_stage_latency_seconds",
             "Per-stage latency reported by processors (metric: ttfb or processing).",
@@ -175,6 +184,15 @@ class _LiveCollector(Collector):
         for (route, outcome), n in sorted(m.webhooks.items()):
             hooks.add_metric([route, outcome], n)
         yield hooks
+        overlaps = CounterMetricFamily(
+            "voxpipe_bot_overlaps",
+            "Bot speech the caller talked over or cut off: outcome backchannel (the bot went "
+            "on) or interruption (the bot stopped; any cause).",
+            labels=["outcome"],
+        )
+        for outcome in ("backchannel", "interruption"):
+            overlaps.add_metric([outcome], m.overlaps[outcome])
+        yield overlaps
 
 
 class FrameCounter(Observer):
@@ -193,3 +211,7 @@ class FrameCounter(Observer):
             self._metrics.observe(frame)
         elif type(frame) is ProviderOutageFrame:
             self._metrics.outage(frame)
+        elif type(frame) is BackchannelFrame:
+            self._metrics.overlaps["backchannel"] += 1
+        elif type(frame) is InterruptionFrame:
+            self._metrics.overlaps["interruption"] += 1

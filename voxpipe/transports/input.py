@@ -19,6 +19,7 @@ from voxpipe.frames import (
     InputAudioFrame,
     InterruptionFrame,
     InterruptionRequestFrame,
+    SmartInterruptionsFrame,
     StartFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
@@ -53,7 +54,11 @@ class BaseInputTransport(FrameProcessor):
     transport sends upstream; when the caller talks over the bot long enough
     (``params.guard.min_speech_secs``) and interruptions are allowed, it pushes an
     ``InterruptionRequestFrame`` upstream. With ``params.guard.min_words`` set it leaves that
-    decision to an ``InterruptionGuard`` after STT. Inside a non-interruptible span
+    decision to an ``InterruptionGuard`` after STT. When an interruption arbiter announces
+    itself (``SmartInterruptionsFrame``, see ``processors/turn/backchannel.py``) speech over
+    the bot interrupts here only after the arbiter's ``max_speech_secs`` (shorter speech is
+    the arbiter's to judge from its words), and such speech ends at the VAD's stop, without
+    the end-of-turn model, so a backchannel is judged quickly. Inside a non-interruptible span
     (``InterruptionsAllowedFrame(False)`` from the output) it drops every interruption
     request coming up the pipeline, whoever asked.
 
@@ -97,6 +102,7 @@ class BaseInputTransport(FrameProcessor):
         self._ended = False
         self._onset = 0.0  # stream time (VAD clock) the current caller speech began
         self._interrupted_turn = False
+        self._smart_max_speech: float | None = None  # set by an interruption arbiter
         self._hangup_timer: asyncio.TimerHandle | None = None
         self._hangup_task: asyncio.Task[None] | None = None
         self._early: list[bytes] = []
@@ -233,6 +239,8 @@ class BaseInputTransport(FrameProcessor):
                 await self.push_frame(UserStartedSpeakingFrame())
             else:
                 gate = self.turn_gate
+                if self._smart_max_speech is not None and self.bot_speaking and self.can_interrupt:
+                    gate = None  # speech over the bot: the arbiter judges it at once
                 if gate is not None and not await gate.complete(
                     vad.stream_time - self._onset, inline=self.clock.is_virtual
                 ):
@@ -268,7 +276,10 @@ class BaseInputTransport(FrameProcessor):
             return
         if vad.state is not VADState.SPEAKING:
             return  # in a pause: wait until the caller speaks again
-        if vad.stream_time - self._onset < guard.min_speech_secs - 1e-9:
+        least = guard.min_speech_secs
+        if self._smart_max_speech is not None:
+            least = max(least, self._smart_max_speech)
+        if vad.stream_time - self._onset < least - 1e-9:
             return
         self._interrupted_turn = True
         await self._interrupt("caller speech")
@@ -290,6 +301,10 @@ class BaseInputTransport(FrameProcessor):
             if kind is InterruptionRequestFrame and not self.can_interrupt:
                 self.requests_refused += 1
                 self.logger.debug("interruption request refused: interruptions are disabled")
+                return
+            if kind is SmartInterruptionsFrame:
+                assert isinstance(frame, SmartInterruptionsFrame)
+                self._smart_max_speech = frame.max_speech_secs
                 return
             if kind is InterruptionsAllowedFrame:
                 assert isinstance(frame, InterruptionsAllowedFrame)

@@ -19,6 +19,8 @@ from voxpipe.frames import (
     InputAudioFrame,
     InterruptionFrame,
     OutputAudioFrame,
+    PauseBotOutputFrame,
+    ResumeBotOutputFrame,
     StartFrame,
     SystemFrame,
     TTSStartedFrame,
@@ -115,6 +117,15 @@ class BaseOutputTransport(FrameProcessor):
     the interruption can follow the clear, since the old sender is cancelled at a point
     where it is not writing and re-checks an epoch after every wait. ``played_seconds`` and
     ``interrupted_at`` tell how much of the bot's speech the caller heard.
+
+    ``PauseBotOutputFrame`` (while the caller's speech over the bot is being judged) stops the
+    sending at a chunk boundary and keeps everything not sent; what was sent plays out (the
+    far end holds at most ``output_lead_secs``), so once paused the caller has heard exactly
+    what was sent. ``ResumeBotOutputFrame`` (a backchannel) sends on from the first byte not
+    sent: nothing repeated, nothing skipped. While paused the bot counts as speaking (no
+    ``BotStoppedSpeakingFrame``); an interruption flushes as usual; a pause nobody resumes ends
+    by itself after the frame's ``timeout_secs``. Once a reply's audio has all been sent there
+    is nothing to pause: the bot stops when it has played, as it would have.
     """
 
     def __init__(
@@ -151,6 +162,13 @@ class BaseOutputTransport(FrameProcessor):
         self._play_end = 0.0
         self._utterance_start = 0.0
         self.interrupted_at: float | None = None
+        # A pause while the caller's speech over the bot is judged: the sender waits on this.
+        self._paused = False
+        self._resumed = asyncio.Event()
+        self._resumed.set()
+        self._pause_timer: asyncio.TimerHandle | None = None
+        self._paused_since = 0.0
+        self.pause_position: float | None = None  # utterance seconds sent when last paused
         # Marks: name -> (future, position after the audio before it), in sending order.
         self._marks_ok = bool(sink is not None and sink.supports_marks and self.params.use_marks)
         self._marks: dict[str, tuple[asyncio.Future[bool], float]] = {}
@@ -165,6 +183,9 @@ class BaseOutputTransport(FrameProcessor):
         self.chunks_dropped = 0
         self.clears_sent = 0
         self.marks_sent = 0
+        self.pauses = 0
+        self.resumes = 0
+        self.paused_seconds: list[float] = []  # how long each pause that was resumed lasted
 
     # ------------------------------------------------------------------ positions
 
@@ -188,6 +209,11 @@ class BaseOutputTransport(FrameProcessor):
     def utterance_played_seconds(self) -> float:
         """Seconds heard of the current (or last) bot utterance."""
         return max(0.0, self.played_seconds - self._utterance_start)
+
+    @property
+    def paused(self) -> bool:
+        """Whether the bot's audio is held back while the caller's speech is judged."""
+        return self._paused
 
     @property
     def marks_enabled(self) -> bool:
@@ -264,6 +290,10 @@ class BaseOutputTransport(FrameProcessor):
                 await self._send_first()
             return
         if isinstance(frame, SystemFrame) or isinstance(frame, InputAudioFrame):
+            if isinstance(frame, PauseBotOutputFrame):
+                self._pause(frame)
+            elif isinstance(frame, ResumeBotOutputFrame):
+                self._resume(frame.reason)
             await self.push_frame(frame, direction)
             if type(frame) is InterruptionFrame and self.bot_speaking:
                 # After the interruption itself, so aggregators see it first.
@@ -361,6 +391,48 @@ class BaseOutputTransport(FrameProcessor):
         self._epoch += 1
         self._forget_audio()
 
+    # ------------------------------------------------------------------ pause and resume
+
+    def _pause(self, frame: PauseBotOutputFrame) -> None:
+        if self._paused or not self.bot_speaking or self.closed or self._span_active:
+            return  # nothing playing, or the caller may not interrupt this span
+        if self._reply_over and not self._audio_queued():
+            # All of the reply was sent, its last words are playing: nothing to hold back, and
+            # the bot is about to stop, so what the caller says is a turn (an answer), not an
+            # overlap to judge.
+            return
+        self._paused = True
+        self._resumed.clear()
+        self._paused_since = self.clock.now()
+        self.pause_position = self._sent - self._utterance_start
+        self.pauses += 1
+        self._pause_timer = self.clock.call_later(frame.timeout_secs, self._pause_expired)
+        self.logger.debug("bot audio paused at %.2fs: %s", self.pause_position, frame.reason)
+
+    def _audio_queued(self) -> bool:
+        return self._chunker.pending > 0 or any(isinstance(i, bytes) for i in self._queue.items)
+
+    def _pause_expired(self) -> None:
+        self._pause_timer = None
+        if self._paused:
+            self.logger.info("bot audio paused and never resumed nor interrupted: resuming")
+            self._resume("pause timed out")
+
+    def _resume(self, reason: str) -> None:
+        if not self._paused:
+            return
+        self._end_pause()
+        self.resumes += 1
+        self.paused_seconds.append(self.clock.now() - self._paused_since)
+        self.logger.debug("bot audio resumed: %s", reason)
+
+    def _end_pause(self) -> None:
+        self._paused = False
+        self._resumed.set()
+        if self._pause_timer is not None:
+            self._pause_timer.cancel()
+            self._pause_timer = None
+
     def _forget_audio(self) -> None:
         """Drop queued chunks and half-converted audio; the far end's buffer counts as gone."""
         now = self.clock.now()
@@ -379,6 +451,7 @@ class BaseOutputTransport(FrameProcessor):
         self._marks.clear()
         self._last_mark = None
         self._unmarked = False
+        self._end_pause()
         self._chunker.clear()
         if self._converter is not None:
             self._converter.reset()
@@ -413,6 +486,11 @@ class BaseOutputTransport(FrameProcessor):
     async def _send_loop(self, epoch: int) -> None:
         queue = self._queue
         while True:
+            if self._paused:
+                await self._resumed.wait()
+                if epoch != self._epoch:
+                    return
+                continue
             if not queue.items and self.bot_speaking and not self.closed:
                 await self._idle(epoch)
                 if epoch != self._epoch:
@@ -468,9 +546,16 @@ class BaseOutputTransport(FrameProcessor):
             self.chunks_dropped += 1
             return
         clock = self.clock
-        wait = self._play_end - clock.now() - self.params.output_lead_secs
-        if wait > 0:
-            await clock.sleep(wait)
+        while True:
+            wait = self._play_end - clock.now() - self.params.output_lead_secs
+            if wait > 0:
+                await clock.sleep(wait)
+                if epoch != self._epoch:
+                    return
+            if not self._paused:
+                break
+            # Paused during the lead's wait: this chunk is the first one sent on resuming.
+            await self._resumed.wait()
             if epoch != self._epoch:
                 return
         first = not self.bot_speaking
@@ -570,6 +655,8 @@ class BaseOutputTransport(FrameProcessor):
             return
         # Text bound to the last audio goes out before the bot is reported stopped.
         await self._pending.join()
+        if self._paused:
+            return  # held while the caller's speech is judged: the bot keeps the floor
         if epoch == self._epoch and not queue.items and self.bot_speaking:
             await self._bot_stopped()
 
