@@ -50,12 +50,35 @@ def write_alaw_pcap(path: Path, pcm: bytes, *, port: int = 6000) -> Path:
     return path
 
 
+def _free_media_port() -> int:
+    """An even UDP port with the next three free too (SIPp binds audio RTP/RTCP and video):
+    a fixed one collides with another SIPp run on the same machine."""
+    import random
+    import socket
+
+    for _ in range(200):
+        base = random.randrange(20000, 60000, 2)
+        socks = []
+        try:
+            for offset in range(4):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(sock)
+                sock.bind(("127.0.0.1", base + offset))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError("no free UDP port range for SIPp's media")
+
+
 async def sipp(cwd: Path, scenario: str, port: int, *extra: str, timeout: float = 120.0) -> None:
     """Run one SIPp call of ``scenario`` against 127.0.0.1:``port``; fail with its errors."""
     errors = cwd / "sipp_err.log"
     proc = await asyncio.create_subprocess_exec(
         "sipp", f"127.0.0.1:{port}", "-sf", str(SCENARIOS / scenario), "-m", "1",
-        "-i", "127.0.0.1", "-p", "0", "-mp", "36000", "-nostdin", "-timeout", str(int(timeout)),
+        "-i", "127.0.0.1", "-p", "0", "-mp", str(_free_media_port()), "-nostdin", "-timeout", str(int(timeout)),
         "-timeout_error", "-trace_err", "-error_file", str(errors), "-s", "voxpipe", *extra,
         cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
