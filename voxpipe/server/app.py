@@ -113,9 +113,9 @@ def create_app(
         bot_fn = load_bot(bot)
         bot_name = str(bot)
     if batched_vad is True:
-        from voxpipe.processors.vad.batched import BatchedVAD
+        from voxpipe.processors.vad.batched import SERVED_GATHER_S, BatchedVAD
 
-        batched_vad = BatchedVAD()
+        batched_vad = BatchedVAD(gather_s=SERVED_GATHER_S)
     auth_token = (
         settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None
     )
