@@ -30,7 +30,7 @@ from voxpipe.server.security_events import client_address
 from voxpipe.server.sessions import CallSession
 from voxpipe.server.webhooks import TOKEN_PARAM
 from voxpipe.transports.base import Transport
-from voxpipe.transports.params import TransportParams
+from voxpipe.transports.params import MEDIA_STREAM_CHUNK_MS, TransportParams
 from voxpipe.transports.telnyx import TelnyxSerializer
 from voxpipe.transports.twilio import TwilioSerializer
 from voxpipe.transports.vonage import VonageSerializer
@@ -146,6 +146,7 @@ async def _run_call(
         audio_in=fmt,
         audio_out=fmt,
         allow_interruptions=st.settings.allow_interruptions,
+        chunk_ms=MEDIA_STREAM_CHUNK_MS,
         **transport_turn_kwargs(st.settings),
     )
     country = params.get("FromCountry") or None
