@@ -150,7 +150,10 @@ class _Timeline:
         self.t0 = t0
         self.writer = writer
         self.done = 0  # samples written to the file
-        self.left = np.zeros(0, dtype=np.int16)  # caller samples from ``done`` on
+        # Caller samples from ``done`` on, as int16 bytes: appending a frame and dropping what
+        # is written are amortized O(frame) (an array concatenated per frame copied the whole
+        # held-back window, 20 s, fifty times a second).
+        self._left = bytearray()
         self.segments: list[tuple[int, np.ndarray]] = []  # bot audio: (start sample, samples)
         self.pauses: list[list[int]] = []  # [start, end] samples; end -1 while the pause lasts
         # Caller audio more than this behind the clock is taken as a gap (silence), so memory
@@ -162,11 +165,11 @@ class _Timeline:
 
     def caller(self, pcm: np.ndarray, now: float) -> None:
         end_expected = self.sample_at(now)
-        left_end = self.done + len(self.left)
+        left_end = self.done + len(self._left) // 2
         gap = end_expected - len(pcm) - left_end
         if gap > self.slack:
-            self.left = np.concatenate([self.left, np.zeros(gap, dtype=np.int16)])
-        self.left = np.concatenate([self.left, pcm])
+            self._left += bytes(2 * gap)
+        self._left += pcm.astype("<i2", copy=False).tobytes()
 
     def bot(self, pcm: np.ndarray, start_t: float) -> None:
         start = round((start_t - self.t0) * self.rate)
@@ -208,7 +211,7 @@ class _Timeline:
     def commit(self, now: float, *, final: bool = False) -> None:
         """Write out what can no longer change (everything on ``final``)."""
         limit = self.sample_at(now)
-        left_end = self.done + len(self.left)
+        left_end = self.done + len(self._left) // 2
         if not final:
             limit -= self.delay
         if final:
@@ -216,9 +219,7 @@ class _Timeline:
             upto = max(left_end, min(bot_end, limit))
         else:
             if left_end < limit - self.slack:  # the caller's stream stalled: silence
-                self.left = np.concatenate(
-                    [self.left, np.zeros(limit - self.slack - left_end, dtype=np.int16)]
-                )
+                self._left += bytes(2 * (limit - self.slack - left_end))
                 left_end = limit - self.slack
             upto = min(left_end, limit)
             # Caller audio fed faster than the clock (a replay): keep at most a minute ahead.
@@ -227,9 +228,9 @@ class _Timeline:
         if n <= 0:
             return
         left = np.zeros(n, dtype=np.int16)
-        have = min(n, len(self.left))
-        left[:have] = self.left[:have]
-        self.left = self.left[have:]
+        have = min(n, len(self._left) // 2)
+        left[:have] = np.frombuffer(self._left, dtype="<i2", count=have)
+        del self._left[: 2 * have]
         right = np.zeros(n, dtype=np.int16)
         kept: list[tuple[int, np.ndarray]] = []
         for start, pcm in self.segments:

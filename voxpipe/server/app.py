@@ -34,7 +34,7 @@ from voxpipe.server.bind import is_loopback
 from voxpipe.server.capacity import Capacity, WorkerIdentity, effective_capacity
 from voxpipe.server.carriers import UnsafeSettingsError, carrier_access
 from voxpipe.server.limits import CallLimiter, EdgeMiddleware, busy_twiml, parse_carrier_limits
-from voxpipe.server.media import media_stream
+from voxpipe.server.media import media_stream, preload_providers
 from voxpipe.server.metrics import CONTENT_TYPE, ServerMetrics
 from voxpipe.server.sessions import SessionRegistry
 from voxpipe.server.siblings import LOCAL_HEADER, ask_siblings, merge_metrics
@@ -112,10 +112,11 @@ def create_app(
     else:
         bot_fn = load_bot(bot)
         bot_name = str(bot)
+    preload_providers(settings)  # not on a first call, under the calls already up
     if batched_vad is True:
-        from voxpipe.processors.vad.batched import BatchedVAD
+        from voxpipe.processors.vad.batched import SERVED_GATHER_S, BatchedVAD
 
-        batched_vad = BatchedVAD()
+        batched_vad = BatchedVAD(gather_s=SERVED_GATHER_S)
     auth_token = (
         settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None
     )

@@ -30,7 +30,7 @@ from voxpipe.server.security_events import client_address
 from voxpipe.server.sessions import CallSession
 from voxpipe.server.webhooks import TOKEN_PARAM
 from voxpipe.transports.base import Transport
-from voxpipe.transports.params import TransportParams
+from voxpipe.transports.params import MEDIA_STREAM_CHUNK_MS, TransportParams
 from voxpipe.transports.telnyx import TelnyxSerializer
 from voxpipe.transports.twilio import TwilioSerializer
 from voxpipe.transports.vonage import VonageSerializer
@@ -48,7 +48,7 @@ from voxpipe.transports.wire import Serializer, WireStart
 if TYPE_CHECKING:
     from voxpipe.server.state import ServerState
 
-__all__ = ["SERIALIZERS", "media_stream"]
+__all__ = ["SERIALIZERS", "media_stream", "preload_providers"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,36 @@ SERIALIZERS: dict[str, type[Any]] = {
 }
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 WORKER_HEADER = b"x-voxpipe-worker"
+
+
+def preload_providers(settings: Any) -> list[str]:
+    """Import the provider clients the settings select, before the first call.
+
+    Imported on a first call instead (the OpenAI SDK alone: ~0.5 s of CPU, seconds on a
+    busy machine), the import stalls the event loop under every call already up. Returns the
+    modules imported; one that cannot be imported is left to fail with its own message in
+    the call that needs it.
+    """
+    from importlib import import_module
+
+    from voxpipe.processors.llm.factory import uses_cloud_llm
+
+    wanted = []
+    if settings.deepgram_api_key is not None:
+        wanted.append("voxpipe.processors.stt.deepgram")
+    if uses_cloud_llm(settings):
+        wanted.append("voxpipe.processors.llm.openai")
+    if settings.elevenlabs_api_key is not None:
+        wanted.append("voxpipe.processors.tts.elevenlabs")
+    done = []
+    for name in wanted:
+        try:
+            import_module(name)
+        except ImportError as exc:
+            logger.debug("not preloaded: %s (%s)", name, exc)
+            continue
+        done.append(name)
+    return done
 
 
 async def media_stream(websocket: WebSocket, carrier: str, path_token: str | None = None) -> None:
@@ -121,6 +151,7 @@ async def _run_call(
         audio_in=fmt,
         audio_out=fmt,
         allow_interruptions=st.settings.allow_interruptions,
+        chunk_ms=MEDIA_STREAM_CHUNK_MS,
         # The locale row's turn-taking where it sets one (a language that pauses longer).
         **transport_turn_kwargs(st.settings, chosen.row),
     )

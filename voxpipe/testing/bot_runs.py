@@ -24,12 +24,14 @@ from voxpipe.processors.turn.params import transport_turn_kwargs
 from voxpipe.testing.recording import RecordingError, read_recording, replay_frames
 from voxpipe.testing.summary import CallSummarizer, audio_digest
 from voxpipe.transports.memory import MemoryTransport
-from voxpipe.transports.params import TransportParams
+from voxpipe.transports.params import MEDIA_STREAM_CHUNK_MS, TransportParams
 from voxpipe.transports.protocol import Transport
 from voxpipe.transports.wav import WavFileTransport
 from voxpipe.transports.wire import AudioFormat
 
 __all__ = ["ReplayResult", "WavCallOutput", "replay_recording", "run_wav_call"]
+
+SERIALIZED = ("twilio", "telnyx", "vonage")  # carriers served over media websockets
 
 logger = logging.getLogger(__name__)
 
@@ -306,10 +308,12 @@ async def _replay(
     fmt = AudioFormat(
         str(fmt_meta.get("encoding", "mulaw")), int(fmt_meta.get("sample_rate", 8000)), 1
     )
+    # Served over a carrier's media websocket: the chunking the server used (its last padding).
     params = TransportParams(
         audio_in=fmt,
         audio_out=fmt,
         allow_interruptions=settings.allow_interruptions,
+        chunk_ms=MEDIA_STREAM_CHUNK_MS if meta.get("carrier") in SERIALIZED else 20,
         **await turn_kwargs_for(settings, str(meta.get("carrier") or "replay"), meta),
     )
     transport = MemoryTransport(params, name="replay")

@@ -12,7 +12,14 @@ from voxpipe.processors.turn.params import TurnParams
 from voxpipe.processors.vad.analyzer import VADParams
 from voxpipe.transports.wire import AudioFormat
 
-__all__ = ["TransportParams"]
+__all__ = ["MEDIA_STREAM_CHUNK_MS", "TransportParams"]
+
+# Served media websockets (Twilio, Telnyx, Vonage) send the bot's audio in 60 ms messages: the
+# far end buffers what it gets, and the output keeps ``output_lead_secs`` ahead either way, so
+# one message, one timer wake-up and one socket write per 60 ms instead of per 20 ms. A wire
+# that plays whole 20 ms frames only (Vonage) still gets them as separate messages. RTP (SIP,
+# WebRTC) keeps 20 ms packets. Replays of served calls use it too, to send the same audio.
+MEDIA_STREAM_CHUNK_MS = 60
 
 
 @dataclass(slots=True)

@@ -311,3 +311,28 @@ async def test_unreachable_server_ends_the_call_gracefully_after_the_grace() -> 
     # Retried with backoff for the whole grace, not a fixed number of attempts.
     assert stt.connects == 0 and stt.reconnects >= 4
     assert r.of_type(ProviderOutageFrame)[-1].duration_s >= 0.6
+
+
+async def test_audio_goes_out_in_100ms_pieces_without_compression(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 20 ms phone frames are sent as ~100 ms websocket messages (the end flushes the rest),
+    # on a connection that did not negotiate permessage-deflate.
+    from deepgram.listen.v1.socket_client import AsyncV1SocketClient
+
+    sizes: list[int] = []
+    original = AsyncV1SocketClient.send_media
+
+    async def record(self: AsyncV1SocketClient, message: bytes) -> None:
+        sizes.append(len(message))
+        await original(self, message)
+
+    monkeypatch.setattr(AsyncV1SocketClient, "send_media", record)
+    audio = noise(1.05)
+    async with FakeDeepgram(utterances=[], latency=0.01) as dg:
+        await run_frames([stt_for(dg)], frames_of(audio), clock=Clock(), params=PHONE)
+    conn = dg.connections[0]
+    assert bytes(conn.audio) == audio
+    assert "sec-websocket-extensions" not in conn.headers
+    assert sum(sizes) == len(audio) and len(sizes) <= 12
+    assert all(size >= 800 for size in sizes[:-1])

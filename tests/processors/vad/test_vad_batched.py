@@ -121,3 +121,24 @@ async def test_async_bad_window_fails_its_caller_only():
     with pytest.raises(ValueError, match="256 samples"):
         await batched.probability(batched.stream(8000), bytes(100))
     assert await batched.probability(batched.stream(8000), bytes(512)) < 0.5
+
+
+@pytest.mark.parametrize("gather_s, batches", [(0.0, 2), (0.05, 1)])
+async def test_gather_joins_windows_of_later_ticks(speech_8k, gather_s, batches):
+    # Two calls whose windows come a few ticks apart: held for gather_s, they share one
+    # inference; without it each tick runs its own.
+    batched = BatchedVAD(gather_s=gather_s)
+    feeds = _stream_windows(speech_8k.pcm, 8000, 0.5, 2)
+    a, b = batched.stream(8000), batched.stream(8000)
+    first = asyncio.ensure_future(batched.probability(a, feeds[0]))
+    for _ in range(3):
+        await asyncio.sleep(0)  # the first window's tick passes (its batch ran, or is held)
+    second = await batched.probability(b, feeds[1])
+    assert await first == pytest.approx(SileroVADStream(8000).probability(feeds[0]), abs=1e-5)
+    assert second == pytest.approx(SileroVADStream(8000).probability(feeds[1]), abs=1e-5)
+    assert batched.batches == batches and batched.windows == 2
+
+
+def test_gather_must_not_be_negative():
+    with pytest.raises(ValueError, match="gather_s"):
+        BatchedVAD(gather_s=-0.01)

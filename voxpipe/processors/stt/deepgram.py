@@ -20,7 +20,9 @@ server or a fake).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import urllib.parse
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -30,9 +32,10 @@ from voxpipe.processors.stt.base import DEFAULT_CONFIDENCE_THRESHOLD, STTService
 from voxpipe.processors.stt.convert import AudioConverter
 
 try:
-    from deepgram import AsyncDeepgramClient
     from deepgram.core.api_error import ApiError
-    from deepgram.environment import DeepgramClientEnvironment
+    from deepgram.listen.v1.socket_client import AsyncV1SocketClient
+    from websockets.asyncio.client import connect as ws_connect
+    from websockets.exceptions import InvalidStatus
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "voxpipe.processors.stt.deepgram needs the 'deepgram' extra: "
@@ -44,6 +47,10 @@ __all__ = ["DeepgramSTTService", "deepgram_urls"]
 _WIRE_TO_DEEPGRAM = {"mulaw": "mulaw", "pcm16": "linear16"}
 _SEND_CHUNK_SECONDS = 0.5  # largest piece of a resend after a reconnect
 _STABLE_SECONDS = 1.0  # a socket open this long (or answered) counts as a recovery
+# Audio goes out in pieces of at least this much (Deepgram takes 20-250 ms): a phone frame
+# every 20 ms would be 50 websocket frames a second per call, each framed, masked and
+# written on its own. Finalize, CloseStream and a reconnect's resend flush what is held.
+DEFAULT_SEND_INTERVAL_S = 0.1
 
 
 def deepgram_urls(base_url: str) -> tuple[str, str]:
@@ -103,6 +110,7 @@ class DeepgramSTTService(STTService):
         confidence_threshold: float = DEFAULT_CONFIDENCE_THRESHOLD,
         audio_passthrough: bool = False,
         raw_messages: bool = True,
+        send_interval_s: float = DEFAULT_SEND_INTERVAL_S,
         name: str | None = None,
     ) -> None:
         super().__init__(
@@ -146,6 +154,8 @@ class DeepgramSTTService(STTService):
         self.reconnect_backoff = reconnect_backoff or Backoff(base_s=0.25, cap_s=2.0)
         self.close_timeout = close_timeout
         self.raw_messages = raw_messages  # decode messages here, not as the SDK's models
+        self.send_interval_s = max(0.0, send_interval_s)
+        self._send_min = 1  # bytes of unsent audio that wake the sender (set on start)
 
         # Counters for operators and tests.
         self.connects = 0
@@ -153,7 +163,7 @@ class DeepgramSTTService(STTService):
         self.keepalives_sent = 0
         self.utterance_ends = 0
 
-        self._client: AsyncDeepgramClient | None = None
+        self._headers = {"Authorization": f"Token {api_key}", "User-Agent": "voxpipe"}
         self._encoding = "linear16"
         self._rate = 16000
         self._width = 2
@@ -187,13 +197,7 @@ class DeepgramSTTService(STTService):
         self._converter = AudioConverter(
             "mulaw" if self._encoding == "mulaw" else "pcm16", self._rate
         )
-        env = DeepgramClientEnvironment(
-            base=self._http_url,
-            production=self._ws_url,
-            agent=self._ws_url,
-            agent_rest=self._http_url,
-        )
-        self._client = AsyncDeepgramClient(api_key=self._api_key, environment=env)
+        self._send_min = max(1, int(self.send_interval_s * self._rate) * self._width)
         self._last_send = self.clock.now()
         # Not interruptible: the caller's words must survive the bot being interrupted.
         self._conn_task = self.create_task(
@@ -237,7 +241,8 @@ class DeepgramSTTService(STTService):
             excess -= excess % self._width
             del self._buf[:excess]
             self._buf_start += excess
-        self._audio_ready.set()
+        if self._buf_start + len(self._buf) - self._sent >= self._send_min:
+            self._audio_ready.set()
 
     async def on_user_stopped_speaking(self) -> None:
         # Finalize goes out after the audio already taken in. It starts the reply's critical
@@ -280,8 +285,35 @@ class DeepgramSTTService(STTService):
             opts["request_options"] = {"additional_query_parameters": dict(self.extra_params)}
         return opts
 
+    def _listen_url(self) -> str:
+        """The ``/v1/listen`` URL with the options as query parameters (as the SDK builds it)."""
+        opts = self._connect_options()
+        extra = opts.pop("request_options", {}).get("additional_query_parameters", {})
+        query = urllib.parse.urlencode({**opts, **extra}, doseq=True)
+        return f"{self._ws_url}/v1/listen?{query}"
+
+    @contextlib.asynccontextmanager
+    async def _connect(self) -> AsyncIterator[AsyncV1SocketClient]:
+        """The SDK's socket client over a connection opened here without permessage-deflate
+        (the SDK's own connect negotiates it, and audio does not compress: measured, the
+        deflate and its legacy framing were a tenth of a served call's CPU)."""
+        try:
+            ws = await ws_connect(
+                self._listen_url(), additional_headers=self._headers, compression=None
+            )
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            raise ApiError(
+                status_code=status,
+                headers=dict(self._headers),
+                body="Websocket initialized with invalid credentials."
+                if status == 401
+                else "Unexpected error when initializing websocket connection.",
+            ) from exc
+        async with ws:
+            yield AsyncV1SocketClient(websocket=ws)  # type: ignore[arg-type]
+
     async def _connection_loop(self) -> None:
-        assert self._client is not None
         failures = 0  # failed attempts since the provider last worked
         # At the end of the call a socket lost before Deepgram's clean close is reopened too:
         # the audio it had not finalized is sent again, so the last words still arrive.
@@ -290,7 +322,7 @@ class DeepgramSTTService(STTService):
             self._stable = False
             why = ""
             try:
-                async with self._client.listen.v1.connect(**self._connect_options()) as sock:
+                async with self._connect() as sock:
                     await self._run_socket(sock)
                 if self._closing and self._close_sent:
                     self._closed_cleanly = True
@@ -425,7 +457,8 @@ class DeepgramSTTService(STTService):
                     await sock.send_close_stream()
                     return
             self._audio_ready.clear()
-            if not self._sending and self._sent < self._buf_start + len(self._buf):
+            unsent = self._buf_start + len(self._buf) - self._sent
+            if not self._sending and unsent >= self._send_min:
                 continue  # more came in while the last send was in flight
             await self._audio_ready.wait()
 
