@@ -309,6 +309,12 @@ class VoxpipeSettings(BaseSettings):
     turn_complete_threshold: float = Field(
         0.5, ge=0.0, le=1.0, description="Smart Turn probability at which a turn is complete."
     )
+    preemptive_replies: bool = Field(
+        True,
+        description="Start the reply (LLM) from the words heard when the caller goes quiet, "
+        "before the turn is confirmed; it is held, and discarded unheard if the caller goes on "
+        "or the final transcript differs (counted as preemptive_discarded).",
+    )
     default_locale: str = Field("en-US", description="Locale used when call metadata selects none.")
 
     # --- State ---------------------------------------------------------------------------------

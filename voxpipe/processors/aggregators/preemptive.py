@@ -1,0 +1,24 @@
+"""What a preemptive reply was prepared from, and when two transcripts say the same thing."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["Preemption", "normalized_words"]
+
+_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
+
+
+def normalized_words(text: str) -> tuple[str, ...]:
+    """The words of ``text``, lower-cased, without punctuation ("Yes, four." -> yes four)."""
+    return tuple(w.replace("’", "'") for w in _WORD.findall(text.casefold()))
+
+
+@dataclass(slots=True)
+class Preemption:
+    """A reply asked for before the caller's turn was confirmed."""
+
+    reply_id: int
+    words: tuple[str, ...]  # the transcript it answers, normalised
+    source: str  # "interim" (words still being recognised) or "final"
