@@ -33,10 +33,10 @@ from voxpipe.processors.turn.frames import (
 
 DOWNSTREAM = FrameDirection.DOWNSTREAM
 
-# An interim is taken for the whole of what the caller said when its last word ended this
+# A transcript is taken for the whole of what the caller said when its last word ended this
 # close to the silence (STT word times and the VAD differ by a few tens of ms); an older one
-# misses words, and the final the silence asked for comes a moment later instead.
-FRESH_INTERIM_S = 0.2
+# misses words, and the final the silence asked for (Finalize) comes a moment later instead.
+FRESH_TRANSCRIPT_S = 0.2
 
 
 class UserContextAggregator(FrameProcessor):
@@ -93,7 +93,8 @@ class UserContextAggregator(FrameProcessor):
         self._summary_due = False  # older turns to summarize once the reply is heard
         self.replies_held = False  # a hand-over to a human is under way or done
         self._interim_text = ""  # the newest interim since the last final
-        self._interim_end: float | None = None  # when its last word ended (call clock)
+        self._heard_end: float | None = None  # when the newest transcript's last word ended
+        self._final_in_pause = False  # a final came since the silence began
         self._paused = False  # the caller went quiet (a reply may be prepared); not decided
         self._silence_at: float | None = None  # when that silence began (call clock)
         self._preempt: Preemption | None = None  # a held reply for the turn in progress
@@ -114,6 +115,7 @@ class UserContextAggregator(FrameProcessor):
             await self.push_frame(frame, direction)
             self._paused = frame.preemptive
             self._silence_at = frame.speech_end
+            self._final_in_pause = False
             await self._recheck()
             return
         elif isinstance(frame, UserSpeechResumedFrame):
@@ -142,11 +144,14 @@ class UserContextAggregator(FrameProcessor):
                 if frame.text.strip():
                     self._interim_pending = True
                     self._interim_text = frame.text.strip()
-                    ends = [w.call_end for w in frame.words if w.call_end is not None]
-                    self._interim_end = ends[-1] if ends else None
+                    self._heard_end = _last_word_end(frame)
                     await self._recheck()
             elif isinstance(frame, TranscriptionFrame):
                 await self.push_frame(frame, direction)
+                end = _last_word_end(frame)
+                if end is not None or frame.text.strip():
+                    self._heard_end = end
+                self._final_in_pause = self._paused
                 await self._final(frame.text)
                 return
             elif isinstance(frame, EndFrame):
@@ -168,7 +173,6 @@ class UserContextAggregator(FrameProcessor):
     async def _final(self, text: str) -> None:
         self._interim_pending = False
         self._interim_text = ""
-        self._interim_end = None
         if text.strip():
             self._parts.append(text.strip())
         await self._recheck()
@@ -303,17 +307,19 @@ class UserContextAggregator(FrameProcessor):
         finals, and an interim whose last word ends at the silence); newer words replace it."""
         if not (self._paused and self._speaking):
             return
-        if not self._interim_pending:
-            await self._preempt_from(self._heard())  # the finals: the STT is done with it
-        elif self._fresh_interim():
+        if self._covers_speech():
             await self._preempt_from(self._heard())
         elif self._preempt is not None and self._preempt.words != normalized_words(self._heard()):
             # Newer words, but not all of them yet: the final (Finalize was sent) follows.
             await self._discard("newer words came")
 
-    def _fresh_interim(self) -> bool:
-        end, silence = self._interim_end, self._silence_at
-        return end is not None and silence is not None and end >= silence - FRESH_INTERIM_S
+    def _covers_speech(self) -> bool:
+        """Whether the words heard so far reach the silence: the newest transcript's last word
+        ends at it, or (an STT without word times) a final came since it began."""
+        end, silence = self._heard_end, self._silence_at
+        if end is not None and silence is not None:
+            return end >= silence - FRESH_TRANSCRIPT_S
+        return self._final_in_pause and not self._interim_pending
 
     async def _discard(self, reason: str) -> None:
         held, self._preempt = self._preempt, None
@@ -327,3 +333,11 @@ class UserContextAggregator(FrameProcessor):
     def pending_text(self) -> str:
         """What the caller said in the turn not yet sent."""
         return " ".join(self._parts)
+
+
+def _last_word_end(frame: TranscriptionFrame) -> float | None:
+    """When the transcript's last word ended, on the call's clock (None: no word times)."""
+    for word in reversed(frame.words):
+        if word.call_end is not None:
+            return word.call_end
+    return None
