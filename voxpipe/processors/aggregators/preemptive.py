@@ -5,7 +5,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["Preemption", "normalized_words"]
+__all__ = ["PREEMPTIVE_METRIC", "Preemption", "normalized_words"]
+
+# MetricsFrame names: preemptive_started, preemptive_used, preemptive_discarded (value 1 each).
+PREEMPTIVE_METRIC = "preemptive_"
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 

@@ -17,12 +17,17 @@ from voxpipe.frames import (
     FrameDirection,
     InterimTranscriptionFrame,
     LLMMessagesFrame,
+    MetricsFrame,
     TranscriptionFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
 )
 from voxpipe.processors.aggregators.context import LLMContext
-from voxpipe.processors.aggregators.preemptive import Preemption, normalized_words
+from voxpipe.processors.aggregators.preemptive import (
+    PREEMPTIVE_METRIC,
+    Preemption,
+    normalized_words,
+)
 from voxpipe.processors.base import FrameProcessor
 from voxpipe.processors.turn.frames import (
     PreemptiveLLMMessagesFrame,
@@ -244,6 +249,7 @@ class UserContextAggregator(FrameProcessor):
             # The reply prepared while the turn was being decided answers these very words.
             self._preempt = None
             self.preemptive_used += 1
+            await self._count("used")
             self._reply_pending = True
             await self.push_frame(PreemptiveReplyFrame(reply_id=held.reply_id, release=True))
         else:
@@ -287,6 +293,7 @@ class UserContextAggregator(FrameProcessor):
         source = "interim" if self._interim_text else "final"
         self._preempt = Preemption(self._reply_ids, words, source)
         self.preemptive_started += 1
+        await self._count("started")
         # The messages as they will be once this turn is added (the context is left alone).
         entry = self.context.add_user_message(text)
         try:
@@ -301,6 +308,10 @@ class UserContextAggregator(FrameProcessor):
                 reply_id=self._reply_ids,
             )
         )
+
+    async def _count(self, outcome: str) -> None:
+        if self.metrics_enabled:  # voxpipe_preemptive_replies{outcome}
+            await self.push_frame(MetricsFrame(self.name, PREEMPTIVE_METRIC + outcome, 1.0))
 
     async def _recheck(self) -> None:
         """In a pause: a reply is prepared from words that cover the caller's speech (the
@@ -326,6 +337,7 @@ class UserContextAggregator(FrameProcessor):
         if held is None:
             return
         self.preemptive_discarded += 1
+        await self._count("discarded")
         self.logger.debug("preemptive reply %d discarded: %s", held.reply_id, reason)
         await self.push_frame(PreemptiveReplyFrame(reply_id=held.reply_id, release=False))
 
