@@ -29,10 +29,15 @@ audio chunk reaching the wire. The call is built as ``voxpipe serve`` builds one
 settings it reads (or ``settings=``), a ``Call`` that gives the transport the served turn
 detection (``turn_taking``: by default Smart Turn after 0.2 s of VAD silence), and a
 batched VAD. ``turn_wait`` is end of speech to turn decided (the VAD's stop plus the model's
-verdict, or its wait when it judged the turn incomplete). The engine's part is the total
-minus the LLM and TTS latencies and the later of (turn wait + STT latency) and the STT's final
-transcript. Per-stage stamps (the fakes stamp what they receive and
-send) break the engine's part down, to show where time goes. The fakes run in the same event
+verdict, or its wait when it judged the turn incomplete). With ``PREEMPTIVE_REPLIES`` (the
+default) the STT is asked for its final when the caller goes quiet, the reply is asked for
+from it at once and held by the LLM service until the turn is decided on the same words
+(``preemptive_discarded``: replies prepared and thrown away, at pauses inside a sentence).
+The engine's part is the total minus when a zero-cost engine could have had the reply on the
+wire with these providers: for a held reply max(turn wait, its transcript + LLM) + TTS, for
+one asked after the decision max(turn wait, the STT's final) + LLM + TTS. Per-stage stamps
+(the fakes stamp what they receive and send) break the engine's part down along the chain
+that led to the reply heard, to show where time goes. The fakes run in the same event
 loop as the call: what they take beyond their settings (timer wake-up, a busy loop) counts in
 the engine figure, and ``engine_excl_fake_overrun_*`` takes it out.
 """
