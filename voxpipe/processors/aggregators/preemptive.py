@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["PREEMPTIVE_METRIC", "Preemption", "normalized_words"]
 
@@ -25,3 +26,4 @@ class Preemption:
     reply_id: int
     words: tuple[str, ...]  # the transcript it answers, normalised
     source: str  # "interim" (words still being recognised) or "final"
+    before: list[dict[str, Any]] = field(default_factory=list)  # the messages before the turn

@@ -242,6 +242,10 @@ class UserContextAggregator(FrameProcessor):
             await self._discard("the final transcript differs")
             held = None
         self.context.add_user_message(text)
+        if held is not None and held.before != self.context.window_messages()[:-1]:
+            # The conversation changed meanwhile (a tool's result, the bot's words heard).
+            await self._discard("the context changed")
+            held = None
         if self.replies_held:
             self.logger.debug("caller turn kept without a reply: the call is being handed over")
             return
@@ -291,15 +295,15 @@ class UserContextAggregator(FrameProcessor):
             await self._discard("newer words came")
         self._reply_ids += 1
         source = "interim" if self._interim_text else "final"
-        self._preempt = Preemption(self._reply_ids, words, source)
-        self.preemptive_started += 1
-        await self._count("started")
         # The messages as they will be once this turn is added (the context is left alone).
         entry = self.context.add_user_message(text)
         try:
             messages = self.context.window_messages()
         finally:
             self.context.entries.remove(entry)
+        self._preempt = Preemption(self._reply_ids, words, source, messages[:-1])
+        self.preemptive_started += 1
+        await self._count("started")
         await self.push_frame(
             PreemptiveLLMMessagesFrame(
                 messages,
@@ -308,6 +312,13 @@ class UserContextAggregator(FrameProcessor):
                 reply_id=self._reply_ids,
             )
         )
+
+    async def on_interruption(self) -> None:
+        # The LLM service drops a held reply on an interruption: it is discarded.
+        if self._preempt is not None:
+            self._preempt = None
+            self.preemptive_discarded += 1
+            await self._count("discarded")
 
     async def _count(self, outcome: str) -> None:
         if self.metrics_enabled:  # voxpipe_preemptive_replies{outcome}
