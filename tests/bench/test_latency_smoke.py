@@ -44,12 +44,12 @@ async def test_latency_bench_two_turns():
     assert discarded == started - 3 and result["llm_requests"] == started
     # The turn is decided after the VAD's 0.2 s and the model's verdict (or its 2 s limit).
     assert 190 <= result["turn_wait_p50_ms"] <= 2100
-    # Nothing answers faster than the fakes allow: the final asked for at the silence, then
-    # the LLM and the TTS (500 ms); nor before the turn is decided and the TTS has spoken.
-    floor = result["configured_latency_ms"]
-    assert floor == 500.0
-    assert min(result["v2v_ms"]) >= floor - 10
-    assert floor <= result["v2v_p50_ms"] <= result["v2v_p95_ms"]
+    # Nothing is heard before the turn is decided (the VAD's 0.2 s at the least) and the TTS
+    # has spoken (a reply can be ready sooner than STT + LLM + TTS after the end of speech: a
+    # pause just before the end may have brought the final already).
+    assert result["configured_latency_ms"] == 500.0
+    assert min(result["v2v_ms"]) >= 200 + 150 - 10
+    assert result["v2v_p50_ms"] <= result["v2v_p95_ms"]
     assert result["v2v_p50_ms"] >= result["turn_wait_p50_ms"] + 150 - 10
     assert result["engine_p50_ms"] <= result["engine_p95_ms"] < 300
     stages = result["stage_ms_p50"]
@@ -57,10 +57,13 @@ async def test_latency_bench_two_turns():
     assert math.isnan(stages["llm_request"])  # no reply was asked for after the decision
     held = [s for s in STAGES if s != "llm_request"]
     assert all(math.isfinite(stages[s]) and stages[s] > 0 for s in held)
-    # The path of a held reply: the final asked for at the silence, the request made from it,
-    # the turn decided, the reply released and spoken.
-    before = ["silence_start", "finalize_received", "final_sent", "transcript", "preempt_request"]
-    assert [stages[s] for s in before] == sorted(stages[s] for s in before)
+    # The path of a held reply: the final asked for at the silence (or one a pause just before
+    # the end brought already), the request made from it before the turn was decided, then
+    # the decision, the reply released and spoken.
+    # (p50s of stages every turn has keep their order; the STT's answer can be missing from
+    # a turn whose final came before the end of speech.)
+    assert stages["silence_start"] <= stages["finalize_received"]
+    assert stages["preempt_request"] < stages["vad_stop"]
     after = ["vad_stop", "released", "first_token", "tts_text_received", "tts_audio_sent"]
     after += ["tts_audio", "wire"]
     assert [stages[s] for s in after] == sorted(stages[s] for s in after)
@@ -129,7 +132,7 @@ def test_latency_bench_on_uvloop_with_the_server_gc(monkeypatch: pytest.MonkeyPa
     assert tuned == ["freeze", "threshold"]
     assert result["loop"] == "uvloop" and result["gc"] == "tuned as voxpipe serve"
     assert result["turns"] == 1 and result["failed_turns"] == 0
-    assert result["fake_latency_ms"]["stt_final"]["p50"] >= 150
+    assert result["fake_latency_ms"]["llm_first_token"]["p50"] >= 200
 
 
 def test_provider_latency_option_parses_and_refuses_bad_items(capsys) -> None:

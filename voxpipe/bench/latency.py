@@ -688,12 +688,18 @@ def _measure(
             continue
         m = {"wire": 1000.0 * (first_wire - t0), "vad_vs_truth": 1000.0 * (mine[-1] - turn.end)}
         for stage in STAGES[:-1]:
-            t = stamps.first(stage, t0, first_wire + 1e-9)
+            # The STT's answer to this turn's Finalize (a final still coming from a pause
+            # inside the sentence can arrive after the end of speech too).
+            after = t0 + m.get(_AFTER.get(stage, ""), 0.0) / 1000.0
+            t = stamps.first(stage, after, first_wire + 1e-9)
             if t is not None:
                 m[stage] = 1000.0 * (t - t0)
         _used_request(m, stamps, t0, first_wire)
         out.append(m)
     return out
+
+
+_AFTER = {"final_sent": "finalize_received", "transcript": "final_sent"}
 
 
 def _used_request(m: dict[str, float], stamps: _Stamps, t0: float, wire: float) -> None:
