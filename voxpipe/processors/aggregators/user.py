@@ -163,7 +163,7 @@ class UserContextAggregator(FrameProcessor):
                 self._stop_timer()
                 await self._discard("the call ends")
         if isinstance(frame, CancelFrame):
-            await self._discard("the call ends")
+            self._preempt = None  # the LLM service is cancelled with everything it holds
         await self.push_frame(frame, direction)
 
     def _escalation(self, frame: EscalationStartedFrame | EscalationEndedFrame) -> None:
