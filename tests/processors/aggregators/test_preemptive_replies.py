@@ -272,6 +272,23 @@ def test_a_preemptive_reply_is_released_when_the_turn_confirms_the_same_words() 
     assert _roles(run.context) == [("user", text), ("assistant", f"You said: {text}")]
 
 
+def test_the_same_words_twice_make_two_turns_each_answered_by_its_held_reply() -> None:
+    part, end, text = _first()
+    second_end = end + 0.1 + 3.0 + 0.1 + (part[1] - part[0]) - 0.2
+    run = _run([part, part], [_Segment(text, end), _Segment(text, second_end)], [0.9, 0.9], gap=3.0)
+    assert len(run.log.times(UserStoppedSpeakingFrame)) == 2
+    assert (run.user.preemptive_used, run.user.preemptive_discarded) == (2, 0)
+    assert len(run.llm.requests) == 2
+    # The second request carries the whole conversation: the first turn was left alone.
+    reply = f"You said: {text}"
+    assert run.llm.requests[1][1:] == [
+        {"role": "user", "content": text},
+        {"role": "assistant", "content": reply},
+        {"role": "user", "content": text},
+    ]
+    assert _roles(run.context) == [("user", text), ("assistant", reply)] * 2
+
+
 def test_a_preemptive_reply_is_discarded_unheard_when_the_caller_goes_on() -> None:
     pcm, segs, texts = _speech()
     (a0, a1), (b0, b1) = segs[0], segs[1]

@@ -296,11 +296,13 @@ class UserContextAggregator(FrameProcessor):
         self._reply_ids += 1
         source = "interim" if self._interim_text else "final"
         # The messages as they will be once this turn is added (the context is left alone).
+        entries = self.context.entries
         entry = self.context.add_user_message(text)
         try:
             messages = self.context.window_messages()
         finally:
-            self.context.entries.remove(entry)
+            # By identity: an earlier message with the same words is equal to it.
+            del entries[max(i for i, e in enumerate(entries) if e is entry)]
         self._preempt = Preemption(self._reply_ids, words, source, messages[:-1])
         self.preemptive_started += 1
         await self._count("started")
