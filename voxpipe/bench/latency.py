@@ -225,10 +225,10 @@ def _timed_fakes(stamps: _Stamps) -> tuple[type, type]:
             for conn in self.connections:
                 seen = self._seen.get(conn.index, 0)
                 for message in conn.sent[seen:]:
-                    if message.get("type") == "Results" and message.get("is_final"):
+                    if message.get("type") == "Results":
                         alt = message["channel"]["alternatives"][0]
                         if alt.get("transcript"):
-                            stamps.add("final_sent")
+                            stamps.add("final_sent" if message.get("is_final") else "interim_sent")
                 self._seen[conn.index] = len(conn.sent)
             super()._notify()
 
@@ -507,8 +507,9 @@ async def run_latency_bench(
             )
             + f"; Deepgram endpointing {cfg.endpointing_ms} ms; engine = v2v - when a "
             "zero-cost engine could have played the reply with these providers: max(turn "
-            "wait, the used request's transcript source + LLM) + TTS (source: the silence "
-            "for an interim, the STT's final; a reply not preempted: after the turn wait) "
+            "wait, the used request's transcript source + LLM) + TTS (source: when the STT "
+            "sent that transcript, or the silence if it came earlier; a reply not preempted: "
+            "max(turn wait, the final) + LLM + TTS) "
             "(the model's inference counts in the turn wait)"
         ),
         "fake_latency_ms": fakes,
@@ -704,7 +705,8 @@ _AFTER = {"final_sent": "finalize_received", "transcript": "final_sent"}
 
 def _used_request(m: dict[str, float], stamps: _Stamps, t0: float, wire: float) -> None:
     """Which request the heard reply came from: held (``preemptive``), and its transcript's
-    source (``source``: the final it was asked after, or the silence for an interim)."""
+    source (``source``: when the STT sent the transcript it was asked from, interim or final;
+    the silence when the STT had sent it before the end of speech)."""
     held = stamps.last("preempt_request", t0, wire)
     plain = stamps.last("llm_request", t0, wire)
     used = max((t for t in (held, plain) if t is not None), default=None)
@@ -719,10 +721,13 @@ def _used_request(m: dict[str, float], stamps: _Stamps, t0: float, wire: float) 
     if held is None or (plain is not None and plain > held):
         return
     m["preemptive"] = 1.0
-    final = stamps.last("final_sent", t0, held)
+    # The transcript it was made from: the newest the STT sent before it (an interim, or a
+    # final), else one it had before the end of speech (then the silence is when it could go).
+    heard = [stamps.last(k, t0, held) for k in ("final_sent", "interim_sent")]
     silence = stamps.first("silence_start", t0, held + 1e-9)
-    if final is not None:
-        m["source"] = 1000.0 * (final - t0)
+    latest = max((t for t in heard if t is not None), default=None)
+    if latest is not None:
+        m["source"] = 1000.0 * (latest - t0)
     elif silence is not None:
         m["source"] = 1000.0 * (silence - t0)
 
@@ -730,8 +735,8 @@ def _used_request(m: dict[str, float], stamps: _Stamps, t0: float, wire: float) 
 def _ideal_wire(m: dict[str, float], wait: float, stt: float, llm: float, tts: float) -> float:
     """ms after the end of speech a zero-cost engine would put the reply on the wire.
 
-    A held reply: its request could start at its transcript's source (the STT's final, or
-    the silence for an interim) and is heard once the turn is decided: max(decision, source +
+    A held reply: its request could start at its transcript's source (when the STT sent it,
+    or the silence when it was there before) and is heard once the turn is decided: max(decision, source +
     LLM) + TTS. A reply asked after the decision: max(decision, the final) + LLM + TTS (the
     final by the fake's stamp, else the decision + STT latency)."""
     llm_ms, tts_ms = 1000.0 * llm, 1000.0 * tts
