@@ -152,7 +152,8 @@ async def test_nobody_free_the_caller_returns_to_the_same_conversation(
     # The model, on the second stream, saw the first stream's conversation.
     streamed = [r.json for r in oa.requests if r.json.get("stream")]
     assert streamed, "the bot answered the returning caller"
-    first_user = [m["content"] for m in streamed[0]["messages"] if m["role"] == "user"]
+    # (The last request: one prepared at a pause inside a sentence may have been discarded.)
+    first_user = [m["content"] for m in streamed[-1]["messages"] if m["role"] == "user"]
     assert "I want to talk to a real person." in first_user
     store = PostgresTranscriptStore(PG, schema=pg_schema)
     await store.start()

@@ -29,10 +29,15 @@ audio chunk reaching the wire. The call is built as ``voxpipe serve`` builds one
 settings it reads (or ``settings=``), a ``Call`` that gives the transport the served turn
 detection (``turn_taking``: by default Smart Turn after 0.2 s of VAD silence), and a
 batched VAD. ``turn_wait`` is end of speech to turn decided (the VAD's stop plus the model's
-verdict, or its wait when it judged the turn incomplete). The engine's part is the total
-minus the LLM and TTS latencies and the later of (turn wait + STT latency) and the STT's final
-transcript. Per-stage stamps (the fakes stamp what they receive and
-send) break the engine's part down, to show where time goes. The fakes run in the same event
+verdict, or its wait when it judged the turn incomplete). With ``PREEMPTIVE_REPLIES`` (the
+default) the STT is asked for its final when the caller goes quiet, the reply is asked for
+from it at once and held by the LLM service until the turn is decided on the same words
+(``preemptive_discarded``: replies prepared and thrown away, at pauses inside a sentence).
+The engine's part is the total minus when a zero-cost engine could have had the reply on the
+wire with these providers: for a held reply max(turn wait, its transcript + LLM) + TTS, for
+one asked after the decision max(turn wait, the STT's final) + LLM + TTS. Per-stage stamps
+(the fakes stamp what they receive and send) break the engine's part down along the chain
+that led to the reply heard, to show where time goes. The fakes run in the same event
 loop as the call: what they take beyond their settings (timer wake-up, a busy loop) counts in
 the engine figure, and ``engine_excl_fake_overrun_*`` takes it out.
 """
@@ -72,6 +77,11 @@ from voxpipe.processors.aggregators import (
     UserContextAggregator,
 )
 from voxpipe.processors.base import FrameProcessor
+from voxpipe.processors.turn.frames import (
+    PreemptiveLLMMessagesFrame,
+    PreemptiveReplyFrame,
+    UserSilenceStartedFrame,
+)
 from voxpipe.processors.turn.params import transport_turn_kwargs
 from voxpipe.processors.vad.analyzer import VADAnalyzer, VADEvent
 from voxpipe.processors.vad.batched import BatchedVAD
@@ -95,11 +105,14 @@ SUMMARY = "The caller asked for help with an order and gave a number."
 
 # Stamps along one turn's path, in the order they happen.
 STAGES = (
-    "vad_stop",  # the input transport pushes UserStoppedSpeakingFrame
+    "silence_start",  # the input transport pushes UserSilenceStartedFrame (turn not decided)
     "finalize_received",  # FakeDeepgram received Finalize
     "final_sent",  # FakeDeepgram sent the final transcript
     "transcript",  # the STT pushes the TranscriptionFrame
-    "llm_request",  # the user aggregator pushes the LLMMessagesFrame
+    "preempt_request",  # the user aggregator asks for a held (preemptive) reply
+    "vad_stop",  # the input transport pushes UserStoppedSpeakingFrame: the turn is decided
+    "llm_request",  # the user aggregator pushes an LLMMessagesFrame (a reply not preempted)
+    "released",  # the user aggregator releases the held reply
     "llm_received",  # FakeOpenAI received the streaming request
     "first_token_sent",  # FakeOpenAI sent the first token
     "first_token",  # the LLM pushes its first LLMTextFrame
@@ -128,6 +141,13 @@ class _Stamps:
                 return t
         return None
 
+    def last(self, stage: str, after: float, before: float) -> float | None:
+        found = None
+        for t, name in self.items:
+            if name == stage and after <= t < before:
+                found = t
+        return found
+
 
 class _StageObserver(Observer):
     """Stamps the first frames of a turn as processors push them (a dict lookup per hop)."""
@@ -143,6 +163,8 @@ class _StageObserver(Observer):
         self, src: FrameProcessor, dst: FrameProcessor, frame: Frame, direction: FrameDirection
     ) -> None:
         name = self.watch.get((id(src), type(frame)))
+        if isinstance(frame, PreemptiveReplyFrame) and not frame.release:
+            return  # a discard: only the release is a stage
         if name is not None and direction is FrameDirection.DOWNSTREAM:
             self.stamps.add(name)
 
@@ -203,10 +225,10 @@ def _timed_fakes(stamps: _Stamps) -> tuple[type, type]:
             for conn in self.connections:
                 seen = self._seen.get(conn.index, 0)
                 for message in conn.sent[seen:]:
-                    if message.get("type") == "Results" and message.get("is_final"):
+                    if message.get("type") == "Results":
                         alt = message["channel"]["alternatives"][0]
                         if alt.get("transcript"):
-                            stamps.add("final_sent")
+                            stamps.add("final_sent" if message.get("is_final") else "interim_sent")
                 self._seen[conn.index] = len(conn.sent)
             super()._notify()
 
@@ -424,13 +446,10 @@ async def run_latency_bench(
     v2v = [m["wire"] for m in ok]
     # Silence -> turn decided (the VAD's stop, plus Smart Turn's verdict or its wait), measured.
     turn_wait = [m.get("vad_stop", vad_stop_ms) for m in ok]
-    # The reply's chain (LLM, TTS) starts when the turn is decided and the STT's final is in:
-    # after a decision the STT answers Finalize (final_sent ~ decision + STT latency); a turn
-    # Smart Turn held may have its final already (its own endpointing fired first), and then
-    # the STT is not in the chain at all. Without the fake's stamp: decision + STT latency.
-    stt_ms, reply_ms = 1000.0 * stt_latency, 1000.0 * (llm_first_token + tts_first_audio)
+    # The engine's part: the first audio on the wire minus when an engine that took no time
+    # could have had it with these providers (_ideal_wire).
     engine = [
-        m["wire"] - reply_ms - max(w, m["final_sent"] if "final_sent" in m else w + stt_ms)
+        m["wire"] - _ideal_wire(m, w, stt_latency, llm_first_token, tts_first_audio)
         for m, w in zip(ok, turn_wait, strict=True)
     ]
     # What the fakes took beyond their settings (their own timers and work): not the
@@ -470,8 +489,13 @@ async def run_latency_bench(
         "turn_wait_p50_ms": _r(_pct(turn_wait, 50)),
         "turn_wait_p95_ms": _r(_pct(turn_wait, 95)),
         "turn_wait_max_ms": _r(max(turn_wait)),
-        # Preemptive replies (issue 13, point 3) are not built yet: nothing to discard.
-        "preemptive_discarded": 0,
+        # Preemptive replies (PREEMPTIVE_REPLIES): asked for before the turn was decided,
+        # released as the reply, or discarded unheard (an LLM request spent for nothing).
+        "preemptive_replies": settings.preemptive_replies,
+        "preemptive_started": call.preemptive[0],
+        "preemptive_used": call.preemptive[1],
+        "preemptive_discarded": call.preemptive[2],
+        "preemptive_turns": sum(1 for m in ok if m.get("preemptive")),
         "smart_turn_decisions": inp.turn_gate.decisions if inp.turn_gate is not None else 0,
         "smart_turn_incomplete": inp.turn_gate.incomplete if inp.turn_gate is not None else 0,
         "vad_note": (
@@ -481,8 +505,12 @@ async def run_latency_bench(
                 if turn_cfg.mode == "smart"
                 else ""
             )
-            + f"; Deepgram endpointing {cfg.endpointing_ms} ms; engine = v2v - providers - "
-            "turn wait (the model's inference counts in the turn wait)"
+            + f"; Deepgram endpointing {cfg.endpointing_ms} ms; engine = v2v - when a "
+            "zero-cost engine could have played the reply with these providers: max(turn "
+            "wait, the used request's transcript source + LLM) + TTS (source: when the STT "
+            "sent that transcript, or the silence if it came earlier; a reply not preempted: "
+            "max(turn wait, the final) + LLM + TTS) "
+            "(the model's inference counts in the turn wait)"
         ),
         "fake_latency_ms": fakes,
         "caller_chunk_late_ms": _spread(call.chunk_late_ms),
@@ -523,6 +551,7 @@ class _CallResult:
     input: _TimedInput
     wire_perf: list[float]  # perf_counter of every bot audio chunk sent to the wire
     llm_requests: int  # streaming chat requests the fake OpenAI answered
+    preemptive: tuple[int, int, int]  # the user aggregator's (started, used, discarded)
     chunk_late_ms: list[float]  # how late the caller pushed each chunk
     loop: str  # the event loop the call ran on
     transport: MemoryTransport | None = None  # the call's transport (its sink: the wire)
@@ -599,9 +628,12 @@ async def _call(
         user = UserContextAggregator(context)
         tts = ElevenLabsTTSService(api_key=API_KEY, voice_id="bench-voice", base_url=el.url)
         observer = _StageObserver(stamps)
+        observer.stage(inp, UserSilenceStartedFrame, "silence_start")
         observer.stage(inp, UserStoppedSpeakingFrame, "vad_stop")
         observer.stage(stt, TranscriptionFrame, "transcript")
+        observer.stage(user, PreemptiveLLMMessagesFrame, "preempt_request")
         observer.stage(user, LLMMessagesFrame, "llm_request")
+        observer.stage(user, PreemptiveReplyFrame, "released")
         observer.stage(llm, LLMTextFrame, "first_token")
         observer.stage(tts, OutputAudioFrame, "tts_audio")
         pipeline = Pipeline(
@@ -654,7 +686,8 @@ async def _call(
         llm_requests = sum(1 for r in oai.requests if r.json.get("stream"))
         _stamp_llm(stamps, oai.requests)
     wire_perf = [e.perf for e in transport.memory_sink.audio_events]
-    return _CallResult(inp, wire_perf, llm_requests, late_ms, _loop_name(loop), transport)
+    counts = (user.preemptive_started, user.preemptive_used, user.preemptive_discarded)
+    return _CallResult(inp, wire_perf, llm_requests, counts, late_ms, _loop_name(loop), transport)
 
 
 def _measure(
@@ -678,11 +711,61 @@ def _measure(
             continue
         m = {"wire": 1000.0 * (first_wire - t0), "vad_vs_truth": 1000.0 * (mine[-1] - turn.end)}
         for stage in STAGES[:-1]:
-            t = stamps.first(stage, t0, first_wire + 1e-9)
+            # The STT's answer to this turn's Finalize (a final still coming from a pause
+            # inside the sentence can arrive after the end of speech too).
+            after = t0 + m.get(_AFTER.get(stage, ""), 0.0) / 1000.0
+            t = stamps.first(stage, after, first_wire + 1e-9)
             if t is not None:
                 m[stage] = 1000.0 * (t - t0)
+        _used_request(m, stamps, t0, first_wire)
         out.append(m)
     return out
+
+
+_AFTER = {"final_sent": "finalize_received", "transcript": "final_sent"}
+
+
+def _used_request(m: dict[str, float], stamps: _Stamps, t0: float, wire: float) -> None:
+    """Which request the heard reply came from: held (``preemptive``), and its transcript's
+    source (``source``: when the STT sent the transcript it was asked from, interim or final;
+    the silence when the STT had sent it before the end of speech)."""
+    held = stamps.last("preempt_request", t0, wire)
+    plain = stamps.last("llm_request", t0, wire)
+    used = max((t for t in (held, plain) if t is not None), default=None)
+    if used is not None:
+        m["request"] = 1000.0 * (used - t0)
+    received = stamps.last("llm_received", t0, wire)
+    if received is not None:
+        m["used_llm_received"] = 1000.0 * (received - t0)
+        sent = stamps.first("first_token_sent", received, wire)
+        if sent is not None:
+            m["used_first_token_sent"] = 1000.0 * (sent - t0)
+    if held is None or (plain is not None and plain > held):
+        return
+    m["preemptive"] = 1.0
+    # The transcript it was made from: the newest the STT sent before it (an interim, or a
+    # final), else one it had before the end of speech (then the silence is when it could go).
+    heard = [stamps.last(k, t0, held) for k in ("final_sent", "interim_sent")]
+    silence = stamps.first("silence_start", t0, held + 1e-9)
+    latest = max((t for t in heard if t is not None), default=None)
+    if latest is not None:
+        m["source"] = 1000.0 * (latest - t0)
+    elif silence is not None:
+        m["source"] = 1000.0 * (silence - t0)
+
+
+def _ideal_wire(m: dict[str, float], wait: float, stt: float, llm: float, tts: float) -> float:
+    """ms after the end of speech a zero-cost engine would put the reply on the wire.
+
+    A held reply: its request could start at its transcript's source (when the STT sent it,
+    or the silence when it was there before) and is heard once the turn is decided: max(decision, source +
+    LLM) + TTS. A reply asked after the decision: max(decision, the final) + LLM + TTS (the
+    final by the fake's stamp, else the decision + STT latency)."""
+    llm_ms, tts_ms = 1000.0 * llm, 1000.0 * tts
+    if m.get("preemptive") and "source" in m:
+        return max(wait, m["source"] + llm_ms) + tts_ms
+    final = m.get("final_sent", wait + 1000.0 * stt)
+    return max(wait, final) + llm_ms + tts_ms
 
 
 def _fake_overrun(m: dict[str, float], stt: float, llm: float, tts: float) -> float | None:
@@ -713,15 +796,16 @@ def _segments(
     llm: float,
     tts: float,
 ) -> dict[str, list[float]]:
-    """Time between consecutive stages (after the turn was decided) minus what the fakes took."""
+    """Time between consecutive stages of the chain that led to the heard reply, minus what
+    the fakes took (a span is left out of a turn where it was not on that chain)."""
     spans = [
-        ("stt_send_finalize", "vad_stop", "finalize_received", 0.0),
+        ("stt_send_finalize", "silence_start", "finalize_received", 0.0),
         ("stt_fake", "finalize_received", "final_sent", 1000 * stt),
         ("stt_receive", "final_sent", "transcript", 0.0),
-        ("user_aggregator", "transcript", "llm_request", 0.0),
-        ("llm_send", "llm_request", "llm_received", 0.0),
-        ("llm_fake", "llm_received", "first_token_sent", 1000 * llm),
-        ("llm_receive", "first_token_sent", "first_token", 0.0),
+        ("user_aggregator", "transcript", "request", 0.0),
+        ("llm_send", "request", "used_llm_received", 0.0),
+        ("llm_fake", "used_llm_received", "used_first_token_sent", 1000 * llm),
+        ("llm_receive", "llm_ready", "first_token", 0.0),
         ("tts_send_sentence", "first_token", "tts_text_received", 0.0),
         ("tts_fake", "tts_text_received", "tts_audio_sent", 1000 * tts),
         ("tts_receive", "tts_audio_sent", "tts_audio", 0.0),
@@ -731,9 +815,14 @@ def _segments(
     for name, a, b, configured in spans:
         values = []
         for m in measured:
-            start = 0.0 if a is None else m.get(a)
+            if a == "llm_ready":
+                # The first token goes on once it is in, and (a held reply) released.
+                ready = [m[k] for k in ("used_first_token_sent", "released") if k in m]
+                start = max(ready) if ready else None
+            else:
+                start = m.get(a)
             end = m.get(b)
-            if start is not None and end is not None:
+            if start is not None and end is not None and end >= start:
                 values.append(end - start - configured)
         out[name] = values
     return out

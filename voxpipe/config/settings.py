@@ -330,6 +330,12 @@ class VoxpipeSettings(BaseSettings):
         description="Smart interruptions: words that are not backchannels which interrupt the "
         "bot while the caller is still speaking (after they stop, one is enough).",
     )
+    preemptive_replies: bool = Field(
+        True,
+        description="Start the reply (LLM) from the words heard when the caller goes quiet, "
+        "before the turn is confirmed; it is held, and discarded unheard if the caller goes on "
+        "or the final transcript differs (counted as preemptive_discarded).",
+    )
     default_locale: str = Field("en-US", description="Locale used when call metadata selects none.")
 
     # --- State ---------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from voxpipe.frames import (
     ProviderOutageFrame,
 )
 from voxpipe.pipelines.observer import Observer
+from voxpipe.processors.aggregators.preemptive import PREEMPTIVE_METRIC
 
 __all__ = ["CONTENT_TYPE", "FrameCounter", "ServerMetrics"]
 
@@ -72,6 +73,13 @@ class ServerMetrics:
             ["stage", "kind"],
             registry=self.registry,
         )
+        self.preemptive_replies = Counter(
+            "voxpipe_preemptive_replies",
+            "Replies prepared before the caller's turn was confirmed (outcome: started, used, "
+            "or discarded unheard: an LLM request spent for nothing).",
+            ["outcome"],
+            registry=self.registry,
+        )
         # --- provider outages (issue 18) ---
         self.provider_outages = Counter(
             "voxpipe_provider_outages",
@@ -107,6 +115,10 @@ class ServerMetrics:
 
     def observe(self, frame: MetricsFrame) -> None:
         """Feed one MetricsFrame into the latency histogram (token counts into their counter)."""
+        if frame.metric.startswith(PREEMPTIVE_METRIC):
+            outcome = frame.metric.removeprefix(PREEMPTIVE_METRIC)[:16]
+            self.preemptive_replies.labels(outcome).inc(max(frame.value, 0))
+            return
         if frame.metric.endswith("_tokens"):
             kind = frame.metric.removesuffix("_tokens")[:32]
             self.tokens.labels(stage_name(frame.processor), kind).inc(max(frame.value, 0))

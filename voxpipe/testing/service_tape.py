@@ -23,6 +23,8 @@ in the pipeline (the first STT, the second TTS...), requests and replies by thei
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 from collections import defaultdict, deque
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
@@ -174,6 +176,16 @@ def _chunk_data(chunk: ChatChunk) -> dict[str, Any]:
     }
 
 
+def request_key(messages: Sequence[dict[str, Any]]) -> str:
+    """What tells one LLM request from another on a tape: the number of messages and the
+    last one, hashed (no words on the tape). Preemptive replies make requests that timing
+    decides (one discarded when the caller goes on), so a replay matches requests by this,
+    not by their order."""
+    last = messages[-1] if messages else {}
+    raw = json.dumps([len(messages), last.get("role"), last.get("content")], default=str)
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
 def _tape_llm(llm: LLMService, slot: int, emit: Emit) -> None:
     stream_chat = llm.stream_chat
     summarize = getattr(llm, "summarize", None)  # the services that summarize old turns
@@ -184,15 +196,17 @@ def _tape_llm(llm: LLMService, slot: int, emit: Emit) -> None:
         messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
     ) -> AsyncGenerator[ChatChunk, None]:
         n = next(requests)
+        key = request_key(messages)
         start = llm.clock.now()
         try:
             async for chunk in stream_chat(messages, tools):
                 dt = llm.clock.now() - start
-                emit(_rec("llm", slot, "chunk", request=n, dt=dt, **_chunk_data(chunk)))
+                emit(_rec("llm", slot, "chunk", request=n, key=key, dt=dt, **_chunk_data(chunk)))
                 yield chunk
         except Exception as exc:
             dt = llm.clock.now() - start
-            emit(_rec("llm", slot, "error", request=n, dt=dt, message=f"{type(exc).__name__}"))
+            name = type(exc).__name__
+            emit(_rec("llm", slot, "error", request=n, key=key, dt=dt, message=name))
             raise
 
     async def taped_summarize(messages: Sequence[dict[str, Any]], previous: str | None) -> str:
@@ -328,11 +342,21 @@ def _play_llm(llm: LLMService, records: list[ServiceRecord]) -> None:
             chunks[int(r.data["request"])].append(r)
     summaries = deque(r for r in records if r.op == "summary")
     requests = iter(range(1 << 62))
+    # Requests by what they asked (tapes made before keys were recorded: by their order).
+    by_key: dict[str, deque[int]] = defaultdict(deque)
+    for n in sorted(chunks):
+        key = chunks[n][0].data.get("key")
+        if key is not None:
+            by_key[str(key)].append(n)
 
     async def stream_chat(
         messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
     ) -> AsyncGenerator[ChatChunk, None]:
-        n = next(requests)
+        if by_key:
+            same = by_key.get(request_key(messages))
+            n = same.popleft() if same else -1
+        else:
+            n = next(requests)
         if n not in chunks:
             raise TapeMissing(f"LLM request {n + 1} is not in the recording (the bot diverged)")
         start = llm.clock.now()

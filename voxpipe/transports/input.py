@@ -26,6 +26,7 @@ from voxpipe.frames import (
 )
 from voxpipe.processors.base import FrameProcessor
 from voxpipe.processors.policy.frames import InterruptionsAllowedFrame
+from voxpipe.processors.turn.frames import UserSilenceStartedFrame, UserSpeechResumedFrame
 from voxpipe.processors.turn.gate import TurnGate
 from voxpipe.processors.vad.analyzer import VADAnalyzer, VADEvent, VADState
 from voxpipe.processors.vad.batched import BatchedVAD
@@ -217,6 +218,7 @@ class BaseInputTransport(FrameProcessor):
             pcm = to_pcm16(frame.audio, frame.encoding)
             if self.turn_gate is not None:
                 self.turn_gate.feed(pcm)
+            was = vad.state
             events = await self._analyze(vad, pcm)
         except Exception as exc:
             # The call goes on without barge-in rather than failing on the VAD.
@@ -224,11 +226,13 @@ class BaseInputTransport(FrameProcessor):
             self.logger.error("VAD failed, continuing without it: %s", exc, exc_info=exc)
             await self.push_error(f"{self.name}: VAD failed: {exc}")
             return
+        await self._pause_edges(vad, was, events)
         for event in events:
             if event.kind == "started" and self._turn_wait is not None:
                 # The caller went on within the wait: the same turn, not a new one.
                 self._turn_wait.cancel()
                 self._turn_wait = None
+                await self.push_frame(UserSpeechResumedFrame())
                 continue
             if event.kind == "started":
                 self.user_speaking = True
@@ -255,6 +259,23 @@ class BaseInputTransport(FrameProcessor):
                 await self._end_turn()
         if not events and self.user_speaking and self.bot_speaking:
             await self._check_interruption()
+
+    async def _pause_edges(self, vad: VADAnalyzer, was: VADState, events: list[VADEvent]) -> None:
+        """Tell the pipeline the caller went quiet (the turn not yet decided) or spoke again."""
+        now = vad.state
+        if was is VADState.SPEAKING and (
+            now is VADState.STOPPING or any(e.kind == "stopped" for e in events)
+        ):
+            turn = self.params.turn
+            preemptive = turn.preemptive if turn is not None else False
+            # The quiet began at the end of the last speech window: at most the windows
+            # analysed since before now (the audio still buffered in the VAD is later).
+            quiet = vad.window_secs if now is VADState.STOPPING else vad.params.stop_secs
+            await self.push_frame(
+                UserSilenceStartedFrame(preemptive=preemptive, speech_end=self.clock.now() - quiet)
+            )
+        elif was is VADState.STOPPING and now is VADState.SPEAKING and not events:
+            await self.push_frame(UserSpeechResumedFrame())
 
     async def _end_turn(self) -> None:
         self.user_speaking = False

@@ -158,6 +158,31 @@ async def test_finalize_on_user_stopped_speaking_and_ttfb_metric() -> None:
     assert 0.04 <= ttfb[0].value < 1.0  # the fake's 50 ms plus the local round trip
 
 
+async def test_finalize_when_the_caller_goes_quiet_before_the_turn_is_decided() -> None:
+    # The final a preemptive reply starts from is asked for when the silence begins: it is
+    # there before the turn is decided (UserStoppedSpeakingFrame never comes here).
+    from voxpipe.processors.turn.frames import UserSilenceStartedFrame
+
+    words = DeepgramUtterance("Check my balance.", start=0.2, end=0.9)
+    audio = noise(1.2)
+    async with FakeDeepgram(utterances=[words], latency=0.05) as dg:
+        stt = stt_for(dg, endpointing_ms=None, utterance_end_ms=None)
+        collect = Collect()
+        r = await run_frames(
+            [Gate(), stt, collect],
+            [
+                UserStartedSpeakingFrame(),
+                *frames_of(audio),
+                UserSilenceStartedFrame(),
+                Until(lambda: finals(collect.frames)),
+            ],
+            clock=Clock(),
+            params=PHONE,
+        )
+        assert dg.finalize_count == 1
+    assert finals(r.downstream) == ["Check my balance."]
+
+
 async def test_keepalive_while_transcription_is_paused() -> None:
     audio = noise(1.0)
     async with FakeDeepgram(latency=0.01, inactivity_timeout=0.5) as dg:

@@ -37,9 +37,11 @@ from voxpipe.frames import (
     TTSSpeakFrame,
 )
 from voxpipe.processors.base import FrameProcessor
+from voxpipe.processors.llm.hold import ReplyHolds
 from voxpipe.processors.llm.tool_schema import ToolArgumentsError, ToolSignature, tool_signature
 from voxpipe.processors.llm.window import cap_messages
 from voxpipe.processors.outage import DEFAULT_OUTAGE_GRACE_S, Backoff, OutageTracker
+from voxpipe.processors.turn.frames import PreemptiveLLMMessagesFrame, PreemptiveReplyFrame
 
 DOWNSTREAM = FrameDirection.DOWNSTREAM
 
@@ -233,6 +235,8 @@ class LLMService(FrameProcessor):
         self._queue: asyncio.Queue[Frame] = asyncio.Queue()
         self._pending = 0  # frames queued or being handled by the worker
         self._worker: asyncio.Task[None] | None = None
+        # Preemptive replies (PreemptiveLLMMessagesFrame): held until the turn is confirmed.
+        self.holds = ReplyHolds()
 
     # ------------------------------------------------------------------ provider hook
 
@@ -351,6 +355,9 @@ class LLMService(FrameProcessor):
     async def on_interruption(self) -> None:
         # The worker (interruptible) was cancelled with whatever reply it was streaming;
         # queued requests are stale now. Only an EndFrame survives.
+        if self.holds.current is not None:
+            self.holds.current = None
+            self.holds.discarded += 1
         old = self._queue
         self._queue = asyncio.Queue()
         self._pending = 0
@@ -361,7 +368,9 @@ class LLMService(FrameProcessor):
                 self._enqueue(item)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        if direction is not DOWNSTREAM or isinstance(frame, SystemFrame):
+        if isinstance(frame, PreemptiveReplyFrame):
+            await self._decide_held(frame.reply_id, frame.release)
+        elif direction is not DOWNSTREAM or isinstance(frame, SystemFrame):
             await self.push_frame(frame, direction)
         elif isinstance(frame, LLMMessagesFrame | EndFrame) or self._pending:
             # Ordered frames wait behind replies in progress so order is kept.
@@ -379,7 +388,9 @@ class LLMService(FrameProcessor):
         while True:
             frame = await queue.get()
             try:
-                if isinstance(frame, LLMMessagesFrame):
+                if isinstance(frame, PreemptiveLLMMessagesFrame):
+                    await self._respond_preemptive(frame)
+                elif isinstance(frame, LLMMessagesFrame):
                     await self._respond(frame)
                 else:
                     await self._emit(frame)
@@ -389,12 +400,54 @@ class LLMService(FrameProcessor):
 
     async def _emit(self, frame: Frame) -> None:
         """Push from the reply worker, and stop it if an interruption swept by meanwhile."""
+        held = self.holds.current
+        if held is not None and not held.released:
+            held.frames.append(frame)  # a preemptive reply: kept until the turn is confirmed
+            return
         await self.push_frame(frame)
         if asyncio.current_task() is not self._worker:
             # The sweep ran inside this very push (a processor downstream asked for it), so
             # the engine could not cancel this task: it stops here as if cancelled, and its
             # stream is closed on the way out.
             raise asyncio.CancelledError
+
+    # ------------------------------------------------------------------ preemptive replies
+
+    async def _respond_preemptive(self, frame: PreemptiveLLMMessagesFrame) -> None:
+        how = self.holds.begin(frame.reply_id)
+        if how is False:
+            return  # discarded before it was taken up
+        held = self.holds.current
+        try:
+            await self._respond(frame)
+            if held is not None and not held.released:
+                # The whole reply is kept; what is queued behind it waits for the decision.
+                await held.wait_released()
+        finally:
+            self.holds.end(frame.reply_id)
+
+    async def _decide_held(self, reply_id: int, release: bool) -> None:
+        """The turn a preemptive reply was prepared for is confirmed (release) or not."""
+        holds = self.holds
+        held = holds.current
+        if held is None or held.reply_id != reply_id:
+            holds.remember(reply_id, release)
+            return
+        if release:
+            holds.released += 1
+            while held.frames:  # the reply may add frames while these go out: in order
+                await self.push_frame(held.frames.pop(0))
+            held.mark_released()
+            return
+        holds.current = None
+        holds.discarded += 1
+        self.logger.debug("%s: preemptive reply %d discarded", self.name, reply_id)
+        # Stop the reply where it is (its stream is closed on the way out); what is queued
+        # behind it (the request that replaces it) is answered next.
+        worker = self._worker
+        self._worker = self.create_task(self._work(self._queue), name="replies")
+        if worker is not None and not worker.done():
+            worker.cancel()
 
     # ------------------------------------------------------------------ one reply
 
@@ -570,6 +623,9 @@ class LLMService(FrameProcessor):
     # ------------------------------------------------------------------ running tools
 
     async def _run_tools(self, calls: Sequence[ToolCall]) -> list[Any]:
+        held = self.holds.current
+        if held is not None:
+            await held.wait_released()  # no tool runs for a turn that may not be over
         tasks = []
         for call in calls:
             args, _ = call.arguments()

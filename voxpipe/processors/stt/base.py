@@ -37,6 +37,7 @@ from voxpipe.frames import (
 from voxpipe.processors.base import FrameProcessor
 from voxpipe.processors.outage import DEFAULT_OUTAGE_GRACE_S, OutageTracker
 from voxpipe.processors.stt.timeline import StreamTimeline
+from voxpipe.processors.turn.frames import UserSilenceStartedFrame
 
 T = TypeVar("T")
 
@@ -97,6 +98,10 @@ class STTService(FrameProcessor):
 
     async def on_user_stopped_speaking(self) -> None:
         """The VAD heard the caller stop speaking (a recogniser may finalize now)."""
+
+    async def on_user_silence_started(self) -> None:
+        """The VAD heard the caller go quiet, the turn not yet decided (a recogniser may
+        finalize now: a reply can be prepared from the final before the turn is confirmed)."""
 
     async def on_pause(self) -> None:
         """Transcription paused: no caller audio will come until ``on_resume``."""
@@ -180,6 +185,8 @@ class STTService(FrameProcessor):
         elif isinstance(frame, UserStoppedSpeakingFrame):
             self.start_ttfb_metrics()
             await self.on_user_stopped_speaking()
+        elif isinstance(frame, UserSilenceStartedFrame):
+            await self.on_user_silence_started()
         elif isinstance(frame, PauseRecordingFrame):
             if not self.paused:
                 self.paused = True

@@ -257,6 +257,11 @@ class DeepgramSTTService(STTService):
                 self.logger.debug("Deepgram Finalize not sent: %r", exc)
         self._audio_ready.set()
 
+    async def on_user_silence_started(self) -> None:
+        # The final for the words so far is wanted before the turn is decided (a preemptive
+        # reply starts from it); if the caller goes on, their next words make another final.
+        await self.on_user_stopped_speaking()
+
     async def on_pause(self) -> None:
         # Words said just before the pause are transcribed now, not after it.
         await self.on_user_stopped_speaking()

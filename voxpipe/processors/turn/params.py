@@ -36,11 +36,14 @@ class TurnParams:
     probability at or above ``complete_threshold`` ends the turn at once, below it the turn
     stays open until the caller speaks again (the same turn goes on) or ``max_wait_secs`` of
     silence have passed since their last speech. ``vad``: the VAD's stop ends the turn.
+    ``preemptive``: a reply may be prepared from the words heard when the caller goes quiet,
+    held until the turn is confirmed (``voxpipe.processors.turn.preemptive``).
     """
 
     mode: Literal["smart", "vad"] = "smart"
     max_wait_secs: float = 2.0
     complete_threshold: float = 0.5
+    preemptive: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in ("smart", "vad"):
@@ -73,6 +76,7 @@ def turn_taking(
         mode=mode,
         max_wait_secs=max(pick("turn_max_wait_s"), stop),
         complete_threshold=settings.turn_complete_threshold,
+        preemptive=settings.preemptive_replies,
     )
     return vad, turn
 
