@@ -18,22 +18,10 @@ SMART = TurnParams(mode="smart", max_wait_secs=2.0)
 
 
 def _say(text: str, rate: int = 8000) -> bytes:
-    """espeak-ng's audio for ``text``, made in a fresh process: the library keeps state from one
-    synthesis to the next (the same text comes out a few samples different after others), so
-    in-process audio would depend on which tests ran before."""
-    import subprocess
-    import sys
+    from voxpipe.testing.fresh_speech import speak_fresh
 
-    code = (
-        "import sys\n"
-        "from voxpipe.processors.tts.espeak import EspeakEngine\n"
-        "s = EspeakEngine.get().synthesize(sys.argv[1], 'en-us', 160, None)\n"
-        "sys.stdout.buffer.write(s.sample_rate.to_bytes(4, 'little') + s.pcm)\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code, text], capture_output=True, check=True, timeout=60
-    ).stdout
-    return resample_pcm16(out[4:], int.from_bytes(out[:4], "little"), rate)
+    [(pcm, sample_rate)] = speak_fresh([text], "en-us", 160)
+    return resample_pcm16(pcm, sample_rate, rate)
 
 
 class _Scripted:

@@ -5,8 +5,10 @@
                      tmp_path / "caller.wav")
     out = run_wav_call(load_bot("bots/my_bot.py"), wav, settings=settings)
 
-espeak-ng's voice is deterministic and clear enough for the offline recogniser (PocketSphinx)
-to hear the words back, so a whole call is reproducible without a phone or a key.
+espeak-ng's voice is clear enough for the offline recogniser (PocketSphinx) to hear the words
+back, and the lines are spoken in a fresh process (``voxpipe.testing.fresh_speech``), so the
+same lines give the same WAV whatever the test process said before: a whole call is
+reproducible without a phone or a key.
 """
 
 from __future__ import annotations
@@ -41,25 +43,29 @@ def caller_wav(
     espeak-ng voice ("en-us", "de", "fr"...). Without ``path`` the file goes to the
     system's temporary directory.
     """
-    from voxpipe.processors.tts.espeak import EspeakEngine  # the 'offline' extra
+    from voxpipe.testing.fresh_speech import speak_fresh  # espeak-ng: the 'offline' extra
 
     items = [lines] if isinstance(lines, str) else list(lines)
     if not items:
         raise ValueError("caller_wav needs at least one line for the caller to say")
     if lead_s < 0 or pause_s < 0:
         raise ValueError("lead_s and pause_s are seconds of silence: they cannot be negative")
-    engine = EspeakEngine.get()
-    pcm = bytearray(_silence(lead_s, sample_rate))
+    said: list[tuple[str, float]] = []
     for item in items:
         text, pause = (item, pause_s) if isinstance(item, str) else item
         if not text.strip():
             raise ValueError(f"caller_wav: an empty line in {lines!r}")
         if pause < 0:
             raise ValueError(f"caller_wav: negative pause after {text!r}")
-        syn = engine.synthesize(text, voice, rate_wpm, None)
-        audio = syn.pcm
-        if syn.sample_rate != sample_rate:
-            audio = resample_pcm16(syn.pcm, syn.sample_rate, sample_rate)
+        said.append((text, pause))
+    try:
+        spoken = speak_fresh([text for text, _ in said], voice, rate_wpm)
+    except RuntimeError as exc:
+        raise ValueError(f"caller_wav: {exc}") from None
+    pcm = bytearray(_silence(lead_s, sample_rate))
+    for (_, pause), (audio, rate) in zip(said, spoken, strict=True):
+        if rate != sample_rate:
+            audio = resample_pcm16(audio, rate, sample_rate)
         pcm += audio + _silence(pause, sample_rate)
     if path is None:
         with tempfile.NamedTemporaryFile(prefix="caller-", suffix=".wav", delete=False) as f:

@@ -432,10 +432,12 @@ class _Run:
 
 async def _speak(transport: MemoryTransport, text: str, settings: VoxpipeSettings) -> None:
     """The caller says ``text`` (offline TTS) into the line, then half a second of silence."""
-    from voxpipe.processors.tts.espeak import EspeakEngine
+    from voxpipe.testing.fresh_speech import speak_fresh
 
-    syn = EspeakEngine.get().synthesize(text, "en-us", 150, None)
-    await transport.play_caller(syn.pcm, syn.sample_rate)
+    # In a fresh process: the same text sounds the same whatever this process said before.
+    # Blocking on purpose: on the virtual clock the call's time must not move meanwhile.
+    [(pcm, rate)] = speak_fresh([text], "en-us", 150)
+    await transport.play_caller(pcm, rate)
     await transport.play_silence(0.5)
 
 
