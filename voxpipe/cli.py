@@ -58,7 +58,7 @@ def _bench_calls(args: argparse.Namespace) -> dict[str, Any]:
     try:
         return run_calls_bench(
             calls=args.calls or (20 if providers == "fakes" else 200),
-            seconds=args.seconds,
+            seconds=20.0 if args.seconds is None else args.seconds,
             bot=args.bot,
             ramp_s=args.ramp,
             workers=args.workers,
@@ -92,7 +92,7 @@ def _bench_soak(args: argparse.Namespace) -> dict[str, Any]:
         return run_soak_bench(
             calls=args.calls or 100,
             minutes=args.minutes,
-            call_seconds=args.seconds if args.seconds != 20.0 else 60.0,
+            call_seconds=60.0 if args.seconds is None else args.seconds,
             window_s=args.window,
             bot=args.bot,
             progress=None if args.json else _progress,
@@ -199,7 +199,12 @@ def _add_bench(sub: Any) -> None:
     p.add_argument(
         "--workers", type=int, default=1, help="calls: serve with `voxpipe serve --workers N`"
     )
-    p.add_argument("--seconds", type=float, default=20.0, help="calls: length of each call")
+    p.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="calls, soak: length of each call (calls: 20, soak: 60)",
+    )
     p.add_argument("--ramp", type=float, default=5.0, help="calls: seconds to start them all")
     p.add_argument("--bot", default=None, help="calls: bot file to serve (default bots/echo.py)")
     p.add_argument("--minutes", type=float, default=30.0, help="soak: how long to keep calls up")
