@@ -316,7 +316,12 @@ def _serve(args: argparse.Namespace) -> int:
 def _serve_one(args: argparse.Namespace, settings: Any, host: str) -> int:
     from voxpipe.server.app import create_app
     from voxpipe.server.carriers import UnsafeSettingsError
-    from voxpipe.server.run import DrainingServer, tune_gc, uvicorn_config
+    from voxpipe.server.run import (
+        DrainingServer,
+        limit_native_threads,
+        tune_gc,
+        uvicorn_config,
+    )
 
     record = args.record or settings.record_dir
     # The app decides what is open (WebRTC, unsigned webhooks) from where it listens.
@@ -328,6 +333,7 @@ def _serve_one(args: argparse.Namespace, settings: Any, host: str) -> int:
     config = uvicorn_config(app, settings, host=host, port=args.port, log_level=level.lower())
     _banner(args, settings, host, config.port, 1)
     tune_gc()
+    limit_native_threads()
     DrainingServer(config, drain=app.state.voxpipe.capacity.drain).run()
     return 0
 
@@ -408,7 +414,12 @@ def _serve_worker(spec: dict[str, Any], index: int, run_dir: str) -> None:
     from voxpipe.logs import configure_logging
     from voxpipe.server.app import create_app
     from voxpipe.server.capacity import COUNT_ENV, INDEX_ENV, RUN_DIR_ENV
-    from voxpipe.server.run import DrainingServer, tune_gc, uvicorn_config
+    from voxpipe.server.run import (
+        DrainingServer,
+        limit_native_threads,
+        tune_gc,
+        uvicorn_config,
+    )
     from voxpipe.server.workers import reuseport_socket, unix_socket
 
     os.setpgrp()  # Ctrl-C reaches the supervisor only, which tells each worker once
@@ -437,6 +448,7 @@ def _serve_worker(spec: dict[str, Any], index: int, run_dir: str) -> None:
 
     threading.Thread(target=orphaned, daemon=True, name="orphan-watch").start()
     tune_gc()
+    limit_native_threads()
     try:
         server.run(sockets=sockets)
     except KeyboardInterrupt:  # a second Ctrl-C, re-raised by uvicorn after its shutdown

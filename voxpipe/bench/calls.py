@@ -424,7 +424,7 @@ def _serve(bot: str) -> None:
     from voxpipe.config.settings import VoxpipeSettings
     from voxpipe.pipelines.logs import configure_logging
     from voxpipe.server.app import create_app
-    from voxpipe.server.run import tune_gc, uvicorn_config
+    from voxpipe.server.run import limit_native_threads, tune_gc, uvicorn_config
 
     configure_logging("ERROR")
     _exit_with_parent()
@@ -440,6 +440,7 @@ def _serve(bot: str) -> None:
     config = uvicorn_config(app, settings, host="127.0.0.1", port=sock.getsockname()[1])
     config.backlog = 1024
     tune_gc()
+    limit_native_threads()
     # Listening before the port is announced: a caller that dials while the app still starts
     # waits in the backlog instead of being refused.
     sock.listen(config.backlog)
