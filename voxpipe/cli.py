@@ -769,6 +769,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "bench":
             title, fn = BENCHES[args.which]
+            if args.which in {"calls", "leak", "soak", "latency", "turns"}:
+                # The callers (or the call itself) run here: no spinning BLAS thread taking
+                # the server's core, as in a served process.
+                from voxpipe.server.run import limit_native_threads
+
+                limit_native_threads()
             result = fn(args)
             print_result(title, result, as_json=args.json)
             return 1 if result.get("ok") is False else 0  # a bench that saw failures says so

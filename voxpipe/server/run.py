@@ -74,6 +74,8 @@ def limit_native_threads() -> None:
     (3.1 s of 12 s) and did nothing the calling thread could not; calls are the parallelism
     here, not BLAS threads.
     """
+    import numpy  # noqa: F401  (loads OpenBLAS, so the limit reaches it even if nothing has yet)
+
     try:
         from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
     except ImportError:  # the audio extra is not installed: no numpy-heavy work in this server
