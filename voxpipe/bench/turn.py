@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from voxpipe.processors.turn.features import WINDOW_SAMPLES, log_mel_batch
+from voxpipe.processors.turn.features import WINDOW_SAMPLES, log_mel_batch, log_mel_reference
 from voxpipe.processors.turn.model import BatchedSmartTurn, SmartTurnModel
 
 
@@ -36,7 +36,8 @@ def run_turn_bench(
 
     Keys: ``single_ms`` and ``batched_ms`` (per decision), ``batched_speedup`` (their ratio;
     target >= 3), ``features_ms`` (log-mel per decision, batched), ``decisions_per_core_s``
-    (batched), ``async_batches`` (inferences the worker's batcher ran for ``batch``
+    (batched), ``features_2s_ms`` (one 2 s utterance, padded to 8 s: the typical decision) and
+    ``features_reference_ms`` (the same by the all-frames reference), ``async_batches`` (inferences the worker's batcher ran for ``batch``
     decisions asked in one tick: 1 when batching works).
     """
     if batch < 1 or decisions < 1 or repeats < 1:
@@ -58,6 +59,9 @@ def run_turn_bench(
     single_s = _best_seconds(single, repeats) / decisions
     batched_s = _best_seconds(batched, repeats) / (rounds * batch)
     features_s = _best_seconds(lambda: log_mel_batch(clips[:batch]), repeats) / batch
+    short = [clips[0][-2 * 16000 :]]
+    features_2s = _best_seconds(lambda: log_mel_batch(short), repeats)
+    reference_2s = _best_seconds(lambda: log_mel_reference(short), repeats)
 
     async def one_tick() -> int:
         batcher = BatchedSmartTurn(model, max_batch=batch)
@@ -71,6 +75,8 @@ def run_turn_bench(
         "batched_speedup": round(single_s / batched_s, 2),
         "batched_speedup_target": 3.0,
         "features_ms": round(1000 * features_s, 3),
+        "features_2s_ms": round(1000 * features_2s, 3),
+        "features_reference_ms": round(1000 * reference_2s, 3),
         "decisions_per_core_s": round(1.0 / batched_s, 1),
         "decisions_per_core_s_single": round(1.0 / single_s, 1),
         "async_batches": asyncio.run(one_tick()),

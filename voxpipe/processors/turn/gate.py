@@ -17,7 +17,7 @@ import numpy as np
 
 from voxpipe.audio.resample import resample_pcm16
 from voxpipe.processors.turn.features import SAMPLE_RATE, WINDOW_SAMPLES, WINDOW_SECONDS
-from voxpipe.processors.turn.model import BatchedSmartTurn
+from voxpipe.processors.turn.model import BatchedSmartTurn, SmartTurnModel
 from voxpipe.processors.turn.params import TurnParams
 
 __all__ = ["TurnGate", "shared_smart_turn"]
@@ -62,6 +62,9 @@ class TurnGate:
         self.incomplete = 0
         self.last_probability: float | None = None
         self.decision_ms: list[float] = []
+        if params.mode == "smart" and batcher is None:
+            # The shared model loads while the caller first speaks, not at the first decision.
+            SmartTurnModel.preload()
 
     def feed(self, pcm16: bytes) -> None:
         """One frame of the caller's PCM16 audio at the transport's input rate."""
@@ -82,8 +85,11 @@ class TurnGate:
         n = min(self._filled, round((speech_secs + _PRE_ROLL_S) * self.sample_rate))
         if n <= 0:
             return np.zeros(0, dtype=np.float32)
-        idx = (self._pos - n + np.arange(n)) % len(self._ring)
-        pcm = self._ring[idx].tobytes()
+        start = self._pos - n  # negative: the part before the ring's end comes first
+        if start >= 0:
+            pcm = self._ring[start : self._pos].tobytes()
+        else:
+            pcm = self._ring[start:].tobytes() + self._ring[: self._pos].tobytes()
         if self.sample_rate != SAMPLE_RATE:
             pcm = resample_pcm16(pcm, self.sample_rate, SAMPLE_RATE)
         out: np.ndarray = np.frombuffer(pcm, dtype="<i2").astype(np.float32) * (1.0 / 32768.0)

@@ -39,6 +39,7 @@ class SmartTurnModel:
 
     _shared: SmartTurnModel | None = None
     _lock = threading.Lock()
+    _preloading: threading.Thread | None = None
 
     def __init__(self, path: str | Path | None = None, *, threads: int = 1) -> None:
         try:
@@ -63,6 +64,31 @@ class SmartTurnModel:
             if cls._shared is None:
                 cls._shared = cls()
             return cls._shared
+
+    @classmethod
+    def preload(cls) -> None:
+        """Start loading the process's model in a background thread, if nobody has yet.
+
+        Otherwise the first decision of a process pays the load (onnxruntime's import and the
+        session, about 130 ms here) on a caller's turn. A failed load is logged and tried again
+        at the first decision, which then reports it as before.
+        """
+        with cls._lock:
+            if cls._shared is not None or cls._preloading is not None:
+                return
+            # Not a daemon: interpreter exit waits for it rather than tearing a session down
+            # half built.
+            cls._preloading = threading.Thread(
+                target=cls._preload, name="smart-turn-preload", daemon=False
+            )
+            cls._preloading.start()
+
+    @classmethod
+    def _preload(cls) -> None:
+        try:
+            cls.shared()
+        except Exception as exc:
+            logger.debug("Smart Turn preload failed (retried at the first decision): %r", exc)
 
     def complete_probability(self, clips: list[np.ndarray]) -> list[float]:
         """For each clip (float32, 16 kHz, the utterance so far), P(the turn is complete)."""
