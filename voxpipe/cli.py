@@ -46,7 +46,8 @@ def _bench_turn(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _bench_calls(args: argparse.Namespace) -> dict[str, Any]:
-    from voxpipe.bench.calls import DEFAULT_BOT, bot_needs_providers, run_calls_bench
+    from voxpipe.bench.calls import bot_needs_providers, run_calls_bench
+    from voxpipe.bench.server_proc import DEFAULT_BOT
 
     providers = args.providers
     if providers == "auto":

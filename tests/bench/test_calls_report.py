@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from voxpipe.bench.calls import CallOutcome, _bench, _caller_audio, summarize_calls
+from voxpipe.bench.calls import CallOutcome, _bench, summarize_calls
 from voxpipe.bench.report import print_result
+from voxpipe.bench.server_proc import caller_audio
 from voxpipe.testing.twilio_caller import CallerLog
 
 
@@ -64,9 +65,9 @@ def test_no_call_ran_gives_no_cost_per_call() -> None:
 def test_the_synthetic_voice_fallback_is_reported(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    audio, voice = _caller_audio(tmp_path / "missing.wav")
+    audio, voice = caller_audio(tmp_path / "missing.wav")
     assert voice == "synthetic" and len(audio) == 8000 * 9
-    _, voice = _caller_audio()
+    _, voice = caller_audio()
     assert voice == "recording"  # the checkout's test recording
     result = _summary([CallOutcome(connected=True, log=_heard(1.0))], live=1.0, voice="synthetic")
     assert result["voice"] == "synthetic"

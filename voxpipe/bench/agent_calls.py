@@ -373,7 +373,7 @@ def run_agent_calls_bench(
             "SQLITE_PATH": str(Path(tmp) / "bench.sqlite3"),
             "LOG_LEVEL": "ERROR",
         }
-        voxpipe_cmd = [sys.executable, "-m", "voxpipe.bench.calls", "--serve", bot]
+        voxpipe_cmd = [sys.executable, "-m", "voxpipe.bench.server_proc", "--serve", bot]
         side = {"calls": calls, "ramp_s": ramp_s, "progress": progress}
         ours = _side("voxpipe", voxpipe_cmd, env, fakes.pid, **side)  # type: ignore[arg-type]
         if with_pipecat:

@@ -15,13 +15,9 @@ saturated bench process would show up in it too: its own CPU is reported as well
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
-import os
 import random
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -29,32 +25,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from voxpipe.bench.server_proc import (
+    DEFAULT_BOT,
+    SPEECH,
+    caller_audio,
+    cpu_s,
+    rss,
+    server_processes,
+    start_server,
+    start_workers,
+)
 from voxpipe.testing.twilio_caller import CallerLog, chunk_lateness
 
 __all__ = ["CallOutcome", "bot_needs_providers", "run_calls_bench", "summarize_calls"]
-
-ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_BOT = ROOT / "bots" / "echo.py"
-SPEECH = ROOT / "tests" / "data" / "speech_16k.wav"
-
-
-def _caller_audio(speech: Path | None = None) -> tuple[bytes, str]:
-    """The caller's voice as 8 kHz mu-law, and where it came from: "recording" or "synthetic"."""
-    from voxpipe.testing.twilio_caller import read_caller_wav
-
-    path = SPEECH if speech is None else speech
-    if path.is_file():
-        return read_caller_wav(path), "recording"
-    # Installed without the test data: a synthetic "voice" (bursts of a warbling tone). The
-    # VAD hears it differently from speech, so the report says it was used.
-    import numpy as np
-
-    from voxpipe.audio import pcm16_to_mulaw
-
-    t = np.arange(8000 * 9) / 8000
-    voiced = (np.sin(2 * np.pi * 3 * t) > -0.2).astype(float)
-    wave = 8000 * np.sin(2 * np.pi * (180 + 40 * np.sin(2 * np.pi * 5 * t)) * t) * voiced
-    return pcm16_to_mulaw(wave.astype("<i2").tobytes()), "synthetic"
 
 
 @dataclass(slots=True)
@@ -142,76 +125,6 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[k]
 
 
-def _start_server(bot: str) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "voxpipe.bench.calls", "--serve", bot],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=str(ROOT),
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()  # the server prints its port once it listens
-    try:
-        port = int(json.loads(line)["port"])
-    except (ValueError, KeyError, TypeError):
-        proc.kill()
-        raise RuntimeError(f"the bench server did not start (said {line!r})") from None
-    return proc, port
-
-
-def _start_workers(bot: str, workers: int) -> tuple[subprocess.Popen[str], int]:
-    """`voxpipe serve BOT --workers N` on a free loopback port, once every worker answers."""
-    import socket
-
-    import httpx
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    env = {
-        **os.environ,
-        "ALLOW_UNSIGNED_WEBHOOKS": "1",  # the simulated callers dial unsigned, on loopback
-        "MAX_CALLS": "0",  # no call cap: the bench finds out what the workers carry
-        "MAX_CALLS_PER_WORKER": "0",
-        "LOG_LEVEL": "ERROR",
-        "HOST": "127.0.0.1",
-    }
-    cmd = [sys.executable, "-m", "voxpipe.cli", "serve", bot, "--workers", str(workers)]
-    proc = subprocess.Popen(
-        [*cmd, "--port", str(port)], cwd=str(ROOT), env=env, stderr=subprocess.DEVNULL, text=True
-    )
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"voxpipe serve --workers {workers} exited with {proc.returncode}")
-        try:
-            health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json()
-            if len(health["workers"]) == workers and all(w.get("pid") for w in health["workers"]):
-                return proc, port
-        except (httpx.HTTPError, ValueError, KeyError):
-            pass
-        time.sleep(0.2)  # the workers' start is seen from outside only
-    proc.kill()
-    raise RuntimeError(f"voxpipe serve --workers {workers} did not start in 90 s")
-
-
-def _server_processes(pid: int, workers: int) -> list[Any]:
-    """The processes that serve calls: the server, or the supervisor's worker processes."""
-    import psutil
-
-    proc = psutil.Process(pid)
-    return [proc] if workers == 1 else list(proc.children())
-
-
-def _cpu_s(procs: list[Any]) -> float:
-    return float(sum(t.user + t.system for t in (p.cpu_times() for p in procs)))
-
-
-def _rss(procs: list[Any]) -> int:
-    return sum(int(p.memory_info().rss) for p in procs)
-
-
 async def _bench(
     port: int,
     server_pid: int,
@@ -228,13 +141,13 @@ async def _bench(
     from voxpipe.testing.twilio_caller import TwilioCaller
 
     base = f"http://127.0.0.1:{port}"
-    speech, voice = _caller_audio()
+    speech, voice = caller_audio()
     if voice != "recording" and progress:
         progress(f"  {SPEECH} not found: the callers speak a synthetic voice (reported)")
     rng = random.Random(1234)
-    server = _server_processes(server_pid, workers)
+    server = server_processes(server_pid, workers)
     me = psutil.Process()
-    rss_idle = _rss(server)
+    rss_idle = rss(server)
     loop = asyncio.get_running_loop()
     all_settled = asyncio.Event()  # every call connected or failed
     outcomes = [CallOutcome() for _ in range(calls)]
@@ -291,17 +204,17 @@ async def _bench(
         pass
     await asyncio.sleep(min(2.0, seconds / 4))  # let the calls settle into speaking
     window = max(1.0, seconds / 2)
-    cpu0, mine0, w0 = _cpu_s(server), me.cpu_times(), time.perf_counter()
-    rss_peak = _rss(server)
+    cpu0, mine0, w0 = cpu_s(server), me.cpu_times(), time.perf_counter()
+    rss_peak = rss(server)
     if progress:
         progress(f"  {live} of {calls} calls up; measuring for {window:.0f} s")
     steps = max(1, int(window))
     live_samples = [live]
     for _ in range(steps):
         await asyncio.sleep(window / steps)
-        rss_peak = max(rss_peak, _rss(server))
+        rss_peak = max(rss_peak, rss(server))
         live_samples.append(live)
-    cpu1, mine1, w1 = _cpu_s(server), me.cpu_times(), time.perf_counter()
+    cpu1, mine1, w1 = cpu_s(server), me.cpu_times(), time.perf_counter()
     await asyncio.gather(*runs)
     await http.aclose()
     elapsed = w1 - w0
@@ -377,7 +290,7 @@ def run_calls_bench(
         )
     if providers != "none":
         raise ValueError(f"bench calls: --providers must be auto, fakes or none, not {providers!r}")
-    proc, port = _start_server(bot_file) if workers == 1 else _start_workers(bot_file, workers)
+    proc, port = start_server(bot_file) if workers == 1 else start_workers(bot_file, workers)
     try:
         if progress:
             progress(f"bench calls: server pid {proc.pid} on port {port}; dialling {calls} calls")
@@ -399,56 +312,3 @@ def run_calls_bench(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-def _exit_with_parent() -> None:
-    """End this server when the bench that started it is gone (killed, crashed)."""
-    import threading
-
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(0)
-
-    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
-
-
-def _serve(bot: str) -> None:
-    """The server side: the bot on 127.0.0.1, an ephemeral port printed as JSON on stdout."""
-    import socket
-
-    import uvicorn
-
-    from voxpipe.config.settings import VoxpipeSettings
-    from voxpipe.pipelines.logs import configure_logging
-    from voxpipe.server.app import create_app
-    from voxpipe.server.run import limit_native_threads, tune_gc, uvicorn_config
-
-    configure_logging("ERROR")
-    _exit_with_parent()
-    # Simulated callers dial unsigned, on loopback: the development switch (issue 18).
-    # No per-worker call cap: the bench finds out how many calls a worker can carry.
-    settings = VoxpipeSettings(  # type: ignore[call-arg]
-        _env_file=None, allow_unsigned_webhooks=True, max_calls=0
-    )
-    app = create_app(bot, settings)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn_config(app, settings, host="127.0.0.1", port=sock.getsockname()[1])
-    config.backlog = 1024
-    tune_gc()
-    limit_native_threads()
-    # Listening before the port is announced: a caller that dials while the app still starts
-    # waits in the backlog instead of being refused.
-    sock.listen(config.backlog)
-    print(json.dumps({"port": sock.getsockname()[1]}), flush=True)
-    uvicorn.Server(config).run(sockets=[sock])
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="bench calls server side (internal)")
-    parser.add_argument("--serve", required=True, help="bot file to serve")
-    _serve(parser.parse_args().serve)

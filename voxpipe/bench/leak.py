@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from voxpipe.bench.calls import DEFAULT_BOT, _caller_audio, _start_server
+from voxpipe.bench.server_proc import DEFAULT_BOT, caller_audio, start_server
 
 __all__ = ["run_leak_bench"]
 
@@ -38,7 +38,7 @@ async def _bench(
     from voxpipe.testing.twilio_caller import TwilioCaller
 
     base = f"http://127.0.0.1:{port}"
-    speech, voice = _caller_audio()
+    speech, voice = caller_audio()
     server = psutil.Process(server_pid)
     step = max(1, calls // 10)
     rss: list[tuple[int, float]] = [(0, server.memory_info().rss / 2**20)]
@@ -116,7 +116,7 @@ def run_leak_bench(
     """Run ``calls`` calls back to back (``lanes`` at a time) and report the server's RSS."""
     if calls < 10 or lanes < 1:
         raise ValueError("bench leak needs --calls >= 10 and --lanes >= 1")
-    proc, port = _start_server(str(bot or DEFAULT_BOT))
+    proc, port = start_server(str(bot or DEFAULT_BOT))
     try:
         if progress:
             progress(f"bench leak: server pid {proc.pid}; {calls} calls, {lanes} at a time")

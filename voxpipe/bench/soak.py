@@ -21,13 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from voxpipe.bench.calls import (
+from voxpipe.bench.server_proc import (
     DEFAULT_BOT,
-    _caller_audio,
-    _cpu_s,
-    _rss,
-    _server_processes,
-    _start_server,
+    caller_audio,
+    cpu_s,
+    rss,
+    server_processes,
+    start_server,
 )
 from voxpipe.testing.twilio_caller import CallerLog, chunk_lateness
 
@@ -73,9 +73,9 @@ async def _soak(
     from voxpipe.testing.twilio_caller import TwilioCaller
 
     base = f"http://127.0.0.1:{port}"
-    speech, voice = _caller_audio()
+    speech, voice = caller_audio()
     rng = random.Random(4321)
-    server = _server_processes(server_pid, 1)
+    server = server_processes(server_pid, 1)
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     end = t0 + minutes * 60
@@ -136,12 +136,12 @@ async def _soak(
     http = httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=20))
     lanes = [loop.create_task(lane(i)) for i in range(calls)]
     samples: list[tuple[float, int, float]] = []  # (t, rss, cpu_s) at each window's end
-    cpu_prev, t_prev = _cpu_s(server), loop.time()
+    cpu_prev, t_prev = cpu_s(server), loop.time()
     while loop.time() < end:
         await asyncio.sleep(window_s)
         now = loop.time()
-        cpu = _cpu_s(server)
-        samples.append((now, _rss(server), (cpu - cpu_prev) / (now - t_prev) * 100))
+        cpu = cpu_s(server)
+        samples.append((now, rss(server), (cpu - cpu_prev) / (now - t_prev) * 100))
         cpu_prev, t_prev = cpu, now
         windows.append(_Window(now))
         if progress:
@@ -153,13 +153,13 @@ async def _soak(
     await asyncio.gather(*lanes)
     await http.aclose()
     rows = []
-    for (t, rss, cpu_pct), window in zip(samples, windows, strict=False):
+    for (t, rss_bytes, cpu_pct), window in zip(samples, windows, strict=False):
         ordered = sorted(window.late)
         p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))] if ordered else 0.0
         rows.append(
             {
                 "minute": round((t - t0) / 60, 2),
-                "rss_mb": round(rss / 2**20, 1),
+                "rss_mb": round(rss_bytes / 2**20, 1),
                 "cpu_pct": round(cpu_pct, 1),
                 "chunks": len(ordered),
                 "p99_late_ms": round(p99 * 1000, 2),
@@ -192,7 +192,7 @@ def run_soak_bench(
     """Run the soak (server in a subprocess on loopback) and return its numbers."""
     if calls < 1 or minutes <= 0 or call_seconds <= 0 or window_s <= 0:
         raise ValueError("bench soak needs --calls >= 1 and positive --minutes/--seconds")
-    proc, port = _start_server(str(bot or DEFAULT_BOT))
+    proc, port = start_server(str(bot or DEFAULT_BOT))
     try:
         if progress:
             progress(f"bench soak: server pid {proc.pid}; {calls} calls for {minutes:g} min")
