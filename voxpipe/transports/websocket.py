@@ -213,7 +213,9 @@ class WireReceiver:
         self.carrier = carrier
         self.limits = limits or WireLimits()
         self._stats = stats
-        self._clock = clock or (lambda: asyncio.get_running_loop().time())
+        # The loop's own clock, bound once: the receiver lives on the loop that built it (its
+        # socket belongs to that loop), and get_running_loop costs a getpid() call on 3.11.
+        self._clock = clock or asyncio.get_running_loop().time
         self.label = "-"
         self.bad_messages = 0
         self.messages = 0
