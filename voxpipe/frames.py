@@ -13,11 +13,11 @@ the clock of the pipeline task that created it (virtual time under a virtual clo
 from __future__ import annotations
 
 import itertools
-import time
-from asyncio import _get_running_loop
 from dataclasses import KW_ONLY, dataclass, field
 from enum import IntEnum
 from typing import Any, ClassVar
+
+from voxpipe.pipelines.clock import loop_time
 
 
 class FrameDirection(IntEnum):
@@ -30,11 +30,9 @@ class FrameDirection(IntEnum):
 _next_id = itertools.count(1).__next__
 
 
-def _now() -> float:
-    # The running loop's time is the call clock: monotonic time on a real loop, simulated
-    # time under a VirtualClock. No constructor needs a clock argument for that.
-    loop = _get_running_loop()
-    return loop.time() if loop is not None else time.monotonic()
+# The running loop's time is the call clock: monotonic time on a real loop, simulated time
+# under a VirtualClock. No constructor needs a clock argument for that.
+_now = loop_time
 
 
 @dataclass(slots=True)

@@ -54,10 +54,23 @@ _DECODE = _build_decode_table()
 _ENCODE = _build_encode_table()
 
 
+# The last decode: a caller chunk is decoded by the recording tap, the VAD and the STT
+# converter in turn. Keyed by identity, and only for ``bytes`` (immutable, and kept alive by
+# the entry, so its id cannot be reused): a hit returns exactly what decoding would.
+_last_decode: tuple[object, bytes] = (None, b"")
+
+
 def mulaw_to_pcm16(data: bytes | bytearray | memoryview) -> bytes:
     """Decode G.711 mu-law bytes to little-endian PCM16 bytes (two bytes per input byte)."""
+    global _last_decode
+    last = _last_decode
+    if last[0] is data:
+        return last[1]
     codes = np.frombuffer(data, dtype=np.uint8)
-    return _DECODE[codes].astype("<i2", copy=False).tobytes()
+    pcm: bytes = _DECODE[codes].astype("<i2", copy=False).tobytes()
+    if type(data) is bytes:
+        _last_decode = (data, pcm)
+    return pcm
 
 
 def pcm16_to_mulaw(data: bytes | bytearray | memoryview) -> bytes:

@@ -10,22 +10,53 @@ simulated time unchanged, deterministically and as fast as the CPU allows.
 from __future__ import annotations
 
 import asyncio
+import os
 import selectors
 import time
+from asyncio import _get_running_loop
 from collections.abc import Awaitable, Callable, Coroutine
+from threading import get_ident
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+# The loop last found running, and in which thread. Asking asyncio for the running loop costs
+# a getpid() system call on Python 3.11 (it guards against a fork); a loop that is still
+# running in the thread that found it is still that thread's running loop (a thread runs one
+# loop at a time), so only a loop that stopped and then runs in another thread could fool
+# this, and the engine never moves a loop between threads. Reset in a forked child.
+_running: tuple[Any, int] = (None, 0)
+
+
+def _forget_running() -> None:
+    global _running
+    _running = (None, 0)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_running)
+
+
+def loop_time() -> float:
+    """The running loop's time (``time.monotonic()`` when no loop runs in this thread)."""
+    global _running
+    loop, tid = _running
+    ident = get_ident()
+    if tid == ident and loop.is_running():
+        t: float = loop.time()
+        return t
+    loop = _get_running_loop()
+    if loop is None:
+        return time.monotonic()
+    _running = (loop, ident)
+    return loop.time()
 
 
 class Clock:
     """Real time: ``now`` is the event loop's monotonic time, ``sleep`` is ``asyncio.sleep``."""
 
     def now(self) -> float:
-        try:
-            return asyncio.get_running_loop().time()
-        except RuntimeError:
-            return time.monotonic()
+        return loop_time()
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)

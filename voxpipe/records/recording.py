@@ -163,13 +163,14 @@ class _Timeline:
     def sample_at(self, t: float) -> int:
         return max(0, round((t - self.t0) * self.rate))
 
-    def caller(self, pcm: np.ndarray, now: float) -> None:
+    def caller(self, pcm: bytes, now: float) -> None:
+        """Caller audio (little-endian PCM16 bytes) that arrived at ``now``."""
         end_expected = self.sample_at(now)
         left_end = self.done + len(self._left) // 2
-        gap = end_expected - len(pcm) - left_end
+        gap = end_expected - len(pcm) // 2 - left_end
         if gap > self.slack:
             self._left += bytes(2 * gap)
-        self._left += pcm.astype("<i2", copy=False).tobytes()
+        self._left += pcm
 
     def bot(self, pcm: np.ndarray, start_t: float) -> None:
         start = round((start_t - self.t0) * self.rate)
@@ -309,13 +310,16 @@ class CallRecording(FrameProcessor):
 
     # ------------------------------------------------------------------ taps
 
-    def _pcm(self, conv_attr: str, audio: bytes, encoding: str, rate: int) -> np.ndarray:
+    def _pcm_bytes(self, conv_attr: str, audio: bytes, encoding: str, rate: int) -> bytes:
         conv: AudioConverter | None = getattr(self, conv_attr)
         target = self.sample_rate or rate
         if conv is None or conv.in_encoding != encoding or conv.in_rate != rate:
             conv = AudioConverter(encoding, rate, "pcm16", target)
             setattr(self, conv_attr, conv)
-        return np.frombuffer(conv.process(audio), dtype="<i2")
+        return conv.process(audio)
+
+    def _pcm(self, conv_attr: str, audio: bytes, encoding: str, rate: int) -> np.ndarray:
+        return np.frombuffer(self._pcm_bytes(conv_attr, audio, encoding, rate), dtype="<i2")
 
     def caller_audio(self, audio: bytes, encoding: str, sample_rate: int) -> None:
         """Input transport tap: caller audio that just arrived."""
@@ -323,7 +327,8 @@ class CallRecording(FrameProcessor):
         if tl is None:
             return
         now = self.clock.now()
-        tl.caller(self._pcm("_in", audio, encoding, sample_rate), now)
+        # Bytes straight into the caller buffer: no array round trip for the left channel.
+        tl.caller(self._pcm_bytes("_in", audio, encoding, sample_rate), now)
         if tl.due(now, round(self.commit_every_s * tl.rate)):
             tl.commit(now)
 

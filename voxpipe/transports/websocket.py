@@ -213,7 +213,9 @@ class WireReceiver:
         self.carrier = carrier
         self.limits = limits or WireLimits()
         self._stats = stats
-        self._clock = clock or (lambda: asyncio.get_running_loop().time())
+        # The loop's own clock, bound once: the receiver lives on the loop that built it (its
+        # socket belongs to that loop), and get_running_loop costs a getpid() call on 3.11.
+        self._clock = clock or asyncio.get_running_loop().time
         self.label = "-"
         self.bad_messages = 0
         self.messages = 0
@@ -226,6 +228,8 @@ class WireReceiver:
         self.stopped = False
         self.end_reason = ""
         self._pending: list[WireEvent] = []
+        self._rate_fmt: AudioFormat | None = None
+        self._bytes_per_s = 0
 
     @property
     def client(self) -> str | None:
@@ -368,7 +372,10 @@ class WireReceiver:
     def _admit_audio(self, audio: bytes) -> None:
         """Audio seconds against the wall clock: faster than ``audio_rate`` closes the stream."""
         fmt = self.start.audio_format if self.start is not None else self.serializer.audio_format
-        self.audio_seconds += len(audio) / (fmt.bytes_per_20ms * 50)
+        if fmt is not self._rate_fmt:  # the format is fixed at the start: work it out once
+            self._rate_fmt = fmt
+            self._bytes_per_s = fmt.bytes_per_20ms * 50
+        self.audio_seconds += len(audio) / self._bytes_per_s
         lim = self.limits
         elapsed = self._clock() - self.started_at
         if self.audio_seconds <= lim.audio_burst_s + lim.audio_rate * elapsed:
