@@ -15,7 +15,7 @@ __all__ = ["CarrierFake"]
 
 
 class CarrierFake(FakeServer):
-    """Base of FakeTelnyxREST and FakeVonageREST: serves ``app``, posts webhooks with ``_http``."""
+    """Base of the Twilio, Telnyx and Vonage REST fakes: serves ``app``, posts webhooks with ``_http``."""
 
     def __init__(self, app: web.Application) -> None:
         super().__init__()

@@ -24,8 +24,8 @@ from typing import Any
 
 import httpx
 
-from voxpipe.testing.fakes._base import FakeServer
-from voxpipe.testing.fakes._http import AppServer, web
+from voxpipe.testing.fakes._carrier import CarrierFake
+from voxpipe.testing.fakes._http import web
 from voxpipe.testing.fakes.twilio_flow import (
     Callback,
     FakeAgent,
@@ -81,8 +81,9 @@ class TwilioRequest:
     status: int = 200
 
 
-class FakeTwilioREST(FakeServer):
-    """Fake Twilio REST API for call control (Calls resource) on 127.0.0.1."""
+class FakeTwilioREST(CarrierFake):
+    """Fake Twilio REST API for call control (Calls resource) on 127.0.0.1; its ``url`` goes in
+    place of https://api.twilio.com (``client.api.base_url``)."""
 
     def __init__(
         self,
@@ -92,15 +93,12 @@ class FakeTwilioREST(FakeServer):
         calls: list[str | FakeCall] | None = None,
         agents: dict[str, FakeAgent] | None = None,
     ) -> None:
-        super().__init__()
         # Who answers each number the app dials (unknown numbers never answer).
         self.agents: dict[str, FakeAgent] = dict(agents or {})
         self.conferences: dict[str, FakeConference] = {}
         self.callbacks: list[Callback] = []
         self.fetches: list[TwimlFetch] = []
         self.dialled: list[FakeCall] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._http: httpx.AsyncClient | None = None
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.calls: dict[str, FakeCall] = {}
@@ -112,24 +110,7 @@ class FakeTwilioREST(FakeServer):
         app.router.add_post(route, self._update)
         app.router.add_get(route, self._fetch)
         app.router.add_post("/2010-04-01/Accounts/{account_sid}/Calls.json", self._create)
-        self._server = AppServer(app)
-
-    @property
-    def url(self) -> str:
-        """Base URL to put in place of https://api.twilio.com (`client.api.base_url`)."""
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        self._http = httpx.AsyncClient(timeout=10)
-        self.port = await self._server.start()
-
-    async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.stop()
-        if self._http is not None:
-            await self._http.aclose()
+        super().__init__(app)
 
     def add_call(self, call: str | FakeCall) -> FakeCall:
         """Make a call known (live) so that requests about it succeed."""
@@ -239,11 +220,6 @@ class FakeTwilioREST(FakeServer):
         await self._leave(call, call.status)
         if call.status == "completed":  # a cancelled leg is reported by its ringing task
             await self._call_status(call)
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _create(self, request: web.Request) -> web.Response:
         record = await self._record(request)
