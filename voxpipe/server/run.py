@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 
 # Largest websocket message uvicorn accepts; beyond it the peer gets close 1009 (message too big).
 WS_MAX_SIZE = 256 * 1024
+# What uvicorn gives open connections and tasks once it is shutting down (after any drain).
+GRACEFUL_SHUTDOWN_S = 10.0
 
 
 def uvicorn_config(
@@ -48,6 +50,9 @@ def uvicorn_config(
         log_config=None,
         access_log=False,
         lifespan="on",
+        # By the time uvicorn shuts down, live calls were drained (or a second signal asked to
+        # stop now): a connection still open then is stuck, and must not hold the exit forever.
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
 
 
@@ -96,15 +101,20 @@ class DrainingServer(uvicorn.Server):
         self._drain = drain
         self._drain_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Set in the signal handler itself, not when the loop gets to it: two signals sent back
+        # to back (Ctrl-C twice, a supervisor forwarding both) otherwise both looked like the
+        # first, the "stop now" was lost and the worker sat in a drain nobody asked for.
+        self._drain_requested = False
 
     async def startup(self, sockets: Any = None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().startup(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self._loop is None or self._drain_task is not None or self.should_exit:
+        if self._loop is None or self._drain_requested or self.should_exit:
             super().handle_exit(sig, frame)  # not started yet, or a second signal: stop now
             return
+        self._drain_requested = True
         # Not kept for uvicorn to re-raise after its shutdown: a drained server exits with 0.
         self._loop.call_soon_threadsafe(self._begin_drain)
 
