@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 # Largest websocket message uvicorn accepts; beyond it the peer gets close 1009 (message too big).
 WS_MAX_SIZE = 256 * 1024
 # What uvicorn gives open connections and tasks once it is shutting down (after any drain).
-GRACEFUL_SHUTDOWN_S = 10.0
+GRACEFUL_SHUTDOWN_S = 10
 
 
 def uvicorn_config(
