@@ -367,3 +367,38 @@ async def test_g722_call_runs_at_16_khz_and_a_retransmitted_invite_is_one_call()
         assert (await c.final()).status_code == 200
         await rtp.close()
         c.close()
+
+
+async def test_ephemeral_port_taken_for_tcp_is_picked_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SIP_LISTEN with port 0: a UDP port whose TCP twin is held elsewhere is given up for one
+    free for both (CI once failed a call test on that collision)."""
+    import socket
+
+    from voxpipe.transports.sip import server as sip_server
+
+    # A port free for UDP whose TCP number is held by a listener of ours.
+    held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    taken = held.getsockname()[1]
+    real_udp = sip_server._Udp
+    asked: list[int] = []
+
+    def first_on_taken(local_addr: tuple[str, int]) -> Any:
+        asked.append(local_addr[1])
+        return real_udp(local_addr=(local_addr[0], taken) if len(asked) == 1 else local_addr)
+
+    monkeypatch.setattr(sip_server, "_Udp", first_on_taken)
+    try:
+        async with serve() as srv:
+            assert len(asked) == 2 and srv.sip.port != taken
+            c = await SipClient(srv.addr).open()
+            c.request("OPTIONS")
+            assert (await c.final()).status_code == 200
+            c.close()
+            _, w = await asyncio.open_connection(*srv.addr)  # TCP on the same number
+            w.close()
+    finally:
+        held.close()

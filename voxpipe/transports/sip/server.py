@@ -9,6 +9,7 @@ message, and a ``SipCall`` per INVITE.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
 import ssl
@@ -230,6 +231,9 @@ def parse_allow(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network
     return [ipaddress.ip_network(p.strip(), strict=False) for p in text.split(",") if p.strip()]
 
 
+_EPHEMERAL_TRIES = 8  # tries for a port free for both UDP and TCP
+
+
 class SipServer:
     """The SIP listeners of one server process and the calls they carry."""
 
@@ -253,11 +257,21 @@ class SipServer:
     async def start(self) -> None:
         """Bind UDP and TCP on the same port (and TLS on the next one when configured)."""
         s = self.st.settings
-        udp = _Udp(local_addr=(self.host, self.port))
-        await self._add(udp)
-        assert udp._udp_transport is not None
-        self.port = udp._udp_transport.get_extra_info("sockname")[1]  # resolves port 0
-        await self._add(_Tcp(local_addr=(self.host, self.port)))
+        ephemeral = self.port == 0
+        # Port 0 lets the OS pick the UDP port; TCP then needs the same number, which another
+        # socket (a client connection's local port) may already hold: pick again, a few times.
+        for attempt in range(_EPHEMERAL_TRIES if ephemeral else 1):
+            udp = _Udp(local_addr=(self.host, 0 if ephemeral else self.port))
+            await self._add(udp)
+            assert udp._udp_transport is not None
+            self.port = udp._udp_transport.get_extra_info("sockname")[1]  # resolves port 0
+            try:
+                await self._add(_Tcp(local_addr=(self.host, self.port)))
+                break
+            except OSError as e:
+                if not ephemeral or e.errno != errno.EADDRINUSE or attempt == _EPHEMERAL_TRIES - 1:
+                    raise
+                await self.uases.pop().stop()
         if s.sip_tls_cert:
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ctx.load_cert_chain(s.sip_tls_cert, s.sip_tls_key)
