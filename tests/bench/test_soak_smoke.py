@@ -8,7 +8,8 @@ import json
 import pytest
 
 from voxpipe import cli
-from voxpipe.bench.soak import soak_verdict
+from voxpipe.bench.soak import gc_sweeps, soak_verdict
+from voxpipe.server.metrics import ServerMetrics
 
 
 def test_verdict_measures_growth_after_warmup() -> None:
@@ -22,6 +23,15 @@ def test_verdict_measures_growth_after_warmup() -> None:
     assert verdict["rss_growth_pct"] == 6.0 and verdict["rss_flat"] is False
     assert (verdict["p99_late_ms_min"], verdict["p99_late_ms_max"]) == (1.0, 3.0)
     assert soak_verdict(rows[:3], warmup=1)["rss_flat"] is True
+
+
+def test_gc_sweeps_read_from_the_servers_metrics() -> None:
+    metrics = ServerMetrics(active_calls=lambda: 0)
+    assert gc_sweeps(metrics.render().decode())["gc_sweeps"] == 0
+    for seconds in (0.003, 0.004, 0.015):
+        metrics.gc_sweep(seconds, 100)
+    got = gc_sweeps(metrics.render().decode())
+    assert got == {"gc_sweeps": 3, "gc_sweep_ms_mean": 7.33, "gc_sweep_ms_max_under": 20.0}
 
 
 @pytest.mark.slow
@@ -39,4 +49,6 @@ def test_bench_soak_json(
     assert result["calls_done"] >= 6
     assert len(result["windows"]) == 3
     assert all(w["rss_mb"] > 50 and w["chunks"] > 0 for w in result["windows"])
+    # Calls ended every 4 s: the server's collection after ended calls ran (every 10 s).
+    assert result["gc_sweeps"] >= 1
     assert rc == (0 if result["ok"] else 1)

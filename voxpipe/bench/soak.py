@@ -9,7 +9,8 @@ and the p99 lateness of the chunks received in that window is computed.
 
 Reported: per-window rows (minute, live calls, rss_mb, cpu_pct, p99_late_ms), the RSS growth
 from the first window after warm-up (the first quarter of the run, at least 2 windows) to the
-last, the spread of the windows' p99 lateness, and every failed call (a call that did not
+last, the spread of the windows' p99 lateness, the server's full collections after ended calls
+(``gc_sweeps``: how many, their mean and the bucket bound of the longest), and every failed call (a call that did not
 connect, raised, or heard nothing is a failure, never retried).
 """
 
@@ -151,6 +152,7 @@ async def _soak(
                 f"{len(failures)} failed"
             )
     await asyncio.gather(*lanes)
+    sweeps = gc_sweeps((await http.get(base + "/metrics")).text)
     await http.aclose()
     rows = []
     for (t, rss_bytes, cpu_pct), window in zip(samples, windows, strict=False):
@@ -176,7 +178,35 @@ async def _soak(
         "failed_calls": len(failures),
         "errors": sorted(set(failures))[:5],
         **soak_verdict(rows, warmup=warmup),
+        **sweeps,
         "windows": rows,
+    }
+
+
+def gc_sweeps(exposition: str) -> dict[str, Any]:
+    """The server's full collections after ended calls, from its ``/metrics`` text: how many,
+    their mean, and the bucket bound under which the longest fell (how long one held the loop).
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    count = total = 0.0
+    longest = 0.0
+    for family in text_string_to_metric_families(exposition):
+        if family.name != "voxpipe_gc_sweep_seconds":
+            continue
+        below = 0.0  # cumulative buckets: the first bound that holds them all bounds the max
+        for sample in family.samples:
+            if sample.name.endswith("_count"):
+                count = sample.value
+            elif sample.name.endswith("_sum"):
+                total = sample.value
+            elif sample.name.endswith("_bucket") and sample.value > below:
+                below = sample.value
+                longest = float(sample.labels["le"])
+    return {
+        "gc_sweeps": int(count),
+        "gc_sweep_ms_mean": round(total / count * 1000, 2) if count else 0.0,
+        "gc_sweep_ms_max_under": round(longest * 1000, 1) if count else 0.0,
     }
 
 

@@ -585,6 +585,13 @@ class VoxpipeSettings(BaseSettings):
         "to this long, then ends them cleanly (transcripts written). Set the pod's "
         "terminationGracePeriodSeconds above it.",
     )
+    gc_sweep_interval_s: float = Field(
+        10.0,
+        ge=0,
+        description="Seconds between full garbage collections while calls end: ended calls "
+        "are cycles of objects that only a full collection frees, and the server makes those "
+        "rare to keep the event loop smooth. 0 = off (memory then grows with call churn).",
+    )
     worker_url: str | None = Field(
         None,
         description="Base URL (https://...) at which the carrier reaches this server directly; "

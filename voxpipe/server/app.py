@@ -33,6 +33,7 @@ from voxpipe.server.access import WebRTCAccess, metrics_refusal
 from voxpipe.server.bind import is_loopback
 from voxpipe.server.capacity import Capacity, WorkerIdentity, effective_capacity
 from voxpipe.server.carriers import UnsafeSettingsError, carrier_access
+from voxpipe.server.garbage import GarbageSweeper
 from voxpipe.server.limits import CallLimiter, EdgeMiddleware, busy_twiml, parse_carrier_limits
 from voxpipe.server.media import media_stream, preload_providers
 from voxpipe.server.metrics import CONTENT_TYPE, ServerMetrics
@@ -200,11 +201,16 @@ def create_app(
             orphans = make_sweeper(settings, stores.sessions, stores.transcripts)
             orphans.start()
         sip = await _start_sip(state, app)  # direct SIP (issue 16): SIP_LISTEN / --sip
+        sweeper = GarbageSweeper(
+            lambda: registry.ended_total, settings.gc_sweep_interval_s, observe=metrics.gc_sweep
+        )
+        sweeper.start()
         if worker_registry is not None:
             worker_registry.start()
         try:
             yield
         finally:
+            await sweeper.stop()
             if worker_registry is not None:
                 await worker_registry.stop()
             await registry.close_all()

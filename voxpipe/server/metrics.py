@@ -35,6 +35,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Processor names carry an instance number ("DeepgramSTT#12"): one label value per class.
 _INSTANCE = re.compile(r"#\d+$")
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0)
+_GC_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 _OUTAGE_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 120.0)
 
 
@@ -100,7 +101,24 @@ class ServerMetrics:
             ["provider"],
             registry=self.registry,
         )
+        # --- memory over time (issue 15): full collections of ended calls' cycles ---
+        self.gc_sweep_seconds = Histogram(
+            "voxpipe_gc_sweep_seconds",
+            "How long each full garbage collection after ended calls held the event loop.",
+            buckets=_GC_BUCKETS,
+            registry=self.registry,
+        )
+        self.gc_freed = Counter(
+            "voxpipe_gc_freed_objects",
+            "Objects the full garbage collections after ended calls freed.",
+            registry=self.registry,
+        )
         self.registry.register(_LiveCollector(self))
+
+    def gc_sweep(self, seconds: float, freed: int) -> None:
+        """Record one full collection: its duration and the objects it freed."""
+        self.gc_sweep_seconds.observe(seconds)
+        self.gc_freed.inc(freed)
 
     def outage(self, frame: ProviderOutageFrame) -> None:
         """Count one outage report (down: an outage; up / gave_up: its length)."""

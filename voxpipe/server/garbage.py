@@ -1,0 +1,79 @@
+"""Frees ended calls' memory while the server runs: one full collection now and then.
+
+A call is a graph of reference cycles (processors and their neighbours, tasks and their
+callbacks, exceptions and their tracebacks), so the cycle collector frees it, not reference
+counting. ``tune_gc`` makes full collections rare, because one walking every live object at
+each few thousand frames stalled the event loop; but then an ended call waits in the oldest
+generation for a full collection that may not come for many minutes. Measured in a 100-call
+echo soak (calls replaced every minute): RSS +13-17% in 4 minutes with glibc, jemalloc and
+mimalloc alike, in steps at each wave of replaced calls; with one full collection every 30 s,
++0.4%. So the server runs one every ``GC_SWEEP_INTERVAL_S`` when calls have ended since the
+last, and times it (``voxpipe_gc_sweep_seconds``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import time
+from collections.abc import Callable
+
+__all__ = ["GarbageSweeper"]
+
+logger = logging.getLogger(__name__)
+
+
+class GarbageSweeper:
+    """A background task that runs a full collection after calls have ended."""
+
+    def __init__(
+        self,
+        ended_calls: Callable[[], int],
+        interval_s: float,
+        *,
+        observe: Callable[[float, int], None] | None = None,
+    ) -> None:
+        self._ended_calls = ended_calls  # how many calls have ended so far (monotonic)
+        self.interval_s = interval_s
+        self._observe = observe  # (seconds the collection took, objects it freed)
+        self._seen = 0
+        self._task: asyncio.Task[None] | None = None
+        self.sweeps = 0
+
+    def start(self) -> None:
+        """Start sweeping (no-op when the interval is 0: sweeping is off)."""
+        if self.interval_s > 0 and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="gc-sweep")
+
+    async def stop(self) -> None:
+        """Stop the background task."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def sweep_if_calls_ended(self) -> bool:
+        """Run one full collection if a call ended since the last; True when it ran."""
+        ended = self._ended_calls()
+        if ended == self._seen:
+            return False  # nothing new to free: a full walk would be pure cost
+        self._seen = ended
+        t0 = time.perf_counter()
+        freed = gc.collect()
+        took = time.perf_counter() - t0
+        self.sweeps += 1
+        if self._observe is not None:
+            self._observe(took, freed)
+        logger.debug("gc sweep: %d objects freed in %.1f ms", freed, took * 1000)
+        return True
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                self.sweep_if_calls_ended()
+            except Exception:  # a sweep must never end the sweeping, nor the server
+                logger.exception("gc sweep failed")
