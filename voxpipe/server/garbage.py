@@ -14,7 +14,6 @@ last, and times it (``voxpipe_gc_sweep_seconds``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import time
@@ -49,11 +48,10 @@ class GarbageSweeper:
 
     async def stop(self) -> None:
         """Stop the background task."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     def sweep_if_calls_ended(self) -> bool:
         """Run one full collection if a call ended since the last; True when it ran."""
