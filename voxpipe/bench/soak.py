@@ -10,13 +10,14 @@ and the p99 lateness of the chunks received in that window is computed.
 Reported: per-window rows (minute, live calls, rss_mb, cpu_pct, p99_late_ms), the RSS growth
 from the first window after warm-up (the first quarter of the run, at least 2 windows) to the
 last, the spread of the windows' p99 lateness, the server's full collections after ended calls
-(``gc_sweeps``: how many, their mean and the bucket bound of the longest), and every failed call (a call that did not
-connect, raised, or heard nothing is a failure, never retried).
+(``gc_sweeps``: how many, their mean and the bucket bound of the longest), and every failed
+call (a call that did not connect, raised, or heard nothing is a failure, never retried).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -203,10 +204,12 @@ def gc_sweeps(exposition: str) -> dict[str, Any]:
             elif sample.name.endswith("_bucket") and sample.value > below:
                 below = sample.value
                 longest = float(sample.labels["le"])
+    # None: the longest was beyond the last bucket (+Inf is no number in JSON).
+    bound = round(longest * 1000, 1) if math.isfinite(longest) else None
     return {
         "gc_sweeps": int(count),
         "gc_sweep_ms_mean": round(total / count * 1000, 2) if count else 0.0,
-        "gc_sweep_ms_max_under": round(longest * 1000, 1) if count else 0.0,
+        "gc_sweep_ms_max_under": bound if count else 0.0,
     }
 
 

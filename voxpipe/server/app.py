@@ -202,7 +202,7 @@ def create_app(
             orphans.start()
         sip = await _start_sip(state, app)  # direct SIP (issue 16): SIP_LISTEN / --sip
         sweeper = GarbageSweeper(
-            lambda: registry.ended_total, settings.gc_sweep_interval_s, observe=metrics.gc_sweep
+            metrics.calls_ended.total, settings.gc_sweep_interval_s, observe=metrics.gc_sweep
         )
         sweeper.start()
         if worker_registry is not None:

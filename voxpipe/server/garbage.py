@@ -39,7 +39,6 @@ class GarbageSweeper:
         self._observe = observe  # (seconds the collection took, objects it freed)
         self._seen = 0
         self._task: asyncio.Task[None] | None = None
-        self.sweeps = 0
 
     def start(self) -> None:
         """Start sweeping (no-op when the interval is 0: sweeping is off)."""
@@ -62,7 +61,6 @@ class GarbageSweeper:
         t0 = time.perf_counter()
         freed = gc.collect()
         took = time.perf_counter() - t0
-        self.sweeps += 1
         if self._observe is not None:
             self._observe(took, freed)
         logger.debug("gc sweep: %d objects freed in %.1f ms", freed, took * 1000)

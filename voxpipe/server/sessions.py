@@ -40,7 +40,6 @@ class SessionRegistry:
         self._sessions: dict[str, CallSession] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self.swept = 0
-        self.ended_total = 0  # calls removed since start (the garbage sweeper reads it)
         self._changed: asyncio.Event | None = None  # set whenever a call ends (drain waits on it)
 
     def __len__(self) -> int:
@@ -72,7 +71,6 @@ class SessionRegistry:
         """Forget a call that has ended."""
         if self._sessions.get(session.call_id) is session:
             del self._sessions[session.call_id]
-            self.ended_total += 1
         session.ended.set()
         if self._changed is not None:
             self._changed.set()

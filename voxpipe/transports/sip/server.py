@@ -257,27 +257,32 @@ class SipServer:
     async def start(self) -> None:
         """Bind UDP and TCP on the same port (and TLS on the next one when configured)."""
         s = self.st.settings
+        ctx = None
+        if s.sip_tls_cert:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(s.sip_tls_cert, s.sip_tls_key)
         ephemeral = self.port == 0
-        # Port 0 lets the OS pick the UDP port; TCP then needs the same number, which another
-        # socket (a client connection's local port) may already hold: pick again, a few times.
+        # Port 0 lets the OS pick the UDP port; TCP then needs the same number (and TLS the
+        # next), which another socket (a client connection's local port) may already hold:
+        # then every listener of that try is closed and the OS picks again, a few times.
         for attempt in range(_EPHEMERAL_TRIES if ephemeral else 1):
-            udp = _Udp(local_addr=(self.host, 0 if ephemeral else self.port))
-            await self._add(udp)
-            assert udp._udp_transport is not None
-            self.port = udp._udp_transport.get_extra_info("sockname")[1]  # resolves port 0
+            kept = len(self.uases)
             try:
+                udp = _Udp(local_addr=(self.host, 0 if ephemeral else self.port))
+                await self._add(udp)
+                assert udp._udp_transport is not None
+                self.port = udp._udp_transport.get_extra_info("sockname")[1]  # resolves port 0
                 await self._add(_Tcp(local_addr=(self.host, self.port)))
+                if ctx is not None:
+                    tls = _Tls(local_addr=(self.host, self.port + 1))
+                    tls.ssl_context = ctx
+                    await self._add(tls)
                 break
             except OSError as e:
                 if not ephemeral or e.errno != errno.EADDRINUSE or attempt == _EPHEMERAL_TRIES - 1:
                     raise
-                await self.uases.pop().stop()
-        if s.sip_tls_cert:
-            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            ctx.load_cert_chain(s.sip_tls_cert, s.sip_tls_key)
-            tls = _Tls(local_addr=(self.host, self.port + 1))
-            tls.ssl_context = ctx
-            await self._add(tls)
+                while len(self.uases) > kept:
+                    await self.uases.pop().stop()
         if not self.sdp_ip:
             self.sdp_ip = "127.0.0.1"
             logger.warning("SIP bound to a wildcard address: set SIP_PUBLIC_IP for the SDP")
