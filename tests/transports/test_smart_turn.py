@@ -7,7 +7,7 @@ import pytest
 
 from voxpipe.audio import resample_pcm16
 from voxpipe.config.settings import VoxpipeSettings
-from voxpipe.frames import UserStartedSpeakingFrame, UserStoppedSpeakingFrame
+from voxpipe.frames import MetricsFrame, UserStartedSpeakingFrame, UserStoppedSpeakingFrame
 from voxpipe.processors.turn.gate import TurnGate
 from voxpipe.processors.turn.model import BatchedSmartTurn, SmartTurnModel
 from voxpipe.processors.turn.params import TurnParams, transport_turn_kwargs, turn_taking
@@ -51,7 +51,7 @@ def _transport(settings: VoxpipeSettings | None = None, batcher: object = None) 
     return t
 
 
-def _first_turn(call, pcm: bytes, probs: list[float]) -> tuple[list[float], list[float], _Scripted]:
+def _first_turn_log(call, pcm: bytes, probs: list[float]) -> tuple[object, _Scripted]:
     batcher = _Scripted(probs)
     t = _transport(batcher=batcher)
 
@@ -59,7 +59,11 @@ def _first_turn(call, pcm: bytes, probs: list[float]) -> tuple[list[float], list
         await t.play_caller(pcm, 8000)
         await t.play_silence(3.0)
 
-    log = call(t, [], script)
+    return call(t, [], script), batcher
+
+
+def _first_turn(call, pcm: bytes, probs: list[float]) -> tuple[list[float], list[float], _Scripted]:
+    log, batcher = _first_turn_log(call, pcm, probs)
     return log.times(UserStartedSpeakingFrame), log.times(UserStoppedSpeakingFrame), batcher
 
 
@@ -91,6 +95,15 @@ def test_a_caller_who_goes_on_within_the_wait_keeps_one_turn(call, speech_8k_pcm
     assert 5.73 < stops[0] <= 5.73 + 0.2 + 0.15
     assert len(batcher.clips) == 2
     assert len(batcher.clips[1]) / 16000 > 5.0  # the second decision read the whole turn
+
+
+def test_each_decision_is_reported_as_a_metric(call, speech_8k_pcm) -> None:
+    # Two decisions (incomplete, then complete): two turn_decision measurements go downstream,
+    # where the server's metrics observer puts them in voxpipe_stage_latency_seconds.
+    log, batcher = _first_turn_log(call, speech_8k_pcm[: 8000 * 2 * 6], [0.1, 0.95])
+    reported = [f for f in log.frames(MetricsFrame) if f.metric == "turn_decision"]
+    assert len(reported) == len(batcher.clips) == 2
+    assert all(f.value >= 0 and f.processor for f in reported)
 
 
 def test_settings_build_the_served_turn_taking() -> None:

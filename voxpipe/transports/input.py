@@ -19,6 +19,7 @@ from voxpipe.frames import (
     InputAudioFrame,
     InterruptionFrame,
     InterruptionRequestFrame,
+    MetricsFrame,
     SmartInterruptionsFrame,
     StartFrame,
     UserStartedSpeakingFrame,
@@ -245,9 +246,7 @@ class BaseInputTransport(FrameProcessor):
                 gate = self.turn_gate
                 if self._smart_max_speech is not None and self.bot_speaking and self.can_interrupt:
                     gate = None  # speech over the bot: the arbiter judges it at once
-                if gate is not None and not await gate.complete(
-                    vad.stream_time - self._onset, inline=self.clock.is_virtual
-                ):
+                if gate is not None and not await self._turn_complete(gate, vad):
                     # Judged incomplete: the turn stays open until the caller goes on, or
                     # until the longest wait since their last speech has passed.
                     assert self.params.turn is not None
@@ -259,6 +258,18 @@ class BaseInputTransport(FrameProcessor):
                 await self._end_turn()
         if not events and self.user_speaking and self.bot_speaking:
             await self._check_interruption()
+
+    async def _turn_complete(self, gate: TurnGate, vad: VADAnalyzer) -> bool:
+        """Ask the turn gate, and report how long its model's decision took."""
+        asked = gate.decisions
+        done = await gate.complete(vad.stream_time - self._onset, inline=self.clock.is_virtual)
+        if gate.decisions > asked:
+            # Wall time, the wait for the worker's inference thread included: under load that
+            # queue is where a caller's turn waits, so operators see it in /metrics.
+            await self.push_frame(
+                MetricsFrame(self.name, "turn_decision", gate.decision_ms[-1] / 1000.0)
+            )
+        return done
 
     async def _pause_edges(self, vad: VADAnalyzer, was: VADState, events: list[VADEvent]) -> None:
         """Tell the pipeline the caller went quiet (the turn not yet decided) or spoke again."""
