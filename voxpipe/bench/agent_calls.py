@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import random
 import subprocess
@@ -42,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from voxpipe.bench.conversation import Conversation, Question
+from voxpipe.bench.prom import histogram_summary
 from voxpipe.bench.provider_fakes import (
     STAMP_KINDS,
     ProviderLatency,
@@ -160,6 +162,7 @@ async def _drive(
     calls: int,
     ramp_s: float,
     progress: Callable[[str], None] | None,
+    voxpipe_metrics: bool = False,
 ) -> dict[str, Any]:
     import httpx
     import psutil
@@ -262,6 +265,7 @@ async def _drive(
     c1, f1, m1, w1 = _cpu_s(server), _cpu_s(fakes), _cpu_s(me), time.perf_counter()
     await asyncio.gather(*runs)
     cpu_total = _cpu_s(server) - cpu_start
+    decisions = await _turn_decisions(http, base) if voxpipe_metrics else None
     await http.aclose()
     span = max(w1 - w0, 1e-6)
     report = summarize_agent_calls(
@@ -274,6 +278,8 @@ async def _drive(
         client_cpu_pct=(m1 - m0) / span * 100,
     )
     report["window_s"] = round(span, 1)
+    if decisions is not None:
+        report.update(decisions)
     # The whole run's server CPU over the seconds of call it served: a figure that holds when
     # the server could not get the CPU it needed while the calls were up (a busy machine).
     call_s = sum(c.seconds for c in results if c.connected)
@@ -285,6 +291,20 @@ async def _drive(
     report["v2v_ms"] = sorted(round(1000 * x, 1) for c in results if c.ok for x in c.v2v_s)[:50]
     report["_turns_at"] = [t for c in results if c.ok for t in c.turns_at]
     return report
+
+
+async def _turn_decisions(http: Any, base: str) -> dict[str, Any]:
+    """Smart Turn decisions from the server's /metrics: how many, their mean wall time (the
+    wait for the worker's inference thread included) and a bound on the longest."""
+    text = (await http.get(base + "/metrics")).text
+    found = histogram_summary(text, "voxpipe_stage_latency_seconds", {"metric": "turn_decision"})
+    bound = found.max_under
+    return {
+        "turn_decisions": found.count,
+        "turn_decision_ms_mean": round(found.mean * 1000, 1),
+        # None: beyond the last bucket (+Inf is no number in JSON).
+        "turn_decision_ms_max_under": round(bound * 1000, 1) if math.isfinite(bound) else None,
+    }
 
 
 def _start(cmd: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str], int]:
@@ -324,7 +344,15 @@ def _side(
         if progress:
             progress(f"bench calls --bot: {name} pid {proc.pid} on port {port}; {calls} calls")
         return asyncio.run(
-            _drive(port, proc.pid, fakes_pid, calls=calls, ramp_s=ramp_s, progress=progress)
+            _drive(
+                port,
+                proc.pid,
+                fakes_pid,
+                calls=calls,
+                ramp_s=ramp_s,
+                progress=progress,
+                voxpipe_metrics=name == "voxpipe",
+            )
         )
     finally:
         _stop(proc)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from voxpipe.bench.prom import histogram_summary
 from voxpipe.bench.server_proc import (
     DEFAULT_BOT,
     caller_audio,
@@ -188,26 +189,13 @@ def gc_sweeps(exposition: str) -> dict[str, Any]:
     """The server's full collections after ended calls, from its ``/metrics`` text: how many,
     their mean, and the bucket bound under which the longest fell (how long one held the loop).
     """
-    from prometheus_client.parser import text_string_to_metric_families
-
-    count = total = 0.0
-    longest = 0.0
-    for family in text_string_to_metric_families(exposition):
-        if family.name != "voxpipe_gc_sweep_seconds":
-            continue
-        below = 0.0  # cumulative buckets: the first bound that holds them all bounds the max
-        for sample in family.samples:
-            if sample.name.endswith("_count"):
-                count = sample.value
-            elif sample.name.endswith("_sum"):
-                total = sample.value
-            elif sample.name.endswith("_bucket") and sample.value > below:
-                below = sample.value
-                longest = float(sample.labels["le"])
+    sweeps = histogram_summary(exposition, "voxpipe_gc_sweep_seconds")
     # None: the longest was beyond the last bucket (+Inf is no number in JSON).
+    longest = sweeps.max_under
     bound = round(longest * 1000, 1) if math.isfinite(longest) else None
+    count, total = sweeps.count, sweeps.total
     return {
-        "gc_sweeps": int(count),
+        "gc_sweeps": count,
         "gc_sweep_ms_mean": round(total / count * 1000, 2) if count else 0.0,
         "gc_sweep_ms_max_under": bound if count else 0.0,
     }
