@@ -21,14 +21,23 @@ class CallLoggerAdapter(logging.LoggerAdapter[logging.Logger]):
 
     def __init__(self, logger: logging.Logger, owner: _HasCallId) -> None:
         super().__init__(logger, {})
-        self._owner = owner
+        self._owner: _HasCallId | None = owner
+        self._call_id = ""  # the owner's call id, kept once detached
 
     def process(
         self, msg: Any, kwargs: MutableMapping[str, Any]
     ) -> tuple[Any, MutableMapping[str, Any]]:
         extra = kwargs.setdefault("extra", {})
-        extra.setdefault("call_id", self._owner.call_id or current_call_id.get())
+        owner = self._owner
+        call_id = owner.call_id if owner is not None else self._call_id
+        extra.setdefault("call_id", call_id or current_call_id.get())
         return msg, kwargs
+
+    def detach(self) -> None:
+        """Keep the owner's call id and drop the owner (which holds this adapter: a cycle)."""
+        if self._owner is not None:
+            self._call_id = self._owner.call_id
+            self._owner = None
 
 
 class CallIdFilter(logging.Filter):

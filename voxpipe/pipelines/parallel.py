@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 
 from voxpipe.frames import EndFrame, Frame, FrameDirection
 from voxpipe.pipelines.pipeline import Pipeline
-from voxpipe.processors.base import FrameProcessor
+from voxpipe.processors.base import FrameProcessor, TaskContext
 
 DOWNSTREAM = FrameDirection.DOWNSTREAM
 UPSTREAM = FrameDirection.UPSTREAM
@@ -17,10 +17,16 @@ class _BranchEdge(FrameProcessor):
 
     def __init__(self, owner: ParallelPipeline, name: str) -> None:
         super().__init__(name=name)
-        self._owner = owner
+        self._owner: ParallelPipeline | None = owner
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        await self._owner._merge(frame, direction)
+        if self._owner is not None:  # else the call is over
+            await self._owner._merge(frame, direction)
+
+    def dispose(self) -> None:
+        """Also let go of the parallel pipeline (which holds this edge)."""
+        super().dispose()
+        self._owner = None
 
 
 class ParallelPipeline(FrameProcessor):
@@ -34,24 +40,35 @@ class ParallelPipeline(FrameProcessor):
         if not branches:
             raise ValueError("ParallelPipeline needs at least one branch")
         self._branches: list[Pipeline] = []
+        # Kept apart from the links, which dispose() cuts when the call is over.
+        self._edges: list[tuple[_BranchEdge, Pipeline, _BranchEdge]] = []
         for i, procs in enumerate(branches):
             up = _BranchEdge(self, f"{self.name}.b{i}.up")
             down = _BranchEdge(self, f"{self.name}.b{i}.down")
             branch = Pipeline(list(procs), name=f"{self.name}.b{i}")
-            up.link(branch)
-            branch.link(down)
             self._branches.append(branch)
+            self._edges.append((up, branch, down))
+        self._link()
         # frame id -> times it has left so far, for frames that entered from outside
         self._in_flight: dict[int, int] = {}
 
+    def _link(self) -> None:
+        # Made here and at each setup: the end of a run (dispose) cuts them.
+        for up, branch, down in self._edges:
+            up._owner = down._owner = self
+            up.link(branch)
+            branch.link(down)
+
+    def setup(self, ctx: TaskContext) -> None:
+        super().setup(ctx)
+        self._link()
+
     def processors(self) -> Iterator[FrameProcessor]:
         yield self
-        for b in self._branches:
-            if b._prev is not None:
-                yield b._prev
-            yield from b.processors()
-            if b._next is not None:
-                yield b._next
+        for up, branch, down in self._edges:
+            yield up
+            yield from branch.processors()
+            yield down
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         key = frame.id

@@ -16,10 +16,16 @@ class _Entry(FrameProcessor):
 
     def __init__(self, owner: FrameProcessor) -> None:
         super().__init__(name=f"{owner.name}.entry")
-        self._owner = owner
+        self._owner: FrameProcessor | None = owner
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        await self._owner.push_frame(frame, direction)
+        if self._owner is not None:  # else the call is over
+            await self._owner.push_frame(frame, direction)
+
+    def dispose(self) -> None:
+        """Also let go of the pipeline (which holds this end)."""
+        super().dispose()
+        self._owner = None
 
 
 class _Exit(FrameProcessor):
@@ -27,10 +33,16 @@ class _Exit(FrameProcessor):
 
     def __init__(self, owner: FrameProcessor) -> None:
         super().__init__(name=f"{owner.name}.exit")
-        self._owner = owner
+        self._owner: FrameProcessor | None = owner
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        await self._owner.push_frame(frame, direction)
+        if self._owner is not None:  # else the call is over
+            await self._owner.push_frame(frame, direction)
+
+    def dispose(self) -> None:
+        """Also let go of the pipeline (which holds this end)."""
+        super().dispose()
+        self._owner = None
 
 
 class Pipeline(FrameProcessor):
@@ -41,6 +53,13 @@ class Pipeline(FrameProcessor):
         self._processors = list(processors)
         self._entry = _Entry(self)
         self._exit = _Exit(self)
+        self._link()
+
+    def _link(self) -> None:
+        # Made here and at each setup: the end of a run (dispose) cuts them, and a pipeline
+        # may run again (tests run the same processors in several tasks).
+        self._entry._owner = self
+        self._exit._owner = self
         chain: list[FrameProcessor] = [self._entry, *self._processors, self._exit]
         for a, b in zip(chain, chain[1:], strict=False):
             a.link(b)
@@ -58,6 +77,7 @@ class Pipeline(FrameProcessor):
 
     def setup(self, ctx: TaskContext) -> None:
         super().setup(ctx)
+        self._link()
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         if direction is DOWNSTREAM:

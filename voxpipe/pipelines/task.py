@@ -54,13 +54,16 @@ class _Source(FrameProcessor):
 
     def __init__(self, task: PipelineTask) -> None:
         super().__init__(name=f"{task.name}.source")
-        self._task = task
+        self._task: PipelineTask | None = task
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         if direction is DOWNSTREAM:
             await self.push_frame(frame, DOWNSTREAM)
             return
-        await self._task._upstream_out(frame)
+        task = self._task
+        if task is None:  # the call is over
+            return
+        await task._upstream_out(frame)
         kind = type(frame)
         if kind is InterruptionRequestFrame:
             # "Interruptions propagate backward": any processor asks, the source sweeps.
@@ -71,12 +74,17 @@ class _Source(FrameProcessor):
             )
             await asyncio.shield(sweep)
         elif kind is EndTaskFrame:
-            await self._task.queue_frame(EndFrame(reason=getattr(frame, "reason", "")))
+            await task.queue_frame(EndFrame(reason=getattr(frame, "reason", "")))
         elif kind is CancelTaskFrame:
-            await self._task.cancel(reason=getattr(frame, "reason", ""))
+            await task.cancel(reason=getattr(frame, "reason", ""))
         elif kind is ErrorFrame and getattr(frame, "fatal", False):
             self.logger.error("fatal error, cancelling the call: %s", getattr(frame, "error", ""))
-            await self._task.cancel(reason="fatal error")
+            await task.cancel(reason="fatal error")
+
+    def dispose(self) -> None:
+        """Also let go of the task (which holds this source)."""
+        super().dispose()
+        self._task = None
 
 
 class _Sink(FrameProcessor):
@@ -84,13 +92,20 @@ class _Sink(FrameProcessor):
 
     def __init__(self, task: PipelineTask) -> None:
         super().__init__(name=f"{task.name}.sink")
-        self._task = task
+        self._task: PipelineTask | None = task
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         if direction is UPSTREAM:
             await self.push_frame(frame, UPSTREAM)
             return
-        await self._task._downstream_out(frame)
+        task = self._task
+        if task is not None:  # else the call is over
+            await task._downstream_out(frame)
+
+    def dispose(self) -> None:
+        """Also let go of the task (which holds this sink)."""
+        super().dispose()
+        self._task = None
 
 
 class PipelineTask:
@@ -328,6 +343,23 @@ class PipelineTask:
             for obs in self.observers:
                 obs.on_finish()
             current_call_id.reset(call_token)
+            self._dispose()
+
+    def _dispose(self) -> None:
+        """Break the ended call's reference cycles so reference counting frees it at once.
+
+        Left whole, a call (processors and their neighbours, tasks and their callbacks) waits
+        for a full collection of the cycle collector, which walks every live call to find it.
+        """
+        for proc in self._all_processors():
+            proc.dispose()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._downstream_handlers.clear()
+        self._upstream_handlers.clear()
+        self._input_obs = None
+        self.logger.detach()
 
     async def _pump(self, queue: asyncio.Queue[Frame | None]) -> None:
         while not self._done:

@@ -8,6 +8,7 @@ no queue and no task switch. Work that waits on I/O runs in tasks the processor 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import logging
@@ -184,6 +185,23 @@ class FrameProcessor:
         """Last call from the task when the call is over, however it ended."""
         self._cancel_tasks(interruptible_only=False)
 
+    def dispose(self) -> None:
+        """Drop the links that make an ended call a web of cycles (after ``cleanup``).
+
+        Neighbours link each other and processors their logger, tasks and owners, so only the
+        cycle collector could free a call: the server's full collections then walk every live
+        call to find it. Cut here, reference counting frees the call as it ends. The state a
+        run left (counters, collected frames) stays readable; frames pushed from now on go
+        nowhere. Subclasses holding more links to the call drop them too and call this.
+        """
+        self._next = None
+        self._prev = None
+        self._observer = None
+        self._input_observer = None
+        self._tasks.clear()
+        if isinstance(self.logger, CallLoggerAdapter):
+            self.logger.detach()
+
     async def _processing_error(self, exc: Exception, frame: Frame | None) -> None:
         what = f" while processing {frame.name}" if frame is not None else ""
         self.logger.error("%s failed%s: %s", self.name, what, exc, exc_info=exc)
@@ -220,6 +238,12 @@ class FrameProcessor:
         # A task cancelled before its first step never started ``coro``: close it so it
         # is not reported as "never awaited".
         coro.close()
+        if task.cancelled():
+            # A cancelled task keeps the CancelledError raised in it until someone takes it;
+            # its traceback holds this processor's frames, so a processor keeping the task
+            # (``self._worker``) would be a cycle. Taking it once drops it from the task.
+            with contextlib.suppress(asyncio.CancelledError):
+                task.result()
 
     def _cancel_tasks(self, *, interruptible_only: bool) -> None:
         current = asyncio.current_task()

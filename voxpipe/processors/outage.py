@@ -16,6 +16,7 @@ time with ``time.monotonic`` and sleep on their own, where this must use the cal
 from __future__ import annotations
 
 import random
+import weakref
 
 from voxpipe.frames import EndTaskFrame, FrameDirection, ProviderOutageFrame
 from voxpipe.processors.base import FrameProcessor
@@ -73,7 +74,8 @@ class OutageTracker:
     ) -> None:
         if grace_s <= 0:
             raise ValueError(f"the outage grace must be > 0 seconds, got {grace_s}")
-        self._proc = processor
+        # Weak: the processor holds this tracker, and a cycle would outlive the call.
+        self._proc: FrameProcessor = weakref.proxy(processor)
         self.service = service
         self.provider = provider
         self.grace_s = grace_s

@@ -46,23 +46,28 @@ class SessionHeartbeat:
         self.worker_id = worker_id or default_worker_id()
         self.beats = 0
         self.failures = 0
-        self._task = BackgroundTask(self._run, f"voxpipe-heartbeat-{session_id}")
+        # Made at start() and dropped at stop(): it holds this heartbeat (its ``_run``), and
+        # kept after the call that cycle would wait for the cycle collector.
+        self._task: BackgroundTask | None = None
 
     @property
     def running(self) -> bool:
         """True between `start()` and `stop()`."""
-        return self._task.running
+        return self._task is not None and self._task.running
 
     async def start(self) -> None:
         """Beat once now (so the call is known alive from its start), then periodically."""
-        if self._task.running:
+        if self.running:
             return
         await self.beat()
+        self._task = BackgroundTask(self._run, f"voxpipe-heartbeat-{self.session_id}")
         self._task.start()
 
     async def stop(self) -> None:
         """Stop beating (a session still stored is then swept after the timeout)."""
-        await self._task.stop()
+        task, self._task = self._task, None
+        if task is not None:
+            await task.stop()
 
     async def beat(self) -> None:
         """One beat now; a failure is logged, never raised."""

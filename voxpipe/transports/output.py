@@ -152,6 +152,7 @@ class BaseOutputTransport(FrameProcessor):
         self._sender_waiting = False  # the sender waits for the queue to fill
         self._send_lock = asyncio.Lock()  # held while an item is taken and sent
         self.closed = False
+        self._over = False  # cleaned up: the call is over
         self.bot_speaking = False
         self._span_active = False
         self._reply_over = False
@@ -391,6 +392,10 @@ class BaseOutputTransport(FrameProcessor):
         self._epoch += 1
         self._forget_audio()
 
+    async def cleanup(self) -> None:
+        self._over = True
+        await super().cleanup()
+
     # ------------------------------------------------------------------ pause and resume
 
     def _pause(self, frame: PauseBotOutputFrame) -> None:
@@ -460,6 +465,10 @@ class BaseOutputTransport(FrameProcessor):
 
     def _restart(self, frames: list[Frame]) -> None:
         """New sender and releaser on fresh queues, with ``frames`` queued in order."""
+        if self._over:
+            # The wire closing after the call ended: nobody would ever stop these tasks, and
+            # they would keep this transport (a cycle through their frames) until collected.
+            return
         epoch = self._epoch
         for f in frames:
             self._queue.put(_Pending(f))
