@@ -22,3 +22,13 @@ def pytest_unconfigure(config: pytest.Config) -> None:
             # type(), not isinstance(): a weakref proxy to a dead object raises on isinstance.
             if issubclass(type(obj), aiosqlite.Connection) and getattr(obj, "_running", False):
                 obj.stop()
+
+
+@pytest.fixture(autouse=True)
+def _settings_read_per_test() -> None:
+    """Each test reads the settings its environment gives: ``get_settings`` caches them for the
+    process, and a test that set an environment variable (ALLOW_UNSIGNED_WEBHOOKS for one)
+    must not get the values cached by whichever test ran before it."""
+    from voxpipe.config.settings import get_settings
+
+    get_settings.cache_clear()
