@@ -31,7 +31,12 @@ def test_gc_sweeps_read_from_the_servers_metrics() -> None:
     for seconds in (0.003, 0.004, 0.015):
         metrics.gc_sweep(seconds, 100)
     got = gc_sweeps(metrics.render().decode())
-    assert got == {"gc_sweeps": 3, "gc_sweep_ms_mean": 7.33, "gc_sweep_ms_max_under": 20.0}
+    assert got == {
+        "gc_sweeps": 3,
+        "gc_freed_objects": 300,
+        "gc_sweep_ms_mean": 7.33,
+        "gc_sweep_ms_max_under": 20.0,
+    }
     metrics.gc_sweep(0.9, 100)  # beyond the last bucket: no bound to give, and valid JSON
     assert gc_sweeps(metrics.render().decode())["gc_sweep_ms_max_under"] is None
 

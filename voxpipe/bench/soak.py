@@ -189,13 +189,25 @@ def gc_sweeps(exposition: str) -> dict[str, Any]:
     """The server's full collections after ended calls, from its ``/metrics`` text: how many,
     their mean, and the bucket bound under which the longest fell (how long one held the loop).
     """
+    from prometheus_client.parser import text_string_to_metric_families
+
     sweeps = histogram_summary(exposition, "voxpipe_gc_sweep_seconds")
     # None: the longest was beyond the last bucket (+Inf is no number in JSON).
     longest = sweeps.max_under
     bound = round(longest * 1000, 1) if math.isfinite(longest) else None
     count, total = sweeps.count, sweeps.total
+    freed = sum(
+        sample.value
+        for family in text_string_to_metric_families(exposition)
+        if family.name == "voxpipe_gc_freed_objects"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    )
     return {
         "gc_sweeps": count,
+        # What the sweeps found: ended calls left to the cycle collector (0 when reference
+        # counting freed them as they ended).
+        "gc_freed_objects": int(freed),
         "gc_sweep_ms_mean": round(total / count * 1000, 2) if count else 0.0,
         "gc_sweep_ms_max_under": bound if count else 0.0,
     }
