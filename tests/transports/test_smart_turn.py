@@ -8,7 +8,7 @@ import pytest
 from voxpipe.audio import resample_pcm16
 from voxpipe.config.settings import VoxpipeSettings
 from voxpipe.frames import MetricsFrame, UserStartedSpeakingFrame, UserStoppedSpeakingFrame
-from voxpipe.processors.turn.gate import TurnGate
+from voxpipe.processors.turn.gate import TURN_SHED_METRIC, TurnGate
 from voxpipe.processors.turn.model import BatchedSmartTurn, SmartTurnModel
 from voxpipe.processors.turn.params import TurnParams, transport_turn_kwargs, turn_taking
 from voxpipe.transports.memory import MemoryTransport
@@ -27,9 +27,13 @@ def _say(text: str, rate: int = 8000) -> bytes:
 class _Scripted:
     """A stand-in batcher: the probabilities given, one per decision (the state machine's test)."""
 
-    def __init__(self, probs: list[float]) -> None:
+    def __init__(self, probs: list[float], backlog_s: float = 0.0) -> None:
         self.probs = list(probs)
         self.clips: list[np.ndarray] = []
+        self.backlog = backlog_s  # how far behind its inference thread claims to be
+
+    def backlog_s(self) -> float:
+        return self.backlog
 
     def complete_now(self, clip: np.ndarray) -> float:
         self.clips.append(clip)
@@ -51,8 +55,10 @@ def _transport(settings: VoxpipeSettings | None = None, batcher: object = None) 
     return t
 
 
-def _first_turn_log(call, pcm: bytes, probs: list[float]) -> tuple[object, _Scripted]:
-    batcher = _Scripted(probs)
+def _first_turn_log(
+    call, pcm: bytes, probs: list[float], backlog_s: float = 0.0
+) -> tuple[object, _Scripted]:
+    batcher = _Scripted(probs, backlog_s)
     t = _transport(batcher=batcher)
 
     async def script(task):
@@ -106,6 +112,49 @@ def test_each_decision_is_reported_as_a_metric(call, speech_8k_pcm) -> None:
     assert all(f.value >= 0 and f.processor for f in reported)
 
 
+def test_an_overloaded_model_is_skipped_and_the_silence_decides(call, speech_8k_pcm) -> None:
+    # The inference thread 1 s behind (over the 0.5 s default): no decision is asked; the turn
+    # ends after the VAD-only silence (0.8 s from the last speech), not the short stop and
+    # not the 2 s an incomplete turn waits; the skip is reported for /metrics.
+    log, batcher = _first_turn_log(call, speech_8k_pcm[: 8000 * 2 * 3], [0.9], backlog_s=1.0)
+    [stop] = log.times(UserStoppedSpeakingFrame)
+    assert batcher.clips == []
+    assert 0.8 <= stop - FIRST[1] <= 0.8 + 0.15
+    shed = [f for f in log.frames(MetricsFrame) if f.metric == TURN_SHED_METRIC]
+    assert len(shed) == 1
+    # Just under the bound: the model is asked as usual.
+    log, batcher = _first_turn_log(call, speech_8k_pcm[: 8000 * 2 * 3], [0.9], backlog_s=0.4)
+    assert len(batcher.clips) == 1
+    assert not [f for f in log.frames(MetricsFrame) if f.metric == TURN_SHED_METRIC]
+
+
+def test_the_batcher_knows_its_backlog() -> None:
+    import asyncio
+    import threading
+
+    release = threading.Event()
+
+    class _Slow:
+        def complete_probability(self, clips: list[np.ndarray]) -> list[float]:
+            release.wait(5)
+            return [0.9] * len(clips)
+
+    batcher = BatchedSmartTurn(_Slow())  # type: ignore[arg-type]
+
+    async def main() -> tuple[float, float, list[float]]:
+        asks = [asyncio.ensure_future(batcher.complete_probability(np.zeros(160, np.float32)))]
+        asks += [asyncio.ensure_future(batcher.complete_probability(np.zeros(160, np.float32)))]
+        await asyncio.sleep(0)
+        behind = batcher.backlog_s()
+        release.set()
+        probs = list(await asyncio.gather(*asks))
+        return behind, batcher.backlog_s(), probs
+
+    behind, after, probs = asyncio.run(main())
+    assert behind == pytest.approx(2 * 0.035)  # two waiting, at the starting cost estimate
+    assert after == 0.0 and probs == [0.9, 0.9]
+
+
 def test_settings_build_the_served_turn_taking() -> None:
     vad, turn = turn_taking(VoxpipeSettings(_env_file=None))  # type: ignore[call-arg]
     assert (turn.mode, vad.stop_secs, turn.max_wait_secs) == ("smart", 0.2, 2.0)
@@ -129,6 +178,21 @@ def test_settings_build_the_served_turn_taking() -> None:
     t = MemoryTransport(TransportParams(**transport_turn_kwargs(s)))
     assert t.input().turn_gate is not None and t.input().vad is not None
     assert t.input().vad.params.stop_secs == 0.3
+    assert turn_taking(s)[1].shed_after_secs == 0.5  # the default
+    s = VoxpipeSettings(_env_file=None, turn_shed_after_s=0)  # type: ignore[call-arg]
+    assert turn_taking(s)[1].shed_after_secs == 0.0
+
+
+def test_skipped_decisions_are_counted_in_metrics_not_timed() -> None:
+    from voxpipe.server.metrics import ServerMetrics
+
+    metrics = ServerMetrics(active_calls=lambda: 0)
+    metrics.observe(MetricsFrame("TwilioInputTransport#3", TURN_SHED_METRIC, 1.0))
+    metrics.observe(MetricsFrame("TwilioInputTransport#3", "turn_decision", 0.04))
+    text = metrics.render().decode()
+    assert "voxpipe_turn_decisions_shed_total 1.0" in text
+    assert 'metric="turn_decision_shed"' not in text
+    assert 'voxpipe_stage_latency_seconds_count{metric="turn_decision"' in text
 
 
 @pytest.mark.slow

@@ -299,8 +299,19 @@ async def _turn_decisions(http: Any, base: str) -> dict[str, Any]:
     text = (await http.get(base + "/metrics")).text
     found = histogram_summary(text, "voxpipe_stage_latency_seconds", {"metric": "turn_decision"})
     bound = found.max_under
+    from prometheus_client.parser import text_string_to_metric_families
+
+    shed = sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "voxpipe_turn_decisions_shed"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    )
     return {
         "turn_decisions": found.count,
+        # Skipped under overload (TURN_SHED_AFTER_S): those turns ended on the VAD's silence.
+        "turn_decisions_shed": int(shed),
         "turn_decision_ms_mean": round(found.mean * 1000, 1),
         # None: beyond the last bucket (+Inf is no number in JSON).
         "turn_decision_ms_max_under": round(bound * 1000, 1) if math.isfinite(bound) else None,

@@ -309,6 +309,15 @@ class VoxpipeSettings(BaseSettings):
     turn_complete_threshold: float = Field(
         0.5, ge=0.0, le=1.0, description="Smart Turn probability at which a turn is complete."
     )
+    turn_shed_after_s: float = Field(
+        0.5,
+        ge=0.0,
+        le=10.0,
+        description="Smart turn under overload: when a decision would wait longer than this "
+        "for the worker's inference thread (decisions queued times their recent cost), the "
+        "model is skipped and the turn ends after the VAD-only silence (0.8 s) instead. "
+        "0 = never skip.",
+    )
     interruption_mode: Literal["smart", "immediate"] = Field(
         "smart",
         description="Caller speech over the bot: `smart` pauses the bot and judges the words "

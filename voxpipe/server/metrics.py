@@ -27,6 +27,7 @@ from voxpipe.frames import (
 )
 from voxpipe.pipelines.observer import Observer
 from voxpipe.processors.aggregators.preemptive import PREEMPTIVE_METRIC
+from voxpipe.processors.turn.gate import TURN_SHED_METRIC
 
 __all__ = ["CONTENT_TYPE", "FrameCounter", "ServerMetrics"]
 
@@ -102,6 +103,12 @@ class ServerMetrics:
             registry=self.registry,
         )
         # --- memory over time (issue 15): full collections of ended calls' cycles ---
+        self.turn_shed = Counter(
+            "voxpipe_turn_decisions_shed",
+            "Smart Turn decisions skipped because the worker's inference thread was too far "
+            "behind (TURN_SHED_AFTER_S); those turns ended on the VAD-only silence.",
+            registry=self.registry,
+        )
         self.gc_sweep_seconds = Histogram(
             "voxpipe_gc_sweep_seconds",
             "How long each full garbage collection after ended calls held the event loop.",
@@ -133,6 +140,9 @@ class ServerMetrics:
 
     def observe(self, frame: MetricsFrame) -> None:
         """Feed one MetricsFrame into the latency histogram (token counts into their counter)."""
+        if frame.metric == TURN_SHED_METRIC:
+            self.turn_shed.inc()
+            return
         if frame.metric.startswith(PREEMPTIVE_METRIC):
             outcome = frame.metric.removeprefix(PREEMPTIVE_METRIC)[:16]
             self.preemptive_replies.labels(outcome).inc(max(frame.value, 0))

@@ -28,7 +28,8 @@ from voxpipe.frames import (
 from voxpipe.processors.base import FrameProcessor
 from voxpipe.processors.policy.frames import InterruptionsAllowedFrame
 from voxpipe.processors.turn.frames import UserSilenceStartedFrame, UserSpeechResumedFrame
-from voxpipe.processors.turn.gate import TurnGate
+from voxpipe.processors.turn.gate import TURN_SHED_METRIC, TurnGate
+from voxpipe.processors.turn.params import VAD_ONLY_STOP_S
 from voxpipe.processors.vad.analyzer import VADAnalyzer, VADEvent, VADState
 from voxpipe.processors.vad.batched import BatchedVAD
 from voxpipe.transports.params import TransportParams
@@ -246,11 +247,16 @@ class BaseInputTransport(FrameProcessor):
                 gate = self.turn_gate
                 if self._smart_max_speech is not None and self.bot_speaking and self.can_interrupt:
                     gate = None  # speech over the bot: the arbiter judges it at once
-                if gate is not None and not await self._turn_complete(gate, vad):
+                verdict = await self._turn_complete(gate, vad) if gate is not None else True
+                if not verdict:
                     # Judged incomplete: the turn stays open until the caller goes on, or
-                    # until the longest wait since their last speech has passed.
+                    # until the longest wait since their last speech has passed. Not judged
+                    # (None, an overloaded model): until the VAD-only silence has passed.
                     assert self.params.turn is not None
-                    wait = self.params.turn.max_wait_secs - vad.params.stop_secs
+                    longest = (
+                        self.params.turn.max_wait_secs if verdict is False else VAD_ONLY_STOP_S
+                    )
+                    wait = longest - vad.params.stop_secs
                     self._turn_wait = self.create_task(
                         self._end_turn_after(max(wait, 0.0)), name="turn-wait", interruptible=False
                     )
@@ -259,10 +265,13 @@ class BaseInputTransport(FrameProcessor):
         if not events and self.user_speaking and self.bot_speaking:
             await self._check_interruption()
 
-    async def _turn_complete(self, gate: TurnGate, vad: VADAnalyzer) -> bool:
-        """Ask the turn gate, and report how long its model's decision took."""
+    async def _turn_complete(self, gate: TurnGate, vad: VADAnalyzer) -> bool | None:
+        """Ask the turn gate (None: it skipped the model), and report what its decision took."""
         asked = gate.decisions
         done = await gate.complete(vad.stream_time - self._onset, inline=self.clock.is_virtual)
+        if done is None:
+            await self.push_frame(MetricsFrame(self.name, TURN_SHED_METRIC, 1.0))
+            return None
         if gate.decisions > asked:
             # Wall time, the wait for the worker's inference thread included: under load that
             # queue is where a caller's turn waits, so operators see it in /metrics.

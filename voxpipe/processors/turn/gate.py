@@ -20,7 +20,10 @@ from voxpipe.processors.turn.features import SAMPLE_RATE, WINDOW_SAMPLES, WINDOW
 from voxpipe.processors.turn.model import BatchedSmartTurn, SmartTurnModel
 from voxpipe.processors.turn.params import TurnParams
 
-__all__ = ["TurnGate", "shared_smart_turn"]
+__all__ = ["TURN_SHED_METRIC", "TurnGate", "shared_smart_turn"]
+
+# The MetricsFrame metric of a decision skipped under overload (counted in /metrics).
+TURN_SHED_METRIC = "turn_decision_shed"
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +63,7 @@ class TurnGate:
         # For reports and tests: decisions asked, judged incomplete, their wall-clock cost.
         self.decisions = 0
         self.incomplete = 0
+        self.shed = 0  # decisions skipped because the inference thread was too far behind
         self.last_probability: float | None = None
         self.decision_ms: list[float] = []
         if params.mode == "smart" and batcher is None:
@@ -95,17 +99,25 @@ class TurnGate:
         out: np.ndarray = np.frombuffer(pcm, dtype="<i2").astype(np.float32) * (1.0 / 32768.0)
         return out[-WINDOW_SAMPLES:]
 
-    async def complete(self, speech_secs: float, *, inline: bool = False) -> bool:
+    async def complete(self, speech_secs: float, *, inline: bool = False) -> bool | None:
         """Whether the turn is over, judged on the audio since the caller began speaking.
 
         ``inline``: run the model on the loop, as a virtual clock needs (time does not pass
         while it waits for a thread, so the decision takes no call time and stays
         deterministic); otherwise in the worker's inference thread, batched.
+        None: the model was skipped, its thread too far behind (``params.shed_after_secs``):
+        the caller's silence decides, as without the model.
         """
         if self.params.mode != "smart" or self._failed:
             return True
-        clip = self.utterance(speech_secs)
         batcher = self._batcher if self._batcher is not None else shared_smart_turn()
+        shed_after = self.params.shed_after_secs
+        if shed_after > 0 and batcher.backlog_s() > shed_after:
+            # An overloaded worker: waiting in the queue would cost the caller more than the
+            # VAD-only silence does, and every skipped decision shortens the queue.
+            self.shed += 1
+            return None
+        clip = self.utterance(speech_secs)
         started = time.perf_counter()
         try:
             if inline:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
@@ -122,6 +123,10 @@ class BatchedSmartTurn:
         self._running: set[asyncio.Task[None]] = set()  # the loop only keeps weak references
         self.batches = 0
         self.decisions = 0
+        self._waiting = 0  # decisions asked for and not answered yet
+        # Recent seconds of inference per batch (a moving average), for the backlog estimate;
+        # starts at what one decision costs on an idle core.
+        self._cost_s = 0.035
 
     @property
     def model(self) -> SmartTurnModel:
@@ -136,6 +141,10 @@ class BatchedSmartTurn:
         self.decisions += 1
         return p
 
+    def backlog_s(self) -> float:
+        """How long a decision asked for now would wait for the inference thread (estimate)."""
+        return self._waiting * self._cost_s / self.max_batch
+
     async def complete_probability(self, clip: np.ndarray) -> float:
         """P(complete) for one call's utterance, run with the other calls' of this tick."""
         loop = asyncio.get_running_loop()
@@ -144,7 +153,11 @@ class BatchedSmartTurn:
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
-        return await fut
+        self._waiting += 1
+        try:
+            return await fut
+        finally:
+            self._waiting -= 1
 
     def _flush(self) -> None:
         self._scheduled = False
@@ -157,7 +170,12 @@ class BatchedSmartTurn:
             task.add_done_callback(self._running.discard)
 
     def _infer(self, clips: list[np.ndarray]) -> list[float]:
-        return self.model.complete_probability(clips)
+        started = time.perf_counter()
+        probs = self.model.complete_probability(clips)
+        # Wall time in the thread: under load it grows with the CPU the loop takes from it.
+        elapsed = min(time.perf_counter() - started, 0.25)  # not a model load's half second
+        self._cost_s += 0.2 * (elapsed - self._cost_s)
+        return probs
 
     async def _run(self, part: list[tuple[np.ndarray, asyncio.Future[float]]]) -> None:
         try:

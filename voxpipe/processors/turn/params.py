@@ -38,18 +38,24 @@ class TurnParams:
     silence have passed since their last speech. ``vad``: the VAD's stop ends the turn.
     ``preemptive``: a reply may be prepared from the words heard when the caller goes quiet,
     held until the turn is confirmed (``voxpipe.processors.turn.preemptive``).
+    ``shed_after_secs``: when a decision would wait longer than this for the worker's
+    inference thread (an overloaded worker), the model is skipped and the turn ends after
+    ``VAD_ONLY_STOP_S`` of silence instead, as without the model (0: never skip).
     """
 
     mode: Literal["smart", "vad"] = "smart"
     max_wait_secs: float = 2.0
     complete_threshold: float = 0.5
     preemptive: bool = True
+    shed_after_secs: float = 0.5
 
     def __post_init__(self) -> None:
         if self.mode not in ("smart", "vad"):
             raise ValueError(f"TurnParams.mode must be smart or vad, got {self.mode!r}")
         if self.max_wait_secs <= 0:
             raise ValueError("TurnParams.max_wait_secs must be > 0")
+        if self.shed_after_secs < 0:
+            raise ValueError("TurnParams.shed_after_secs must be >= 0")
 
 
 def turn_taking(
@@ -77,6 +83,7 @@ def turn_taking(
         max_wait_secs=max(pick("turn_max_wait_s"), stop),
         complete_threshold=settings.turn_complete_threshold,
         preemptive=settings.preemptive_replies,
+        shed_after_secs=settings.turn_shed_after_s,
     )
     return vad, turn
 
