@@ -335,8 +335,28 @@ def _serve_one(args: argparse.Namespace, settings: Any, host: str) -> int:
     _banner(args, settings, host, config.port, 1)
     tune_gc()
     limit_native_threads()
-    DrainingServer(config, drain=app.state.voxpipe.capacity.drain).run()
+    try:
+        DrainingServer(config, drain=app.state.voxpipe.capacity.drain).run()
+    finally:
+        _stop_leftover_threads()
     return 0
+
+
+def _stop_leftover_threads() -> None:
+    """After the server stopped: stop store threads its shutdown did not get to close.
+
+    A second exit signal cancels the app's shutdown halfway; the SQLite connections it had not
+    closed keep non-daemon threads, and the process would wait for them forever at exit (the
+    supervisor then gives up on the worker only after DRAIN_TIMEOUT_S + 60 s).
+    """
+    from voxpipe.state.sqlite_store import stop_connection_threads
+
+    stopped = stop_connection_threads()
+    if stopped:
+        logging.getLogger("voxpipe.server").warning(
+            "%d SQLite connection(s) were still open at exit: stopped (autocommit: nothing lost)",
+            stopped,
+        )
 
 
 def _serve_many(args: argparse.Namespace, settings: Any, host: str, port: int, workers: int) -> int:
@@ -454,6 +474,8 @@ def _serve_worker(spec: dict[str, Any], index: int, run_dir: str) -> None:
         server.run(sockets=sockets)
     except KeyboardInterrupt:  # a second Ctrl-C, re-raised by uvicorn after its shutdown
         pass
+    finally:
+        _stop_leftover_threads()
 
 
 # ---------------------------------------------------------------------------- call

@@ -53,6 +53,23 @@ FROM transcripts WHERE call_id = ?
 """
 
 
+# Connections open in this process (held strongly: their database object may be gone while the
+# thread lives on). aiosqlite's thread is not a daemon: a server whose shutdown never closed
+# them (a second exit signal cancels the app's shutdown halfway) would wait for those threads
+# forever at exit. Autocommit, so stopping them loses nothing.
+_open_connections: set[aiosqlite.Connection] = set()
+
+
+def stop_connection_threads() -> int:
+    """Stop the thread of every connection still open (at process exit); how many there were."""
+    stopped = 0
+    while _open_connections:
+        # Queued behind whatever the thread still has to do: it closes, then ends.
+        _open_connections.pop().stop()
+        stopped += 1
+    return stopped
+
+
 class SqliteDatabase:
     """One aiosqlite connection in autocommit mode, with a lock so transactions don't interleave.
 
@@ -75,6 +92,7 @@ class SqliteDatabase:
         async with self._connect_lock:
             if self._conn is None:
                 self._conn = await self._open()
+                _open_connections.add(self._conn)
             return self._conn
 
     async def _open(self) -> aiosqlite.Connection:
@@ -133,6 +151,7 @@ class SqliteDatabase:
     async def close(self) -> None:
         """Close the connection."""
         if self._conn is not None:
+            _open_connections.discard(self._conn)
             await self._conn.close()
             self._conn = None
 

@@ -178,6 +178,9 @@ class _Scripted:
     def complete_now(self, clip: np.ndarray) -> float:
         return self.probs.pop(0)
 
+    def backlog_s(self) -> float:
+        return 0.0  # never behind: the model is always asked
+
 
 @dataclass
 class _Run:
