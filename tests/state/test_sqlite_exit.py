@@ -6,6 +6,9 @@ import asyncio
 import threading
 from pathlib import Path
 
+import pytest
+
+from voxpipe.state import sqlite_store
 from voxpipe.state.sqlite_store import SqliteDatabase, stop_connection_threads
 
 
@@ -13,7 +16,11 @@ def _store_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if "_connection_worker_thread" in t.name]
 
 
-def test_connections_left_open_are_stopped_and_what_was_written_stays(tmp_path: Path) -> None:
+def test_connections_left_open_are_stopped_and_what_was_written_stays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only this test's connection: others that earlier tests left open are not stopped here.
+    monkeypatch.setattr(sqlite_store, "_open_connections", set())
     path = tmp_path / "left-open.sqlite3"
     before = set(_store_threads())
 
