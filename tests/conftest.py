@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import warnings
+from collections.abc import Iterator
 
 import pytest
 
@@ -32,3 +33,16 @@ def _settings_read_per_test() -> None:
     from voxpipe.config.settings import get_settings
 
     get_settings.cache_clear()
+
+
+@pytest.fixture
+def no_automatic_gc() -> Iterator[None]:
+    """Automatic collection off: only reference counting (or an explicit sweep) frees."""
+    was = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()

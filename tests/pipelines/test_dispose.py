@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import weakref
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,19 +14,6 @@ from voxpipe.pipelines import ParallelPipeline, Pipeline, PipelineTask
 from voxpipe.processors.base import FrameProcessor
 from voxpipe.processors.llm.scripted import ScriptedLLMService
 from voxpipe.processors.outage import OutageTracker
-
-
-@pytest.fixture
-def no_gc() -> Iterator[None]:
-    # Only reference counting frees anything here.
-    was = gc.isenabled()
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 class Worker(FrameProcessor):
@@ -76,7 +61,7 @@ async def _one_call() -> list[weakref.ref[Any]]:
     return [*refs, weakref.ref(task)]
 
 
-async def test_an_ended_task_is_freed_without_the_cycle_collector(no_gc: None) -> None:
+async def test_an_ended_task_is_freed_without_the_cycle_collector(no_automatic_gc: None) -> None:
     refs = await _one_call()
     assert [r() for r in refs if r() is not None] == []
 

@@ -7,27 +7,12 @@ import collections
 import contextlib
 import gc
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from tests.server.conftest import serve
 from voxpipe.server.garbage import GarbageSweeper
 from voxpipe.testing.twilio_caller import TwilioCaller
-
-
-@pytest.fixture
-def no_automatic_gc() -> Iterator[None]:
-    # Only the sweeper may free cycles here, as in a server whose full collections are rare.
-    was = gc.isenabled()
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 class _Cycle:

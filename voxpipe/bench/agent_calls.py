@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from voxpipe.bench.conversation import Conversation, Question
-from voxpipe.bench.prom import histogram_summary
+from voxpipe.bench.prom import counter_total, histogram_summary
 from voxpipe.bench.provider_fakes import (
     STAMP_KINDS,
     ProviderLatency,
@@ -299,15 +299,7 @@ async def _turn_decisions(http: Any, base: str) -> dict[str, Any]:
     text = (await http.get(base + "/metrics")).text
     found = histogram_summary(text, "voxpipe_stage_latency_seconds", {"metric": "turn_decision"})
     bound = found.max_under
-    from prometheus_client.parser import text_string_to_metric_families
-
-    shed = sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        if family.name == "voxpipe_turn_decisions_shed"
-        for sample in family.samples
-        if sample.name.endswith("_total")
-    )
+    shed = counter_total(text, "voxpipe_turn_decisions_shed")
     return {
         "turn_decisions": found.count,
         # Skipped under overload (TURN_SHED_AFTER_S): those turns ended on the VAD's silence.

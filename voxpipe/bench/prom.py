@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["HistogramSummary", "histogram_summary"]
+__all__ = ["HistogramSummary", "counter_total", "histogram_summary"]
 
 
 @dataclass(slots=True, frozen=True)
@@ -53,3 +53,16 @@ def histogram_summary(
     else:
         bound = math.inf if count else 0.0
     return HistogramSummary(int(count), total, bound if count else 0.0)
+
+
+def counter_total(exposition: str, name: str) -> float:
+    """The counter ``name`` (without ``_total``), summed over its series."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(exposition)
+        if family.name == name
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    )

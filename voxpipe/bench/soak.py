@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from voxpipe.bench.prom import histogram_summary
+from voxpipe.bench.prom import counter_total, histogram_summary
 from voxpipe.bench.server_proc import (
     DEFAULT_BOT,
     caller_audio,
@@ -189,20 +189,12 @@ def gc_sweeps(exposition: str) -> dict[str, Any]:
     """The server's full collections after ended calls, from its ``/metrics`` text: how many,
     their mean, and the bucket bound under which the longest fell (how long one held the loop).
     """
-    from prometheus_client.parser import text_string_to_metric_families
-
     sweeps = histogram_summary(exposition, "voxpipe_gc_sweep_seconds")
     # None: the longest was beyond the last bucket (+Inf is no number in JSON).
     longest = sweeps.max_under
     bound = round(longest * 1000, 1) if math.isfinite(longest) else None
     count, total = sweeps.count, sweeps.total
-    freed = sum(
-        sample.value
-        for family in text_string_to_metric_families(exposition)
-        if family.name == "voxpipe_gc_freed_objects"
-        for sample in family.samples
-        if sample.name.endswith("_total")
-    )
+    freed = counter_total(exposition, "voxpipe_gc_freed_objects")
     return {
         "gc_sweeps": count,
         # What the sweeps found: ended calls left to the cycle collector (0 when reference
