@@ -32,7 +32,7 @@ from voxpipe.frames import (
 )
 from voxpipe.pipelines import Pipeline, PipelineTask, VirtualClock
 from voxpipe.records.envelope import EnvelopeError, KeyRing, open_sealed
-from voxpipe.records.recording import CallRecording, recording_aad
+from voxpipe.records.recording import CallRecording, _Timeline, recording_aad
 from voxpipe.records.storage import FileBackend, RecordingSpool, RecordingStore
 from voxpipe.transports.memory import MemorySink, MemoryTransport
 from voxpipe.transports.params import TransportParams
@@ -227,9 +227,12 @@ def test_recording_starts_at_consent_and_a_withdrawal_deletes_it(tmp_path: Path)
     assert abs(len(frames) - 2 * RATE) <= 0.05 * RATE
 
     # A store per call's event loop, as in a worker; written 0.5 s behind the clock (not the
-    # default 20 s) so that the withdrawal finds audio on disk to delete.
+    # default 20 s) a quarter second at a time (not 1 s) so that the withdrawal finds audio on
+    # disk to delete.
     store = _store(tmp_path)
-    withdrawn = CallRecording("CA-withdrawn", store, require_consent=True, hold_s=0.5)
+    withdrawn = CallRecording(
+        "CA-withdrawn", store, require_consent=True, hold_s=0.5, commit_every_s=0.25
+    )
 
     async def withdraw(task: PipelineTask, t: MemoryTransport) -> None:
         feeding = asyncio.get_running_loop().create_task(t.play_caller(_tone(300, 3.0), RATE))
@@ -333,3 +336,61 @@ def test_a_card_number_read_before_it_was_detected_is_silent_in_the_recording(
     assert np.count_nonzero(card) == 0  # the whole number, though detected seconds later
     later = frames[round(16.6 * RATE) : round(18.4 * RATE), 0]
     assert np.count_nonzero(later) > 0.9 * len(later)  # recording goes on after the pause
+
+
+class _Collect:
+    """A RecordingWriter stand-in that keeps what the timeline writes."""
+
+    def __init__(self) -> None:
+        self.left: list[np.ndarray] = []
+        self.right: list[np.ndarray] = []
+
+    def write(self, left: np.ndarray, right: np.ndarray) -> None:
+        self.left.append(left.copy())
+        self.right.append(right.copy())
+
+
+def test_caller_chunks_placed_in_one_run_equal_chunk_by_chunk() -> None:
+    """The recording keeps caller chunks until a commit and places them in one run: the left
+    channel is the same as placing each as it came, including the silence a stall leaves."""
+    rng = np.random.default_rng(7)
+    chunks = [rng.integers(-3000, 3000, 160, dtype=np.int16).tobytes() for _ in range(60)]
+    # 20 ms apart, but the stream stalls 0.9 s after chunk 20 and 0.3 s (under the slack)
+    # after chunk 40.
+    times, t = [], 10.0
+    for i in range(60):
+        t += 0.02 + (0.9 if i == 20 else 0.3 if i == 40 else 0.0)
+        times.append(t)
+    one, run = _Collect(), _Collect()
+    a, b = _Timeline(8000, 10.0, one), _Timeline(8000, 10.0, run)  # type: ignore[arg-type]
+    for pcm, at in zip(chunks, times, strict=True):
+        a.caller(pcm, at)
+    b.caller_run(b"".join(chunks), [(160, at) for at in times])
+    a.commit(times[-1], final=True)
+    b.commit(times[-1], final=True)
+    left_a, left_b = np.concatenate(one.left), np.concatenate(run.left)
+    assert len(left_a) > 60 * 160 + 0.8 * 8000  # the long stall became silence
+    assert np.array_equal(left_a, left_b)
+
+
+def test_bot_segments_out_of_play_order_are_written_where_they_play() -> None:
+    """Commits stop at the first bot segment not yet due, so segments are kept in play order:
+    one handed over late (out of order) still lands at its time, across several commits."""
+    rng = np.random.default_rng(3)
+    segs = [(10.0 + 0.06 * i, rng.integers(-3000, 3000, 480, dtype=np.int16)) for i in range(40)]
+    order = list(range(40))
+    order[5], order[30] = order[30], order[5]  # one far ahead of its turn, one far behind
+    ordered, shuffled = _Collect(), _Collect()
+    a, b = _Timeline(8000, 10.0, ordered), _Timeline(8000, 10.0, shuffled)  # type: ignore[arg-type]
+    for i in range(40):
+        a.bot(segs[i][1], segs[i][0])
+        b.bot(segs[order[i]][1], segs[order[i]][0])
+    for t in (10.5, 11.0, 11.7, 12.6):
+        for tl in (a, b):
+            tl.caller(bytes(2 * 8000), t)
+            tl.commit(t)
+    a.commit(13.0, final=True)
+    b.commit(13.0, final=True)
+    right_a = np.concatenate(ordered.right)
+    assert np.count_nonzero(right_a) > 0.9 * 40 * 480
+    assert np.array_equal(right_a, np.concatenate(shuffled.right))
