@@ -331,6 +331,9 @@ async def _replay(
         from voxpipe.testing.service_tape import has_services, play_tape
 
         if has_services(task.pipeline.processors()) and not rec.services:
+            from voxpipe.state.shared import close_shared_stores
+
+            await close_shared_stores()  # opened for the call: their threads would outlive it
             raise RecordingError(
                 f"{path}: the recording keeps no provider results (recorded before format "
                 "version 3): replay it without --offline, with the providers"
