@@ -7,10 +7,12 @@ ALLOW_UNSIGNED_WEBHOOKS on loopback only), with refusals logged as security even
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -31,8 +33,14 @@ VONAGE_SECRET = "a-vonage-signature-secret-32-chars"
 FORM = b"CallSid=v3%3Aabc&From=%2B4915123456789&To=%2B18005551212"
 
 
-def client(app: Any) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+@contextlib.asynccontextmanager
+async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    # With the app's lifespan, as a server runs it: its shutdown closes the stores the
+    # requests opened (httpx's ASGI transport alone runs no lifespan).
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+            yield c
 
 
 def app_for(**kwargs: Any) -> Any:

@@ -37,13 +37,25 @@ def test_a_sweep_runs_only_after_calls_ended_and_frees_their_cycles(no_automatic
     assert len(seen) == 1
 
 
-def _call_objects() -> int:
-    """Objects of the server's call pipelines (frames, queues, loggers...) still in memory."""
-    return sum(
-        1
+def _call_object_kinds() -> collections.Counter[str]:
+    """Objects of the server's call pipelines (frames, queues, loggers...) by class."""
+    return collections.Counter(
+        type(o).__qualname__
         for o in gc.get_objects()
         if not issubclass(type(o), type) and str(type(o).__module__).startswith("voxpipe.")
     )
+
+
+def _call_objects() -> int:
+    """How many such objects are still in memory."""
+    return sum(_call_object_kinds().values())
+
+
+async def _until_no_call(st: Any) -> None:
+    """Until the server's side of every call has ended (just after the callers hung up)."""
+    async with asyncio.timeout(10):
+        while len(st.registry):
+            await asyncio.sleep(0.01)
 
 
 async def _one_call(url: str, speech: bytes) -> None:
@@ -64,9 +76,8 @@ async def test_an_ended_call_is_freed_by_the_servers_sweep(
 
     async def call(n: int) -> None:
         await _one_call(srv.url, speech_mulaw)
+        await _until_no_call(st)
         async with asyncio.timeout(10):
-            while len(st.registry):  # the server side of the call ends just after the caller's
-                await asyncio.sleep(0.01)
             while f"voxpipe_gc_sweep_seconds_count {n}.0" not in metrics():
                 await asyncio.sleep(0.01)  # the sweep's own metric says when it has run
 
@@ -79,14 +90,6 @@ async def test_an_ended_call_is_freed_by_the_servers_sweep(
         before = _call_objects()
         await call(2)
         assert _call_objects() == before, "the ended call is still in memory"
-
-
-def _call_object_kinds() -> collections.Counter[str]:
-    return collections.Counter(
-        type(o).__qualname__
-        for o in gc.get_objects()
-        if not issubclass(type(o), type) and str(type(o).__module__).startswith("voxpipe.")
-    )
 
 
 async def test_an_ended_call_is_freed_by_reference_counting_alone(
@@ -108,9 +111,7 @@ async def test_an_ended_call_is_freed_by_reference_counting_alone(
         kinds = _call_object_kinds()
         for _ in range(3):
             await _one_call(srv.url, speech_mulaw)
-        async with asyncio.timeout(10):
-            while len(st.registry):
-                await asyncio.sleep(0.01)
+        await _until_no_call(st)
         # The server's handler returns just after the call leaves the registry.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(3):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -27,8 +28,14 @@ FORM = {
 }
 
 
-def client(app: Any, base: str = "http://testserver") -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base)
+@contextlib.asynccontextmanager
+async def client(app: Any, base: str = "http://testserver") -> AsyncIterator[httpx.AsyncClient]:
+    # With the app's lifespan, as a server runs it: its shutdown closes the stores the
+    # requests opened (httpx's ASGI transport alone runs no lifespan).
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=base) as c:
+            yield c
 
 
 async def test_good_signature_gets_twiml_with_stream_and_parameters(

@@ -59,9 +59,11 @@ async def server() -> AsyncIterator[tuple[Any, httpx.AsyncClient, Any]]:
         create_app(support.probe_echo_bot(stats), VoxpipeSettings(), batched_vad=None)
     )
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://voxpipe.test") as client:
-        yield app, client, stats
-    await app.state.voxpipe.registry.close_all()
+    # The app's lifespan, as a server runs it: its shutdown ends the calls and closes the
+    # stores the requests opened.
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=transport, base_url="http://voxpipe.test") as client:
+            yield app, client, stats
 
 
 async def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:

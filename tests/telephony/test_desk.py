@@ -86,7 +86,10 @@ async def desk_server(tmp_path: Path) -> AsyncIterator[tuple[str, FakeTwilioREST
             yield srv.url, fake, settings
 
 
-async def _escalate(settings: VoxpipeSettings, fake: FakeTwilioREST, tmp: Path) -> str:
+async def _escalate(
+    settings: VoxpipeSettings, fake: FakeTwilioREST, tmp: Path
+) -> tuple[str, TwilioHandoff]:
+    """A call escalated and ringing the agent: its id and its handoff."""
     sid = "CA" + uuid.uuid4().hex
     fake.add_call(sid)
     sessions = MemorySessionStore()
@@ -115,7 +118,14 @@ async def _escalate(settings: VoxpipeSettings, fake: FakeTwilioREST, tmp: Path) 
     )
     await handoff("caller asked for a person", "Router drops the connection; restarted thrice.")
     await fake.wait_for(lambda: fake.dialled and fake.dialled[-1].status == "ringing")
-    return sid
+    return sid, handoff
+
+
+async def _records_written(handoff: TwilioHandoff) -> None:
+    """After the caller hung up: the transcript row is written, then its store closed."""
+    async with asyncio.timeout(10):
+        await handoff.records_done.wait()
+    await handoff.transcripts.close()
 
 
 def test_mask_number_keeps_the_last_four_digits() -> None:
@@ -125,7 +135,7 @@ def test_mask_number_keeps_the_last_four_digits() -> None:
 
 async def test_the_api_needs_the_desk_token_and_lists_the_brief(tmp_path: Path) -> None:
     async with desk_server(tmp_path) as (url, fake, settings):
-        sid = await _escalate(settings, fake, tmp_path)
+        sid, handoff = await _escalate(settings, fake, tmp_path)
         async with httpx.AsyncClient(base_url=url) as client:
             assert (await client.get("/api/escalations")).status_code == 401
             wrong = {"Authorization": "Bearer nope"}
@@ -143,6 +153,7 @@ async def test_the_api_needs_the_desk_token_and_lists_the_brief(tmp_path: Path) 
         assert item["state"] == "ringing" and item["ringing"] == AGENT
         assert item["waiting_s"] >= 0
         await fake.hang_up(sid)
+        await _records_written(handoff)
 
 
 def test_desk_page_shows_a_live_escalation_in_chromium(tmp_path: Path) -> None:
@@ -190,7 +201,7 @@ async def _browser(chromium: str, tmp_path: Path) -> None:
                         await asyncio.sleep(0.05)
 
                 await page("window.desk && window.desk.status === 'live'")
-                sid = await _escalate(settings, fake, tmp_path)
+                sid, handoff = await _escalate(settings, fake, tmp_path)
                 text = await page(
                     "document.querySelector('.esc') && document.getElementById('list').innerText"
                 )
@@ -201,6 +212,7 @@ async def _browser(chromium: str, tmp_path: Path) -> None:
                 assert "en-GB" in text and "waiting" in text
                 await fake.hang_up(sid)
                 await page("document.querySelectorAll('.esc').length === 0")
+                await _records_written(handoff)
                 await cdp.close()
         finally:
             proc.terminate()
