@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from voxpipe.audio.convert import AudioConverter
+from voxpipe.audio.convert import AudioConverter, bytes_per_sample
 from voxpipe.frames import (
     CancelFrame,
     EndFrame,
@@ -223,9 +223,9 @@ class _Timeline:
             self.pauses[-1][0] = max(start, self.done)
         return start >= self.done
 
-    def due(self, now: float, every: int) -> bool:
-        """Whether at least ``every`` samples can be written at ``now``."""
-        return self.sample_at(now) - self.delay - self.done >= every
+    def due_at(self, every: int) -> float:
+        """The clock time from which at least ``every`` more samples can be written."""
+        return self.t0 + (self.done + self.delay + every) / self.rate
 
     def resume(self, t: float) -> None:
         if self.pauses and self.pauses[-1][1] == -1:
@@ -411,16 +411,14 @@ class CallRecording(FrameProcessor):
             for audio, _, _, now in run:
                 tl.caller(self._pcm_bytes("_in", audio, encoding, rate), now)
             return
-        width = 1 if encoding == "mulaw" else 2
+        width = bytes_per_sample(encoding)
         pcm = self._pcm_bytes("_in", b"".join(c[0] for c in run), encoding, rate)
         tl.caller_run(pcm, [(len(audio) // width, now) for audio, _, _, now in run])
 
     def _commit(self, tl: _Timeline, now: float, *, final: bool = False) -> None:
         self._settle(tl)
         tl.commit(now, final=final)
-        # The next commit: when ``commit_every_s`` more can be written past the held window.
-        every = round(self.commit_every_s * tl.rate)
-        self._due_at = tl.t0 + (tl.done + tl.delay + every) / tl.rate
+        self._due_at = tl.due_at(round(self.commit_every_s * tl.rate))
 
     # ------------------------------------------------------------------ frames
 
@@ -462,7 +460,8 @@ class CallRecording(FrameProcessor):
         )
         tl = self._timeline = _Timeline(rate, self.clock.now(), self._writer, self.hold_s)
         self._caller_in, self._bot_in = [], []
-        self._due_at = tl.t0 + (tl.delay + round(self.commit_every_s * rate)) / rate
+        # Taps compare the clock with this, not the timeline's arithmetic, at every frame.
+        self._due_at = tl.due_at(round(self.commit_every_s * rate))
         if self.paused:
             self._timeline.pause(self.clock.now())
         logger.info("recording call %s at %d Hz (%s)", self.recorded_call_id, rate, path)
